@@ -1,0 +1,3 @@
+"""dnnsplit: prepare vision models for collaborative inference across mobile web, edge and cloud."""
+
+__version__ = "0.1.0"

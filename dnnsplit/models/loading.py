@@ -1,0 +1,234 @@
+"""Resolve a MODEL argument into a PyTorch module or an ONNX file.
+
+MODEL forms (accepted by every command):
+  torchvision:NAME          a torchvision classification model (random init with --seed, --weights FILE)
+  path/to/model.onnx        an ONNX file
+  path/to/checkpoint.pt     a state_dict (with --arch torchvision:NAME, or a dnnsplit checkpoint that
+                            records its architecture) or, with --trust-pickle, a pickled nn.Module
+  package.module:factory    an import path to a callable returning an nn.Module
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dnnsplit.errors import UsageError
+from dnnsplit.models import torchvision_zoo
+
+ONNX_SUFFIXES = (".onnx",)
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """Options that shape how a MODEL argument is loaded."""
+
+    seed: int = 0
+    weights: str | None = None
+    num_classes: int | None = None
+    arch: str | None = None
+    trust_pickle: bool = False
+    input_shape: tuple[int, ...] | None = None
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for export/profiling: a torch module, or an ONNX file as given."""
+
+    source: str
+    kind: str  # torchvision | checkpoint | import | onnx
+    name: str
+    input_shape: tuple[int, ...] | None
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+
+
+def load_model(spec: str, options: ModelOptions | None = None) -> LoadedModel:
+    """Load ``spec`` (any MODEL form) with ``options``."""
+    options = options or ModelOptions()
+    if spec.startswith("torchvision:"):
+        return _load_torchvision(spec, options)
+    lowered = spec.lower()
+    if lowered.endswith(ONNX_SUFFIXES):
+        return _load_onnx(spec, options)
+    if lowered.endswith(TORCH_SUFFIXES) or os.path.isfile(spec):
+        return _load_checkpoint(spec, options)
+    if ":" in spec and not os.path.exists(spec):
+        return _load_import_path(spec, options)
+    raise UsageError(
+        f"file not found: {spec}",
+        "pass torchvision:NAME, a .onnx file, a .pt checkpoint or package.module:factory",
+    )
+
+
+def _load_torchvision(spec: str, options: ModelOptions) -> LoadedModel:
+    name = spec.split(":", 1)[1]
+    torchvision_zoo.check_name(name)
+    module = torchvision_zoo.build(name, num_classes=options.num_classes, seed=options.seed)
+    if options.weights:
+        _load_state_dict_file(module, options.weights, what=f"torchvision:{name}")
+    shape = options.input_shape or torchvision_zoo.default_input_shape(name)
+    return LoadedModel(source=spec, kind="torchvision", name=name, input_shape=shape, module=module)
+
+
+def _load_onnx(spec: str, options: ModelOptions) -> LoadedModel:
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(f"file not found: {spec}", "check the path to the ONNX file")
+    from dnnsplit.models.onnx_file import check_onnx_file
+
+    check_onnx_file(path)
+    return LoadedModel(
+        source=spec, kind="onnx", name=path.stem, input_shape=options.input_shape, onnx_path=path.resolve()
+    )
+
+
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        if weights_only:
+            raise UsageError(
+                f"{path} holds pickled Python objects (e.g. a whole nn.Module), which can run code when loaded",
+                "save a state_dict instead, or pass --trust-pickle if you trust the file",
+            ) from exc
+        raise UsageError(f"{path} is not a PyTorch checkpoint ({exc})", "pass a file saved with torch.save") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UsageError(
+            f"{path} is neither an ONNX model nor a PyTorch checkpoint",
+            "pass a .onnx file or a file saved with torch.save",
+        ) from exc
+
+
+def _extract_state_dict(obj: Any) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+    """Find the state_dict in a checkpoint; return it with the checkpoint's metadata."""
+    if isinstance(obj, Mapping):
+        if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+            meta = {k: v for k, v in obj.items() if k != "state_dict"}
+            return dict(obj["state_dict"]), meta
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj), {}
+    return None, {}
+
+
+def _load_checkpoint(spec: str, options: ModelOptions) -> LoadedModel:
+    path = Path(spec)
+    if not path.is_file():
+        raise UsageError(f"file not found: {spec}", "check the path to the checkpoint")
+    if _looks_like_onnx(path):
+        return _load_onnx(spec, options)
+    obj = _torch_load(path, weights_only=not options.trust_pickle)
+    if isinstance(obj, nn.Module):
+        module = obj.eval()
+        shape = options.input_shape
+        return LoadedModel(source=spec, kind="checkpoint", name=path.stem, input_shape=shape, module=module)
+    state_dict, meta = _extract_state_dict(obj)
+    if state_dict is None:
+        raise UsageError(
+            f"{spec} holds neither an nn.Module nor a state_dict", "save model.state_dict() with torch.save"
+        )
+    arch = options.arch or meta.get("arch")
+    if not arch:
+        raise UsageError(
+            f"{spec} is a state_dict without an architecture", "pass --arch torchvision:NAME (or an import path)"
+        )
+    num_classes = options.num_classes or meta.get("num_classes")
+    arch_model = load_model(
+        str(arch), ModelOptions(seed=options.seed, num_classes=num_classes, input_shape=options.input_shape)
+    )
+    assert arch_model.module is not None
+    _apply_state_dict(arch_model.module, state_dict, what=str(arch), source=spec)
+    shape = options.input_shape or _tuple_or_none(meta.get("input_shape")) or arch_model.input_shape
+    return LoadedModel(
+        source=spec, kind="checkpoint", name=path.stem, input_shape=shape, module=arch_model.module.eval()
+    )
+
+
+def _tuple_or_none(value: Any) -> tuple[int, ...] | None:
+    return tuple(int(v) for v in value) if value else None
+
+
+def _looks_like_onnx(path: Path) -> bool:
+    """ONNX files are protobuf; PyTorch checkpoints are zip archives (or legacy pickles)."""
+    if zipfile.is_zipfile(path):
+        return False
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - any parse failure means "not ONNX"
+        return False
+    return len(model.graph.node) > 0
+
+
+def _load_state_dict_file(module: nn.Module, path: str, what: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"weights file not found: {path}", "check the --weights path")
+    obj = _torch_load(p, weights_only=True)
+    state_dict, _ = _extract_state_dict(obj)
+    if state_dict is None:
+        raise UsageError(f"{path} is not a state_dict", "save model.state_dict() with torch.save")
+    _apply_state_dict(module, state_dict, what=what, source=path)
+
+
+def _apply_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str, source: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if mismatched:
+            k = mismatched[0]
+            parts.append(
+                f"{len(mismatched)} with another shape (e.g. {k}: {tuple(state_dict[k].shape)} vs "
+                f"{tuple(own[k].shape)})"
+            )
+        raise UsageError(
+            f"the keys of {source} don't fit {what}: " + ", ".join(parts),
+            "pass the --arch (and --num-classes) the checkpoint was trained with",
+        )
+    module.load_state_dict(state_dict)
+
+
+def _load_import_path(spec: str, options: ModelOptions) -> LoadedModel:
+    module_name, _, attr = spec.partition(":")
+    try:
+        mod = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(
+            f"cannot import '{module_name}' from '{spec}' ({exc})",
+            "check the module is on PYTHONPATH and the path is written package.module:factory",
+        ) from exc
+    factory: Any = mod
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise UsageError(f"'{module_name}' has no attribute '{attr}'", "check the factory's name")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UsageError(f"'{spec}' is not callable", "point to a function or class that returns an nn.Module")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        module = factory() if not isinstance(factory, nn.Module) else factory
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"'{spec}' returned {type(module).__name__}, not an nn.Module", "return an nn.Module")
+    if options.weights:
+        _load_state_dict_file(module, options.weights, what=spec)
+    return LoadedModel(
+        source=spec, kind="import", name=attr, input_shape=options.input_shape, module=module.eval()
+    )

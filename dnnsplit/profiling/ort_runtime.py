@@ -1,0 +1,290 @@
+"""Per-layer latency in onnxruntime from its own per-node profiler.
+
+onnxruntime optimises the graph before running it: it folds, fuses (Conv+Relu, Conv+Add+Relu, ...) and
+on x86 rewrites convolutions to the NCHWc layout, renaming nodes and tensors. The profiler reports the
+optimised nodes, so each one is mapped back to the original layers it covers, and its time is shared
+among them (see ``measure.share``). Layers that onnxruntime removed entirely get zero time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnsplit.profiling.graph import Layer, LayerGraph
+from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress, share
+
+# Optimised op types that stand for an original op type.
+# A gap longer than this before a kernel is not setup work (e.g. a pause between runs); ignore it.
+_MAX_GAP_US = 2000.0
+_FUSED_OP = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "QuickGelu": "Sigmoid"}
+
+
+def _session(path: Path, threads: int, profile_dir: str | None, optimized_path: str | None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    if profile_dir is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(profile_dir, "ort")
+    if optimized_path is not None:
+        opts.optimized_model_filepath = optimized_path
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def random_feed(session: Any, input_shape: tuple[int, ...], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    first = session.get_inputs()[0]
+    return {first.name: rng.standard_normal(input_shape).astype(np.float32)}
+
+
+def measure_onnxruntime(
+    graph: LayerGraph,
+    path: Path,
+    input_shape: tuple[int, ...],
+    *,
+    threads: int,
+    warmup: int,
+    repeat: int,
+    progress: ProgressFn = no_progress,
+) -> Measurement:
+    total_runs = 2 * (warmup + repeat)
+    done = 0
+    # Whole-model latency, as a user's session runs it: no profiler attached.
+    session = _session(path, threads, None, None)
+    feed = random_feed(session, input_shape)
+    whole = []
+    for i in range(warmup + repeat):
+        start = time.perf_counter()
+        session.run(None, feed)
+        if i >= warmup:
+            whole.append((time.perf_counter() - start) * 1000.0)
+        done += 1
+        progress("measuring the whole model", done, total_runs)
+    del session
+    with tempfile.TemporaryDirectory(prefix="dnnsplit-ort-") as tmp:
+        optimized = os.path.join(tmp, "optimized.onnx")
+        session = _session(path, threads, tmp, optimized)
+        for _ in range(warmup + repeat):
+            session.run(None, feed)
+            done += 1
+            progress("measuring per layer", done, total_runs)
+        trace_file = session.end_profiling()
+        with open(trace_file, encoding="utf-8") as fh:
+            events = json.load(fh)
+        import onnx
+
+        opt_nodes = _optimized_nodes(onnx.load(optimized, load_external_data=False))
+    per_run, profiled_run_ms = _kernel_times_per_run(events, warmup)
+    mapping, notes = map_optimized_nodes(graph, opt_nodes)
+    # The profiler itself slows each run (it records every kernel); scale per-layer times back to the
+    # unprofiled run so they add up to what a user's session costs.
+    slowdown = float(np.median(profiled_run_ms) / np.median(whole)) if whole and profiled_run_ms else 1.0
+    if abs(slowdown - 1.0) > 0.02:
+        notes.append(f"onnxruntime's profiler slowed runs x{slowdown:.2f}; per-layer times are scaled back")
+    index = {layer.name: i for i, layer in enumerate(graph.layers)}
+    layer_ms = np.zeros((len(per_run), len(graph.layers)))
+    unmapped_us = 0.0
+    for r, kernels in enumerate(per_run):
+        for opt_name, micros in kernels.items():
+            targets = mapping.get(opt_name)
+            if not targets:
+                unmapped_us += micros
+                continue
+            for layer_name, fraction in targets:
+                layer_ms[r, index[layer_name]] += micros * fraction / 1000.0 / slowdown
+    if unmapped_us:
+        notes.append(f"{unmapped_us / 1000.0 / max(len(per_run), 1):.3f} ms/run of kernels matched no layer")
+    return Measurement(layer_ms=layer_ms, whole_ms=np.array(whole), notes=notes)
+
+
+def _kernel_times_per_run(events: list[dict[str, Any]], warmup: int) -> tuple[list[dict[str, float]], list[float]]:
+    """Per measured run: each optimised node's timeline span in microseconds, and the run's duration.
+
+    A node's span is its kernel time plus the executor's gap before it (input setup, allocation): in
+    sequential execution those gaps are part of what running that node costs.
+    """
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+    )
+    runs = runs[warmup:]
+    starts = np.array([r["ts"] for r in runs])
+    ends = np.array([r["ts"] + r["dur"] for r in runs])
+    kernels = sorted(
+        (e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")), key=lambda e: e["ts"]
+    )
+    per_run: list[dict[str, float]] = [defaultdict(float) for _ in runs]
+    last_end = [float(s) for s in starts]
+    for e in kernels:
+        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if 0 <= i < len(runs) and e["ts"] <= ends[i]:
+            end = float(e["ts"] + e["dur"])
+            span = end - max(last_end[i], float(e["ts"]) - _MAX_GAP_US) if end > last_end[i] else float(e["dur"])
+            last_end[i] = max(last_end[i], end)
+            per_run[i][e["name"][: -len("_kernel_time")]] += span
+    return [dict(r) for r in per_run], [float(r["dur"]) / 1000.0 for r in runs]
+
+
+def _optimized_nodes(model: Any) -> list[tuple[str, str, list[str], list[str]]]:
+    return [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+
+
+def map_optimized_nodes(
+    graph: LayerGraph, opt_nodes: list[tuple[str, str, list[str], list[str]]]
+) -> tuple[dict[str, list[tuple[str, float]]], list[str]]:
+    """Map each optimised node to the original layers it covers, with the share of its time each gets."""
+    layers = graph.by_name
+    producer = graph.producer
+
+    def anchor_of(name: str, outputs: list[str]) -> str | None:
+        candidate = name
+        while candidate:
+            if candidate in layers:
+                return candidate
+            if candidate in producer:
+                return producer[candidate]
+            head, sep, _ = candidate.rpartition("_")
+            if not sep:
+                break
+            candidate = head
+        for out in outputs:
+            if out in producer:
+                return producer[out]
+        return None
+
+    anchors: dict[str, str] = {}
+    for name, _op, _ins, outs in opt_nodes:
+        found = anchor_of(name, outs)
+        if found is not None:
+            anchors[name] = found
+
+    def fusable(src: str, dst: str) -> bool:
+        """``src`` feeds only ``dst``: the edge onnxruntime may fuse across."""
+        return graph.successors(layers[src]) == [dst] and not any(
+            t.name in {o.name for o in graph.outputs} for t in layers[src].outputs
+        )
+
+    owner: dict[str, str] = {}  # original layer -> the optimised node whose time it shares
+    main_of: dict[str, str] = {}
+    direct = set(anchors)
+    _anchor_through_neighbours(opt_nodes, anchors)
+    # Kernels anchored by their own name first, so a layout reorder never claims a layer before its Conv.
+    ranked = sorted(opt_nodes, key=lambda n: n[0] not in direct)
+    for name, op, _ins, _outs in ranked:
+        anchor = anchors.get(name)
+        if anchor is None or anchor in main_of.values():
+            continue
+        main = _find_main(graph, anchor, _FUSED_OP.get(op, op), fusable)
+        main_of[name] = anchor
+        for layer_name in main:
+            owner.setdefault(layer_name, name)
+    # Layers with no kernel of their own were fused into a neighbour: an element-wise tail joins its
+    # producer's kernel (Conv+Add+Relu), otherwise a layer joins the kernel it alone feeds (Conv->Relu).
+    order = [la.name for la in graph.layers]
+    for _ in range(2):
+        for lname in order:
+            if lname in owner:
+                continue
+            preds = graph.predecessors(layers[lname])
+            for p in preds:
+                if p in owner and fusable(p, lname):
+                    owner[lname] = owner[p]
+                    break
+        for lname in reversed(order):
+            if lname in owner:
+                continue
+            succs = graph.successors(layers[lname])
+            if len(succs) == 1 and succs[0] in owner and fusable(lname, succs[0]):
+                owner[lname] = owner[succs[0]]
+    for lname in order:
+        if lname not in owner:
+            owner.update({lname: owner[p] for p in graph.predecessors(layers[lname])[:1] if p in owner})
+    covered: dict[str, list[Layer]] = defaultdict(list)
+    for lname in order:
+        if lname in owner:
+            covered[owner[lname]].append(layers[lname])
+    mapping: dict[str, list[tuple[str, float]]] = {}
+    for name, _op, _ins, _outs in opt_nodes:
+        if name in covered:
+            group = covered[name]
+            mapping[name] = [(la.name, f) for la, f in zip(group, share(1.0, group), strict=True)]
+        elif name in anchors:
+            # A helper kernel (layout reorder, copy) of a layer that has its own kernel: add to that layer.
+            anchored = anchors[name]
+            host = owner.get(anchored)
+            group = covered.get(host, [layers[anchored]]) if host else [layers[anchored]]
+            mapping[name] = [(la.name, f) for la, f in zip(group, share(1.0, group), strict=True)]
+    notes = []
+    orphans = [n for n, *_ in opt_nodes if n not in mapping]
+    if orphans:
+        notes.append(f"{len(orphans)} optimised node(s) could not be mapped, e.g. {orphans[0]}")
+    return mapping, notes
+
+
+def _anchor_through_neighbours(
+    opt_nodes: list[tuple[str, str, list[str], list[str]]], anchors: dict[str, str]
+) -> None:
+    """Nodes onnxruntime added (layout reorders) take the anchor of the nearest anchored neighbour."""
+    producer = {o: n for n, _op, _ins, outs in opt_nodes for o in outs}
+    consumers: dict[str, list[str]] = defaultdict(list)
+    for n, _op, ins, _outs in opt_nodes:
+        for i in ins:
+            consumers[i].append(n)
+    by_name = {n: (ins, outs) for n, _op, ins, outs in opt_nodes}
+    for name, _op, _ins, _outs in opt_nodes:
+        if name in anchors:
+            continue
+        queue: deque[str] = deque([name])
+        seen = {name}
+        while queue:
+            current = queue.popleft()
+            if current in anchors:
+                anchors[name] = anchors[current]
+                break
+            ins, outs = by_name[current]
+            neighbours = [c for o in outs for c in consumers.get(o, [])] + [producer[i] for i in ins if i in producer]
+            for nb in neighbours:
+                if nb not in seen:
+                    seen.add(nb)
+                    queue.append(nb)
+
+
+def _find_main(graph: LayerGraph, anchor: str, op: str, fusable: Any) -> list[str]:
+    """The original layers a fused kernel named after ``anchor`` covers: from a layer of type ``op``
+    (searched upstream, then downstream, along fusable edges) to the anchor."""
+    layers = graph.by_name
+    if layers[anchor].op == op:
+        return [anchor]
+    path = [anchor]
+    current = anchor
+    for _ in range(6):
+        preds = graph.predecessors(layers[current])
+        step = next((p for p in preds if fusable(p, current)), None)
+        if step is None:
+            break
+        path.append(step)
+        if layers[step].op == op:
+            return list(reversed(path))
+        current = step
+    path = [anchor]
+    current = anchor
+    for _ in range(6):
+        succs = graph.successors(layers[current])
+        if len(succs) != 1 or not fusable(current, succs[0]):
+            break
+        current = succs[0]
+        path.append(current)
+        if layers[current].op == op:
+            return path
+    return [anchor]

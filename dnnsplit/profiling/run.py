@@ -1,0 +1,139 @@
+"""``profile_model``: load, export, build the layer graph and measure it on a runtime."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from dnnsplit.errors import UsageError
+from dnnsplit.models import ExportedModel, ModelOptions, export_model, load_model
+from dnnsplit.models.loading import LoadedModel
+from dnnsplit.profiling.graph import LayerGraph, TensorSpec, load_layer_graph
+from dnnsplit.profiling.measure import ProgressFn, no_progress
+from dnnsplit.profiling.profile import GROUPS, RUNTIMES, Profile, build_rows
+from dnnsplit.profiling.sysinfo import host_info
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    runtime: str = "onnxruntime"
+    threads: int | None = None
+    warmup: int = 5
+    repeat: int = 20
+    group: str = "node"
+
+    def check(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"unknown --runtime '{self.runtime}'", f"use one of {', '.join(RUNTIMES)}")
+        if self.group not in GROUPS:
+            raise UsageError(f"unknown --group '{self.group}'", f"use one of {', '.join(GROUPS)}")
+        if self.repeat < 1:
+            raise UsageError(f"--repeat must be at least 1 (got {self.repeat})", "pass --repeat 20, say")
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must not be negative (got {self.warmup})", "pass --warmup 5, say")
+        if self.threads is not None and self.threads < 1:
+            raise UsageError(f"--threads must be at least 1 (got {self.threads})", "pass --threads 2, say")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+@dataclass
+class PreparedModel:
+    """A loaded and exported model with its layer graph: the input every later stage starts from."""
+
+    loaded: LoadedModel
+    exported: ExportedModel
+    graph: LayerGraph
+
+    def model_block(self) -> dict[str, object]:
+        return {
+            "source": self.loaded.source,
+            "name": self.loaded.name,
+            "kind": self.loaded.kind,
+            "onnx": str(self.exported.path),
+            "sha256": self.exported.sha256,
+        }
+
+
+def prepare_model(
+    spec: str, options: ModelOptions | None = None, on_stage: ProgressFn = no_progress
+) -> PreparedModel:
+    on_stage("loading the model", 0, 1)
+    loaded = load_model(spec, options)
+    exported = export_model(loaded, on_stage=lambda s: on_stage(s, 0, 1))
+    on_stage("building the layer graph", 0, 1)
+    graph = load_layer_graph(exported.path, exported.input_shape)
+    return PreparedModel(loaded, exported, graph)
+
+
+def profile_prepared(
+    prepared: PreparedModel, settings: ProfileSettings, progress: ProgressFn = no_progress
+) -> Profile:
+    settings.check()
+    threads = settings.resolved_threads
+    shape = prepared.exported.input_shape
+    if settings.runtime == "torch":
+        if prepared.loaded.module is None:
+            raise UsageError(
+                f"--runtime torch needs a PyTorch model, and {prepared.loaded.source} is an ONNX file",
+                "use --runtime onnxruntime",
+            )
+        from dnnsplit.profiling.torch_runtime import measure_torch
+
+        measurement = measure_torch(
+            prepared.graph,
+            prepared.loaded.module,
+            shape,
+            threads=threads,
+            warmup=settings.warmup,
+            repeat=settings.repeat,
+            progress=progress,
+        )
+    else:
+        from dnnsplit.profiling.ort_runtime import measure_onnxruntime
+
+        measurement = measure_onnxruntime(
+            prepared.graph,
+            prepared.exported.path,
+            shape,
+            threads=threads,
+            warmup=settings.warmup,
+            repeat=settings.repeat,
+            progress=progress,
+        )
+    graph = prepared.graph
+    first = graph.inputs[0]
+    return Profile(
+        model=prepared.model_block(),
+        device=host_info(settings.runtime, threads),
+        input=TensorSpec(first.name, first.shape, first.dtype),
+        input_shape=tuple(shape),
+        outputs=list(graph.outputs),
+        group=settings.group,
+        settings={
+            "runtime": settings.runtime,
+            "threads": threads,
+            "warmup": settings.warmup,
+            "repeat": settings.repeat,
+        },
+        latency_ms=float(np.median(measurement.whole_ms)),
+        latency_p90_ms=float(np.percentile(measurement.whole_ms, 90)),
+        layers=build_rows(graph, measurement, settings.group),
+        notes=measurement.notes,
+    )
+
+
+def profile_model(
+    spec: str,
+    options: ModelOptions | None = None,
+    settings: ProfileSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> Profile:
+    """Measure ``spec`` layer by layer (see ``ProfileSettings``)."""
+    settings = settings or ProfileSettings()
+    settings.check()
+    return profile_prepared(prepare_model(spec, options, progress), settings, progress)
