@@ -24,7 +24,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
-        raise UsageError(f"output directory '{parent}' does not exist", "create it first or pick another path")
+        raise UsageError(
+            f"output directory '{parent}' does not exist", "create it first or pick another path"
+        )
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -82,7 +84,8 @@ def read_document(path: str | os.PathLike[str], expected_schema: str | None = No
         family = expected_schema.split("@")[0]
         if not isinstance(schema, str) or schema.split("@")[0] != family:
             raise UsageError(
-                f"{path} is not a {family} file (schema: {schema!r})", f"pass a file with schema {expected_schema}"
+                f"{path} is not a {family} file (schema: {schema!r})",
+                f"pass a file with schema {expected_schema}",
             )
         if schema != expected_schema:
             raise UsageError(

@@ -99,10 +99,12 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
     except pickle.UnpicklingError as exc:
         if weights_only:
             raise UsageError(
-                f"{path} holds pickled Python objects (e.g. a whole nn.Module), which can run code when loaded",
+                f"{path} holds pickled Python objects (e.g. a whole nn.Module); loading them can run code",
                 "save a state_dict instead, or pass --trust-pickle if you trust the file",
             ) from exc
-        raise UsageError(f"{path} is not a PyTorch checkpoint ({exc})", "pass a file saved with torch.save") from exc
+        raise UsageError(
+            f"{path} is not a PyTorch checkpoint ({exc})", "pass a file saved with torch.save"
+        ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise UsageError(
             f"{path} is neither an ONNX model nor a PyTorch checkpoint",
@@ -140,7 +142,8 @@ def _load_checkpoint(spec: str, options: ModelOptions) -> LoadedModel:
     arch = options.arch or meta.get("arch")
     if not arch:
         raise UsageError(
-            f"{spec} is a state_dict without an architecture", "pass --arch torchvision:NAME (or an import path)"
+            f"{spec} is a state_dict without an architecture",
+            "pass --arch torchvision:NAME (or an import path)",
         )
     num_classes = options.num_classes or meta.get("num_classes")
     arch_model = load_model(
@@ -221,12 +224,16 @@ def _load_import_path(spec: str, options: ModelOptions) -> LoadedModel:
             raise UsageError(f"'{module_name}' has no attribute '{attr}'", "check the factory's name")
         factory = getattr(factory, part)
     if not callable(factory):
-        raise UsageError(f"'{spec}' is not callable", "point to a function or class that returns an nn.Module")
+        raise UsageError(
+            f"'{spec}' is not callable", "point to a function or class that returns an nn.Module"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
         module = factory() if not isinstance(factory, nn.Module) else factory
     if not isinstance(module, nn.Module):
-        raise UsageError(f"'{spec}' returned {type(module).__name__}, not an nn.Module", "return an nn.Module")
+        raise UsageError(
+            f"'{spec}' returned {type(module).__name__}, not an nn.Module", "return an nn.Module"
+        )
     if options.weights:
         _load_state_dict_file(module, options.weights, what=spec)
     return LoadedModel(

@@ -13,12 +13,14 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     """Parse ``1x3x224x224`` into ``(1, 3, 224, 224)``; 4 positive dims (N, C, H, W)."""
     if not _SHAPE.match(text or ""):
         raise UsageError(
-            f"malformed --input-shape '{text}'", "write it as NxCxHxW with positive integers, e.g. 1x3x224x224"
+            f"malformed --input-shape '{text}'",
+            "write it as NxCxHxW with positive integers, e.g. 1x3x224x224",
         )
     dims = tuple(int(d) for d in re.split(r"[xX×,]", text.replace(" ", "")))
     if len(dims) != 4 or any(d <= 0 for d in dims):
         raise UsageError(
-            f"malformed --input-shape '{text}'", "write it as NxCxHxW with 4 positive integers, e.g. 1x3x224x224"
+            f"malformed --input-shape '{text}'",
+            "write it as NxCxHxW with 4 positive integers, e.g. 1x3x224x224",
         )
     return dims
 

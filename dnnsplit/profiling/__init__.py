@@ -2,7 +2,13 @@
 
 from dnnsplit.profiling.graph import Layer, LayerGraph, TensorSpec, load_layer_graph
 from dnnsplit.profiling.profile import LayerProfile, Profile
-from dnnsplit.profiling.run import PreparedModel, ProfileSettings, prepare_model, profile_model, profile_prepared
+from dnnsplit.profiling.run import (
+    PreparedModel,
+    ProfileSettings,
+    prepare_model,
+    profile_model,
+    profile_prepared,
+)
 
 __all__ = [
     "Layer",

@@ -288,7 +288,10 @@ def _shapes_by_running(
     first = session.get_inputs()[0]
     feed = {first.name: np.zeros(input_shape, dtype=_ort_dtype(first.type))}
     outs = session.run(names, feed)
-    return {n: (tuple(int(d) for d in np.shape(v)), str(np.asarray(v).dtype)) for n, v in zip(names, outs, strict=True)}
+    return {
+        n: (tuple(int(d) for d in np.shape(v)), str(np.asarray(v).dtype))
+        for n, v in zip(names, outs, strict=True)
+    }
 
 
 def _ort_dtype(type_string: str) -> Any:
@@ -336,7 +339,9 @@ def load_layer_graph(path: str | Path, input_shape: tuple[int, ...] | None = Non
 
 def build_layer_graph(model: Any, input_shape: tuple[int, ...]) -> LayerGraph:
     meta = {p.key: p.value for p in model.metadata_props}
-    modules: dict[str, dict[str, Any]] = json.loads(meta["dnnsplit.modules"]) if "dnnsplit.modules" in meta else {}
+    modules: dict[str, dict[str, Any]] = (
+        json.loads(meta["dnnsplit.modules"]) if "dnnsplit.modules" in meta else {}
+    )
     shapes = _infer_shapes(model, (1, *input_shape[1:]))
     initializers = {i.name: int(np.prod(i.dims, dtype=np.int64)) for i in model.graph.initializer}
     graph_inputs = [i.name for i in _graph_inputs(model)]

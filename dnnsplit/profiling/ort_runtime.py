@@ -109,20 +109,24 @@ def measure_onnxruntime(
     return Measurement(layer_ms=layer_ms, whole_ms=np.array(whole), notes=notes)
 
 
-def _kernel_times_per_run(events: list[dict[str, Any]], warmup: int) -> tuple[list[dict[str, float]], list[float]]:
+def _kernel_times_per_run(
+    events: list[dict[str, Any]], warmup: int
+) -> tuple[list[dict[str, float]], list[float]]:
     """Per measured run: each optimised node's timeline span in microseconds, and the run's duration.
 
     A node's span is its kernel time plus the executor's gap before it (input setup, allocation): in
     sequential execution those gaps are part of what running that node costs.
     """
     runs = sorted(
-        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"), key=lambda e: e["ts"]
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
     )
     runs = runs[warmup:]
     starts = np.array([r["ts"] for r in runs])
     ends = np.array([r["ts"] + r["dur"] for r in runs])
     kernels = sorted(
-        (e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")), key=lambda e: e["ts"]
+        (e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+        key=lambda e: e["ts"],
     )
     per_run: list[dict[str, float]] = [defaultdict(float) for _ in runs]
     last_end = [float(s) for s in starts]
@@ -130,7 +134,9 @@ def _kernel_times_per_run(events: list[dict[str, Any]], warmup: int) -> tuple[li
         i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
         if 0 <= i < len(runs) and e["ts"] <= ends[i]:
             end = float(e["ts"] + e["dur"])
-            span = end - max(last_end[i], float(e["ts"]) - _MAX_GAP_US) if end > last_end[i] else float(e["dur"])
+            span = (
+                end - max(last_end[i], float(e["ts"]) - _MAX_GAP_US) if end > last_end[i] else float(e["dur"])
+            )
             last_end[i] = max(last_end[i], end)
             per_run[i][e["name"][: -len("_kernel_time")]] += span
     return [dict(r) for r in per_run], [float(r["dur"]) / 1000.0 for r in runs]
@@ -208,8 +214,9 @@ def map_optimized_nodes(
             if len(succs) == 1 and succs[0] in owner and fusable(lname, succs[0]):
                 owner[lname] = owner[succs[0]]
     for lname in order:
-        if lname not in owner:
-            owner.update({lname: owner[p] for p in graph.predecessors(layers[lname])[:1] if p in owner})
+        placed = [p for p in graph.predecessors(layers[lname]) if p in owner]
+        if lname not in owner and placed:
+            owner[lname] = owner[placed[0]]
     covered: dict[str, list[Layer]] = defaultdict(list)
     for lname in order:
         if lname in owner:
@@ -253,7 +260,9 @@ def _anchor_through_neighbours(
                 anchors[name] = anchors[current]
                 break
             ins, outs = by_name[current]
-            neighbours = [c for o in outs for c in consumers.get(o, [])] + [producer[i] for i in ins if i in producer]
+            neighbours = [c for o in outs for c in consumers.get(o, [])] + [
+                producer[i] for i in ins if i in producer
+            ]
             for nb in neighbours:
                 if nb not in seen:
                     seen.add(nb)

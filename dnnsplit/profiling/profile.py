@@ -156,7 +156,9 @@ class Profile:
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"{path} is not a complete profile (missing or bad field: {exc})", "re-run profile") from exc
+            raise UsageError(
+                f"{path} is not a complete profile (missing or bad field: {exc})", "re-run profile"
+            ) from exc
 
 
 def group_key(graph: LayerGraph, index: int, group: str) -> str:

@@ -32,7 +32,11 @@ def host_info(runtime: str, threads: int) -> dict[str, Any]:
         "cores": os.cpu_count() or 1,
         "threads": threads,
         "runtime": runtime,
-        "versions": {"python": platform.python_version(), "numpy": numpy.__version__, "onnx": onnx.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": numpy.__version__,
+            "onnx": onnx.__version__,
+        },
     }
     if runtime == "onnxruntime":
         import onnxruntime

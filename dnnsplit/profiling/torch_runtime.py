@@ -82,7 +82,9 @@ def _scope_index(graph: LayerGraph) -> dict[str, list[Layer]]:
     return table
 
 
-def _distribute(exclusive: dict[str, float], scopes: dict[str, list[Layer]], index: dict[str, int], row: np.ndarray):
+def _distribute(
+    exclusive: dict[str, float], scopes: dict[str, list[Layer]], index: dict[str, int], row: np.ndarray
+):
     for scope, seconds in exclusive.items():
         target = scope
         # Scopes with no ONNX layer (Dropout, Identity, a wrapper's own glue) fall to the nearest parent.

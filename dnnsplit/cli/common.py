@@ -1,0 +1,180 @@
+"""What every command shares: MODEL options, error handling, output rendering, progress bars."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from dnnsplit.errors import DnnsplitError, UsageError
+from dnnsplit.fileio import dump_document
+
+# Piped or captured output is not squeezed into 80 columns: tables stay readable in logs and CI.
+_WIDE = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+out = Console(soft_wrap=True, width=_WIDE)
+err = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+class TableFormat(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+    csv = "csv"
+
+
+# MODEL and the options that shape how it loads; every command that takes a MODEL declares these.
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="torchvision:NAME, path/to/model.onnx, path/to/checkpoint.pt or package.module:factory.",
+        show_default=False,
+    ),
+]
+InputShapeOpt = Annotated[
+    str | None, typer.Option("--input-shape", help="NxCxHxW, e.g. 1x3x224x224 (default: the model's own).")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random initialisation.")]
+WeightsOpt = Annotated[
+    str | None, typer.Option("--weights", help="A state_dict file to load into the model.")
+]
+NumClassesOpt = Annotated[int | None, typer.Option("--num-classes", help="Number of output classes.")]
+ArchOpt = Annotated[
+    str | None,
+    typer.Option("--arch", help="Architecture for a state_dict checkpoint, e.g. torchvision:resnet18."),
+]
+TrustPickleOpt = Annotated[
+    bool,
+    typer.Option("--trust-pickle", help="Allow loading a fully pickled nn.Module (runs code from the file)."),
+]
+
+
+def model_options(
+    input_shape: str | None,
+    seed: int,
+    weights: str | None,
+    num_classes: int | None,
+    arch: str | None,
+    trust: bool,
+) -> Any:
+    from dnnsplit.models import ModelOptions, parse_input_shape
+
+    if num_classes is not None and num_classes < 1:
+        raise UsageError(f"--num-classes must be at least 1 (got {num_classes})", "pass a positive number")
+    return ModelOptions(
+        seed=seed,
+        weights=weights,
+        num_classes=num_classes,
+        arch=arch,
+        trust_pickle=trust,
+        input_shape=parse_input_shape(input_shape) if input_shape else None,
+    )
+
+
+def guarded(fn: F) -> F:
+    """Turn user errors into one line on stderr and an exit code; never a traceback for them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DnnsplitError as exc:
+            err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, markup=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported as one
+            if os.environ.get("DNNSPLIT_DEBUG"):
+                traceback.print_exc()
+            first = (str(exc).strip().splitlines() or [""])[0]
+            err.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {first} "
+                "(set DNNSPLIT_DEBUG=1 for the traceback and report it)",
+                highlight=False,
+            )
+            raise typer.Exit(3) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr, driven by the library's (stage, done, total) callbacks."""
+    if not enabled or not err.is_terminal and os.environ.get("DNNSPLIT_PROGRESS") != "1":
+        yield lambda _s, _d, _t: None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def update(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=stage, completed=done, total=total if total > 1 else None)
+
+        yield update
+
+
+def print_document(data: Any, fmt: str) -> None:
+    """JSON/YAML on stdout, plain (no colours or wrapping) so it can be piped."""
+    sys.stdout.write(dump_document(data, fmt))
+    sys.stdout.flush()
+
+
+def print_csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    sys.stdout.write(buffer.getvalue())
+
+
+def simple_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    return table
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} GB"

@@ -1,0 +1,56 @@
+"""The `dnnsplit` command: one module per subcommand, registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from dnnsplit import __version__
+from dnnsplit.cli import devices as devices_cmd
+from dnnsplit.cli import models as models_cmd
+from dnnsplit.cli import profile as profile_cmd
+
+app = typer.Typer(
+    name="dnnsplit",
+    help=(
+        "Prepare vision models for collaborative inference across a mobile web client, an edge server and a "
+        "cloud: profile, branch, prune, plan and split. Exit codes: 0 ok, 1 a budget or validation check "
+        "failed, 2 bad usage or input, 3 internal error."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _register(module: object, name: str) -> None:
+    fn = getattr(module, name)
+    app.command(name=name, epilog=getattr(module, "EXAMPLES", None))(fn)
+
+
+_register(profile_cmd, "profile")
+_register(devices_cmd, "devices")
+_register(models_cmd, "models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dnnsplit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """dnnsplit: collaborative DNN inference across mobile, edge and cloud."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

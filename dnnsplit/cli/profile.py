@@ -1,0 +1,201 @@
+"""`dnnsplit profile`: per-layer latency, MACs, params and output bytes on a real runtime."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dnnsplit.cli.common import (
+    ArchOpt,
+    InputShapeOpt,
+    ModelArg,
+    NumClassesOpt,
+    SeedOpt,
+    TableFormat,
+    TrustPickleOpt,
+    WeightsOpt,
+    err,
+    guarded,
+    human_bytes,
+    model_options,
+    out,
+    print_csv,
+    print_document,
+    progress_bar,
+)
+from dnnsplit.fileio import format_for_path
+
+
+class Runtime(StrEnum):
+    onnxruntime = "onnxruntime"
+    torch = "torch"
+
+
+class Group(StrEnum):
+    node = "node"
+    module = "module"
+    block = "block"
+
+
+EXAMPLES = """
+Examples:
+
+  dnnsplit profile torchvision:resnet18
+
+  dnnsplit profile torchvision:mobilenet_v3_small --group block --plot profile.png
+
+  dnnsplit profile model.onnx --threads 2 --repeat 50 --output profile.json
+
+  dnnsplit profile torchvision:resnet50 --runtime torch --format csv > layers.csv
+"""
+
+
+@guarded
+def profile(
+    model: ModelArg,
+    runtime: Annotated[
+        Runtime, typer.Option(help="Where to measure: onnxruntime (CPU) or eager torch.")
+    ] = Runtime.onnxruntime,
+    group: Annotated[
+        Group, typer.Option(help="Rows per ONNX node, per module call, or per top-level block.")
+    ] = Group.node,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: all cores).")] = None,
+    warmup: Annotated[int, typer.Option(help="Unmeasured runs first.")] = 5,
+    repeat: Annotated[int, typer.Option(help="Measured runs (median and p90 over these).")] = 20,
+    fmt: Annotated[
+        TableFormat, typer.Option("--format", help="How to print the result.")
+    ] = TableFormat.table,
+    top: Annotated[int, typer.Option(help="Rows in the table: the slowest K.")] = 15,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the profile (.json or .yaml).")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG: latency and output size per row.")] = None,
+    input_shape: InputShapeOpt = None,
+    seed: SeedOpt = 0,
+    weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None,
+    arch: ArchOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+) -> None:
+    """Measure per-layer cost of MODEL: latency (median, p90), MACs, params and output bytes."""
+    from dnnsplit.profiling import ProfileSettings, profile_model
+    from dnnsplit.profiling.plot import plot_profile
+
+    settings = ProfileSettings(
+        runtime=runtime.value, threads=threads, warmup=warmup, repeat=repeat, group=group.value
+    )
+    settings.check()
+    if output is not None:
+        format_for_path(output)  # a bad extension fails now, not after a minute of measuring
+    if plot is not None and plot.suffix.lower() != ".png":
+        from dnnsplit.errors import UsageError
+
+        raise UsageError(f"--plot '{plot}' is not a .png file", "name it something.png")
+    options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
+    with progress_bar() as progress:
+        result = profile_model(model, options, settings, progress)
+    if output is not None:
+        result.save(output)
+    if plot is not None:
+        plot_profile(result, plot)
+    if fmt in (TableFormat.json, TableFormat.yaml):
+        print_document(result.to_dict(), fmt.value)
+    elif fmt == TableFormat.csv:
+        header = ["name", "op", "module", "latency_ms", "latency_p90_ms", "macs", "params", "output_bytes"]
+        rows = [
+            [
+                r.name,
+                r.op,
+                r.module,
+                f"{r.latency_ms:.6f}",
+                f"{r.latency_p90_ms:.6f}",
+                r.macs,
+                r.params,
+                r.output_bytes,
+            ]
+            for r in result.layers
+        ]
+        print_csv(header, rows)
+    else:
+        _print_table(result, top)
+    for note in result.notes:
+        err.print(f"note: {note}", highlight=False)
+    for path, what in ((output, "profile"), (plot, "plot")):
+        if path is not None:
+            err.print(f"wrote {what} to {path}", highlight=False)
+
+
+def _print_table(result: object, top: int) -> None:
+    from rich.table import Table
+
+    from dnnsplit.profiling import Profile
+
+    assert isinstance(result, Profile)
+    total = result.latency_ms or 1.0
+    ranked = sorted(range(len(result.layers)), key=lambda i: -result.layers[i].latency_ms)[: max(top, 0)]
+    table = Table(
+        title=(
+            f"{result.model['source']}  input {'x'.join(map(str, result.input_shape))}  "
+            f"{result.device['runtime']} on {result.device['cpu']} ({result.device['threads']} threads)"
+        ),
+        title_justify="left",
+        caption=f"slowest {len(ranked)} of {len(result.layers)} {result.group}s (#: topological position)",
+        caption_justify="left",
+    )
+    for name, justify in (
+        ("#", "right"),
+        ("name", "left"),
+        ("op", "left"),
+        ("ms", "right"),
+        ("p90 ms", "right"),
+        ("%", "right"),
+        ("MMACs", "right"),
+        ("params", "right"),
+        ("output", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for i in ranked:
+        r = result.layers[i]
+        table.add_row(
+            str(i),
+            r.name,
+            r.op,
+            f"{r.latency_ms:.3f}",
+            f"{r.latency_p90_ms:.3f}",
+            f"{100 * r.latency_ms / total:.1f}",
+            f"{r.macs / 1e6:.1f}",
+            f"{r.params:,}",
+            human_bytes(r.output_bytes),
+        )
+    table.add_section()
+    table.add_row(
+        "",
+        "whole model (measured)",
+        "",
+        f"{result.latency_ms:.3f}",
+        f"{result.latency_p90_ms:.3f}",
+        "100.0",
+        f"{result.total_macs / 1e6:.1f}",
+        f"{result.total_params:,}",
+        "",
+    )
+    table.add_row(
+        "",
+        f"sum of {len(result.layers)} {result.group}s",
+        "",
+        f"{result.layer_sum_ms:.3f}",
+        "",
+        f"{100 * result.layer_sum_ratio:.1f}",
+        "",
+        "",
+        "",
+    )
+    out.print(table)
+    out.print(
+        f"per-layer sum / whole model = {result.layer_sum_ratio:.3f} "
+        f"({'within' if abs(result.layer_sum_ratio - 1) <= 0.15 else 'OUTSIDE'} ±15%)",
+        highlight=False,
+    )
