@@ -105,7 +105,7 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
         raise UsageError(
             f"{path} is not a PyTorch checkpoint ({exc})", "pass a file saved with torch.save"
         ) from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on files it cannot read
         raise UsageError(
             f"{path} is neither an ONNX model nor a PyTorch checkpoint",
             "pass a .onnx file or a file saved with torch.save",

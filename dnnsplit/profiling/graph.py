@@ -125,7 +125,10 @@ def onnx_input_shape(path: Path, override: tuple[int, ...] | None = None) -> tup
     """The model's (first) input shape with batch 1, or ``override``; error if it has free dims."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    return _input_shape_of(onnx.load(str(path), load_external_data=False), path, override)
+
+
+def _input_shape_of(model: Any, path: Path, override: tuple[int, ...] | None) -> tuple[int, ...]:
     inputs = _graph_inputs(model)
     if not inputs:
         raise UsageError(f"{path} has no inputs", "pass a model that takes an image tensor")
@@ -246,16 +249,15 @@ def _infer_shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, tuple[t
     """
     import onnx
 
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = _light_copy(model)
     first = _graph_inputs(fixed)[0]
     for d, size in zip(first.type.tensor_type.shape.dim, input_shape, strict=False):
         d.Clear()
         d.dim_value = size
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - fall back to running the model
-        inferred = fixed
+    except onnx.shape_inference.InferenceError:
+        inferred = fixed  # fall back to running the model for every shape
     table: dict[str, tuple[tuple[int, ...], str]] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
         shape = _static_shape(vi)
@@ -265,8 +267,33 @@ def _infer_shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, tuple[t
         table[init.name] = (tuple(int(d) for d in init.dims), _dtype_name(init.data_type))
     missing = [o for n in model.graph.node for o in n.output if o and o not in table]
     if missing:
-        table.update(_shapes_by_running(fixed, input_shape, missing))
+        table.update(_shapes_by_running(model, input_shape, missing))
     return table
+
+
+def _light_copy(model: Any) -> Any:
+    """The model without the data of large initializers: shape inference needs only their dims.
+
+    Copying and serialising 500 MB of VGG weights made shape inference take seconds; this takes none.
+    Small initializers (shape vectors for Reshape and the like) keep their data for data propagation.
+    """
+    import onnx
+
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    graph = light.graph
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    for init in model.graph.initializer:
+        if int(np.prod(init.dims, dtype=np.int64)) <= 1024:
+            graph.initializer.append(init)
+        else:
+            stub = graph.initializer.add()
+            stub.name, stub.data_type = init.name, init.data_type
+            stub.dims.extend(init.dims)
+    return light
 
 
 def _shapes_by_running(
@@ -277,6 +304,10 @@ def _shapes_by_running(
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
+    first = _graph_inputs(probe)[0]
+    for d, size in zip(first.type.tensor_type.shape.dim, input_shape, strict=False):
+        d.Clear()
+        d.dim_value = size
     existing = {o.name for o in probe.graph.output}
     for name in names:
         if name not in existing:
@@ -334,7 +365,7 @@ def load_layer_graph(path: str | Path, input_shape: tuple[int, ...] | None = Non
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return build_layer_graph(model, onnx_input_shape(Path(path), input_shape))
+    return build_layer_graph(model, _input_shape_of(model, Path(path), input_shape))
 
 
 def build_layer_graph(model: Any, input_shape: tuple[int, ...]) -> LayerGraph:

@@ -153,7 +153,8 @@ def map_optimized_nodes(
     layers = graph.by_name
     producer = graph.producer
 
-    def anchor_of(name: str, outputs: list[str]) -> str | None:
+    def anchor_by_name(name: str) -> str | None:
+        """``/relu/Relu_output_0_nchwc`` -> the layer named so, or producing the tensor named so."""
         candidate = name
         while candidate:
             if candidate in layers:
@@ -164,16 +165,19 @@ def map_optimized_nodes(
             if not sep:
                 break
             candidate = head
-        for out in outputs:
-            if out in producer:
-                return producer[out]
         return None
 
+    by_name: dict[str, str] = {}
     anchors: dict[str, str] = {}
     for name, _op, _ins, outs in opt_nodes:
-        found = anchor_of(name, outs)
+        found = anchor_by_name(name)
         if found is not None:
-            anchors[name] = found
+            by_name[name] = anchors[name] = found
+        else:
+            found = next((producer[o] for o in outs if o in producer), None)
+            if found is not None:
+                anchors[name] = found
+    _anchor_through_neighbours(opt_nodes, anchors)
 
     def fusable(src: str, dst: str) -> bool:
         """``src`` feeds only ``dst``: the edge onnxruntime may fuse across."""
@@ -182,19 +186,19 @@ def map_optimized_nodes(
         )
 
     owner: dict[str, str] = {}  # original layer -> the optimised node whose time it shares
-    main_of: dict[str, str] = {}
-    direct = set(anchors)
-    _anchor_through_neighbours(opt_nodes, anchors)
-    # Kernels anchored by their own name first, so a layout reorder never claims a layer before its Conv.
-    ranked = sorted(opt_nodes, key=lambda n: n[0] not in direct)
-    for name, op, _ins, _outs in ranked:
-        anchor = anchors.get(name)
-        if anchor is None or anchor in main_of.values():
-            continue
-        main = _find_main(graph, anchor, _FUSED_OP.get(op, op), fusable)
-        main_of[name] = anchor
-        for layer_name in main:
-            owner.setdefault(layer_name, name)
+    claimed: set[str] = set()
+
+    def claim(rank: dict[str, str]) -> None:
+        for name, op, _ins, _outs in opt_nodes:
+            anchor = rank.get(name)
+            if anchor is None or name in claimed or anchor in owner:
+                continue
+            claimed.add(name)
+            for layer_name in _find_main(graph, anchor, _FUSED_OP.get(op, op), fusable):
+                owner.setdefault(layer_name, name)
+
+    # Kernels named after a layer claim it (and the layers fused with it) first.
+    claim(by_name)
     # Layers with no kernel of their own were fused into a neighbour: an element-wise tail joins its
     # producer's kernel (Conv+Add+Relu), otherwise a layer joins the kernel it alone feeds (Conv->Relu).
     order = [la.name for la in graph.layers]
@@ -213,6 +217,9 @@ def map_optimized_nodes(
             succs = graph.successors(layers[lname])
             if len(succs) == 1 and succs[0] in owner and fusable(lname, succs[0]):
                 owner[lname] = owner[succs[0]]
+    # A kernel found only through its outputs or neighbours (a layout reorder) claims a layer that no
+    # named kernel covers; otherwise it is a helper charged to the group that owns its layer.
+    claim(anchors)
     for lname in order:
         placed = [p for p in graph.predecessors(layers[lname]) if p in owner]
         if lname not in owner and placed:
@@ -223,7 +230,7 @@ def map_optimized_nodes(
             covered[owner[lname]].append(layers[lname])
     mapping: dict[str, list[tuple[str, float]]] = {}
     for name, _op, _ins, _outs in opt_nodes:
-        if name in covered:
+        if name in covered and name in claimed:
             group = covered[name]
             mapping[name] = [(la.name, f) for la, f in zip(group, share(1.0, group), strict=True)]
         elif name in anchors:
