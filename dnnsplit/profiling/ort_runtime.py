@@ -22,8 +22,6 @@ from dnnsplit.profiling.graph import Layer, LayerGraph
 from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress, share
 
 # Optimised op types that stand for an original op type.
-# A gap longer than this before a kernel is not setup work (e.g. a pause between runs); ignore it.
-_MAX_GAP_US = 2000.0
 _FUSED_OP = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "QuickGelu": "Sigmoid"}
 
 
@@ -114,8 +112,10 @@ def _kernel_times_per_run(
 ) -> tuple[list[dict[str, float]], list[float]]:
     """Per measured run: each optimised node's timeline span in microseconds, and the run's duration.
 
-    A node's span is its kernel time plus the executor's gap before it (input setup, allocation): in
-    sequential execution those gaps are part of what running that node costs.
+    A node's span is its kernel time plus the executor's gap before it (input setup, allocation, and,
+    on a busy machine, the time its thread waited to be scheduled): in sequential execution that gap
+    is part of what running that node costs. Spans start at the run's start, so they cover the run up
+    to its last kernel; time is lost only where a kernel maps to no layer.
     """
     runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
@@ -134,9 +134,7 @@ def _kernel_times_per_run(
         i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
         if 0 <= i < len(runs) and e["ts"] <= ends[i]:
             end = float(e["ts"] + e["dur"])
-            span = (
-                end - max(last_end[i], float(e["ts"]) - _MAX_GAP_US) if end > last_end[i] else float(e["dur"])
-            )
+            span = end - last_end[i] if end > last_end[i] else 0.0  # an overlapped kernel adds no wall time
             last_end[i] = max(last_end[i], end)
             per_run[i][e["name"][: -len("_kernel_time")]] += span
     return [dict(r) for r in per_run], [float(r["dur"]) / 1000.0 for r in runs]
