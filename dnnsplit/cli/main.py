@@ -7,6 +7,7 @@ import typer
 from dnnsplit import __version__
 from dnnsplit.cli import devices as devices_cmd
 from dnnsplit.cli import models as models_cmd
+from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ def _register(module: object, name: str) -> None:
 
 
 _register(profile_cmd, "profile")
+_register(plan_cmd, "plan")
 _register(devices_cmd, "devices")
 _register(models_cmd, "models")
 

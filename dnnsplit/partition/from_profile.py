@@ -45,6 +45,7 @@ def problem_from_profile(
     links: Mapping[str, LinkSpec | str] | None = None,
     objective: Objective | str = "latency",
     constraints: Constraints | None = None,
+    input_bytes: int | None = None,
 ) -> Problem:
     """The problem of splitting ``profile``'s layers over ``tiers``.
 
@@ -52,7 +53,11 @@ def problem_from_profile(
     tier, matched by layer name) when given, else the profile's host latency times the tier device's
     ``latency_scale``. Devices default to the presets (mobile: mobile-web, edge: edge, cloud: cloud); links
     not given default to ``default_links`` (wifi for the mobile's link, a wired backhaul for edge-cloud).
+    ``input_bytes`` is what the raw input costs on the wire (a JPEG camera frame, say) when it is sent
+    as is; default: the input tensor's own size.
     """
+    if input_bytes is not None and input_bytes < 1:
+        raise UsageError(f"input bytes must be at least 1 (got {input_bytes})", "pass the encoded frame size")
     tiers = check_tiers(tiers)
     specs = _devices(tiers, devices or {})
     _check_known(tier_profiles or {}, TIER_ORDER, "tier profile")
@@ -61,7 +66,7 @@ def problem_from_profile(
         LayerCost(la.name, tuple(times[i] for times in compute), WEIGHT_BYTES * la.params)
         for i, la in enumerate(profile.layers)
     )
-    tensors, outputs = _tensors(profile)
+    tensors, outputs = _tensors(profile, input_bytes)
     mobile = specs["mobile"]
     power = None
     if mobile.compute_power_w is not None and mobile.idle_power_w is not None:
@@ -115,11 +120,11 @@ def _links(tiers: tuple[str, ...], given: Mapping[str, LinkSpec | str]) -> tuple
     return tuple(as_link(given[name]) if name in given else defaults[name] for name in names)
 
 
-def _tensors(profile: Profile) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
+def _tensors(profile: Profile, input_bytes: int | None) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
     """Tensors read by a layer or returned as model outputs, with producers and consumers by layer index."""
     source = profile.input.name
     producer: dict[str, int | None] = {source: None}
-    size = {source: profile.input.bytes}
+    size = {source: profile.input.bytes if input_bytes is None else input_bytes}
     consumers: dict[str, set[int]] = {source: set()}
     order = [source]
     for i, la in enumerate(profile.layers):

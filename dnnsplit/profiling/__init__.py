@@ -1,25 +1,33 @@
-"""Per-layer cost of a model on a runtime (onnxruntime, torch), and device specs."""
+"""Per-layer cost of a model on a runtime (onnxruntime, torch), and device specs.
 
-from dnnsplit.profiling.graph import Layer, LayerGraph, TensorSpec, load_layer_graph
-from dnnsplit.profiling.profile import LayerProfile, Profile
-from dnnsplit.profiling.run import (
-    PreparedModel,
-    ProfileSettings,
-    prepare_model,
-    profile_model,
-    profile_prepared,
-)
+Names are imported lazily: reading a profile file (``dnnsplit.profiling.profile``) must not pay for
+importing torch, which only measuring needs.
+"""
 
-__all__ = [
-    "Layer",
-    "LayerGraph",
-    "LayerProfile",
-    "PreparedModel",
-    "Profile",
-    "ProfileSettings",
-    "TensorSpec",
-    "load_layer_graph",
-    "prepare_model",
-    "profile_model",
-    "profile_prepared",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Layer": "dnnsplit.profiling.graph",
+    "LayerGraph": "dnnsplit.profiling.graph",
+    "TensorSpec": "dnnsplit.profiling.graph",
+    "load_layer_graph": "dnnsplit.profiling.graph",
+    "LayerProfile": "dnnsplit.profiling.profile",
+    "Profile": "dnnsplit.profiling.profile",
+    "PreparedModel": "dnnsplit.profiling.run",
+    "ProfileSettings": "dnnsplit.profiling.run",
+    "prepare_model": "dnnsplit.profiling.run",
+    "profile_model": "dnnsplit.profiling.run",
+    "profile_prepared": "dnnsplit.profiling.run",
+    "load_or_profile": "dnnsplit.profiling.run",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dnnsplit.profiling' has no attribute '{name}'")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -137,3 +138,26 @@ def profile_model(
     settings = settings or ProfileSettings()
     settings.check()
     return profile_prepared(prepare_model(spec, options, progress), settings, progress)
+
+
+PROFILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def is_profile_path(ref: str) -> bool:
+    """A MODEL argument naming a profile file (``plan`` and later stages accept one instead of a model)."""
+    return Path(ref).suffix.lower() in PROFILE_SUFFIXES
+
+
+def load_or_profile(
+    ref: str,
+    options: ModelOptions | None = None,
+    settings: ProfileSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> Profile:
+    """The profile in ``ref`` when it is a profile file (.json/.yaml), else a new measurement of it."""
+    if is_profile_path(ref):
+        return Profile.load(ref)
+    measured = profile_model(ref, options, settings, progress)
+    # As it reads back from its file (times rounded to 1e-6 ms): planning from a model and from its saved
+    # profile then gives the same numbers to the last digit.
+    return Profile.from_dict(measured.to_dict())

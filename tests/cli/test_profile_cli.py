@@ -11,19 +11,10 @@ import pytest
 import torch
 import yaml
 
+from tests.cli.assertions import assert_usage_error
 from tests.fixtures.tiny_models import TinyResidual
 
 TINY = "tests.fixtures.tiny_models:tiny_cnn"
-
-
-def assert_usage_error(result: tuple[int, str, str], *needles: str) -> None:
-    code, stdout, stderr = result
-    assert code == 2, (code, stdout, stderr)
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, stderr  # one clear line, no traceback
-    assert lines[0].startswith("error:") and "Traceback" not in stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_profile_writes_json_yaml_and_plot(cli, tmp_path: Path) -> None:
