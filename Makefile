@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	mkdir -p $(DEMO_OUT)
 	$(BIN)/dnnsplit profile torchvision:resnet18 --threads 2 --output $(DEMO_OUT)/profile.json --plot $(DEMO_OUT)/profile.png
-	@echo "demo: profile written to $(DEMO_OUT)/profile.json and $(DEMO_OUT)/profile.png"
+	$(BIN)/dnnsplit plan $(DEMO_OUT)/profile.json --tiers mobile,edge,cloud --network 4g \
+		--output $(DEMO_OUT)/plan.yaml --sweep-bandwidth 0.1:100:20 --plot $(DEMO_OUT)/sweep.png
+	@echo "demo: wrote $(DEMO_OUT)/profile.json, profile.png, plan.yaml and sweep.png"
 
 test: $(STAMP)
 	$(BIN)/ruff check dnnsplit tests benchmarks
@@ -30,6 +32,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/profile_wall_time.py
+	$(BIN)/python benchmarks/plan_solver.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import networkx as nx
 import numpy as np
@@ -13,16 +12,12 @@ from hypothesis import strategies as st
 
 from dnnsplit.partition import (
     Constraints,
-    LayerCost,
-    LinkSpec,
-    MobilePower,
     Objective,
-    Problem,
-    Tensor,
     evaluate,
     solve,
 )
 from dnnsplit.partition.maxflow import min_cut
+from dnnsplit.partition.synthetic import random_dag
 
 
 @settings(max_examples=60, deadline=None)
@@ -56,35 +51,10 @@ def test_min_cut_matches_networkx(data: st.DataObject) -> None:
     assert crossing == pytest.approx(value, rel=1e-12, abs=1e-12)
 
 
-def random_dag(n: int, tiers: tuple[str, ...], seed: int, rtt_ms: float = 10.0) -> Problem:
-    """A CNN-like DAG: mostly local edges with skips and fan-outs, sizes spanning four orders of magnitude."""
-    rng = random.Random(seed)
-    scales = {"mobile": 6.0, "edge": 0.4, "cloud": 0.1}
-    consumers: list[set[int]] = [set() for _ in range(n + 1)]  # tensor 0 is the input, tensor i + 1 layer i's
-    for i in range(n):
-        for _ in range(rng.randint(1, 2)):
-            consumers[max(0, i - int(rng.expovariate(1 / 3)))].add(i)
-    layers = tuple(
-        LayerCost(f"l{i}", tuple(base * scales[t] for t in tiers), rng.randint(0, 500_000))
-        for i, base in enumerate(rng.uniform(0.0, 2.0) for _ in range(n))
-    )
-    tensors = (Tensor("input", 150_528, None, tuple(sorted(consumers[0]))),) + tuple(
-        Tensor(f"t{i}", int(rng.lognormvariate(9, 2)), i, tuple(sorted(consumers[i + 1]))) for i in range(n)
-    )
-    outputs = tuple(j for j in range(1, n + 1) if not consumers[j])
-    links = (LinkSpec(18.88, 50, rtt_ms, radio="wifi"),)
-    if len(tiers) == 3:
-        links += (LinkSpec(1000, 1000, 20, radio=None),)
-    return Problem(tiers, layers, tensors, outputs, links, MobilePower(2.5, 0.3))
-
-
 @pytest.mark.parametrize("tiers", [("mobile", "edge"), ("mobile", "edge", "cloud")])
 def test_large_dag_is_solved_fast_and_beats_baselines(tiers: tuple[str, ...]) -> None:
     problem = random_dag(3000, tiers, seed=len(tiers))
-    start = time.perf_counter()
-    plan = solve(problem)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10  # generous for slow CI machines; ~0.2 s on a laptop core
+    plan = solve(problem)  # its speed is measured in benchmarks/plan_solver.py, not asserted here
     assert plan.solver == "min-cut"
     assert plan.prediction.objective <= min(b.objective for b in plan.baselines.values()) * (1 + 1e-12)
     # Moving any one layer to a neighbouring tier (when still valid) never helps.
