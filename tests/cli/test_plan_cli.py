@@ -53,7 +53,11 @@ def test_plan_writes_a_plan_file_that_recomputes_by_hand(cli, chain: Path, tmp_p
         "idle_power_w": 0.3,
     }
     # The summary names the stretches, the cut tensor and the speed-up.
-    assert "conv1" in stdout and "pool" in stdout and "speed-up over the best baseline (best-single-cut)" in stdout
+    assert (
+        "conv1" in stdout
+        and "pool" in stdout
+        and "speed-up over the best baseline (best-single-cut)" in stdout
+    )
     assert f"wrote plan to {out}" in stderr
 
 
@@ -210,3 +214,30 @@ def test_bad_inputs(cli, chain: Path, tmp_path: Path) -> None:
     )
     assert not out.exists() and not list(tmp_path.glob(".plan.yaml.*"))
     assert_usage_error(cli("plan", "torchvision:resnet_18"), "resnet18")
+
+
+def test_plan_an_onnx_file(cli, tiny_onnx: Path) -> None:
+    code, stdout, stderr = cli(
+        "plan",
+        tiny_onnx,
+        "--repeat",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--format",
+        "json",
+        "--tiers",
+        "mobile,edge,cloud",
+        "--network",
+        "3g",
+    )
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert doc["model"]["source"] == str(tiny_onnx) and len(doc["model"]["sha256"]) == 64
+    assert doc["tensors"][0]["bytes"] == 3 * 32 * 32 * 4  # the ONNX file's own input shape
+    assert sum(doc["predicted"]["layers"].values()) == len(doc["layers"]) > 5
+    assert (doc["predicted"]["latency_ms"], doc["predicted"]["energy_mj"]) == pytest.approx(
+        recompute_by_hand(doc)
+    )
