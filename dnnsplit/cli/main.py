@@ -5,10 +5,13 @@ from __future__ import annotations
 import typer
 
 from dnnsplit import __version__
+from dnnsplit.cli import cuts as cuts_cmd
 from dnnsplit.cli import devices as devices_cmd
 from dnnsplit.cli import models as models_cmd
 from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
+from dnnsplit.cli import run as run_cmd
+from dnnsplit.cli import split as split_cmd
 
 app = typer.Typer(
     name="dnnsplit",
@@ -31,6 +34,9 @@ def _register(module: object, name: str) -> None:
 
 _register(profile_cmd, "profile")
 _register(plan_cmd, "plan")
+_register(split_cmd, "split")
+_register(cuts_cmd, "cuts")
+_register(run_cmd, "run")
 _register(devices_cmd, "devices")
 _register(models_cmd, "models")
 

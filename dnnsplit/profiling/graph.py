@@ -368,6 +368,42 @@ def load_layer_graph(path: str | Path, input_shape: tuple[int, ...] | None = Non
     return build_layer_graph(model, _input_shape_of(model, Path(path), input_shape))
 
 
+def _constant_sources(model: Any, initializers: Any) -> dict[str, set[str]]:
+    """Tensor -> the initializers it is computed from, for every tensor that depends on no activation."""
+    const_sources: dict[str, set[str]] = {name: {name} for name in initializers}
+    for node in model.graph.node:
+        real_inputs = [i for i in node.input if i]
+        if all(i in const_sources for i in real_inputs):
+            sources = set().union(*(const_sources[i] for i in real_inputs)) if real_inputs else set()
+            for o in node.output:
+                const_sources[o] = sources
+    return const_sources
+
+
+def node_layer_names(model: Any) -> list[str | None]:
+    """The layer name of every node of ``model.graph.node`` (in file order); None for constant-only nodes.
+
+    Constant nodes (all inputs constant) are folded away: they are no layer, and whichever part of a split
+    model needs them gets its own copy. Unnamed or repeated node names get an index suffix.
+    """
+    const_sources = _constant_sources(model, {i.name for i in model.graph.initializer})
+    names: list[str | None] = []
+    names_seen: set[str] = set()
+    index = 0
+    for node in model.graph.node:
+        real_inputs = [i for i in node.input if i]
+        if all(i in const_sources for i in real_inputs):
+            names.append(None)
+            continue
+        name = node.name or f"{node.op_type}_{index}"
+        while name in names_seen:
+            name = f"{name}_{index}"
+        names_seen.add(name)
+        names.append(name)
+        index += 1
+    return names
+
+
 def build_layer_graph(model: Any, input_shape: tuple[int, ...]) -> LayerGraph:
     meta = {p.key: p.value for p in model.metadata_props}
     modules: dict[str, dict[str, Any]] = (
@@ -381,24 +417,11 @@ def build_layer_graph(model: Any, input_shape: tuple[int, ...]) -> LayerGraph:
         shape, dtype = shapes.get(name, ((), "float32"))
         return TensorSpec(name, shape, dtype)
 
-    # Constant nodes (all inputs constant) are folded away; remember which initializers feed them.
-    const_sources: dict[str, set[str]] = {name: {name} for name in initializers}
+    const_sources = _constant_sources(model, initializers)
     layers: list[Layer] = []
-    raw_nodes = []
-    for node in model.graph.node:
-        real_inputs = [i for i in node.input if i]
-        if all(i in const_sources for i in real_inputs):
-            sources = set().union(*(const_sources[i] for i in real_inputs)) if real_inputs else set()
-            for o in node.output:
-                const_sources[o] = sources
+    for node, name in zip(model.graph.node, node_layer_names(model), strict=True):
+        if name is None:
             continue
-        raw_nodes.append(node)
-    names_seen: set[str] = set()
-    for index, node in enumerate(raw_nodes):
-        name = node.name or f"{node.op_type}_{index}"
-        while name in names_seen:
-            name = f"{name}_{index}"
-        names_seen.add(name)
         scope = module_path_from_node_name(name)
         module = strip_call_suffixes(scope, modules)
         layers.append(

@@ -1,0 +1,92 @@
+"""`dnnsplit run`: run a split model's segments in order on one input; top-5 classes and per-segment cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dnnsplit.cli.common import Format, guarded, human_bytes, out, print_document, simple_table
+
+EXAMPLES = """
+Examples:
+
+  dnnsplit run segments/ --input cat.jpg
+
+  dnnsplit run segments/ --input frame.npy --format json
+"""
+
+
+@guarded
+def run(
+    directory: Annotated[
+        Path, typer.Argument(help="A directory written by `dnnsplit split`.", show_default=False)
+    ],
+    input_file: Annotated[
+        Path,
+        typer.Option("--input", help="An image (resized and normalised as ImageNet models expect) or .npy."),
+    ],
+    top: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads per segment.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
+) -> None:
+    """Run the segments of DIRECTORY one after another in onnxruntime on one input (the reference chain)."""
+    import numpy as np
+
+    from dnnsplit.runtime.local import SegmentChain
+    from dnnsplit.runtime.preprocess import load_inputs
+
+    chain = SegmentChain.load(directory, threads)
+    x = load_inputs(input_file, chain.manifest.input.shape)[:1]
+    results, runs = chain.run(x)
+    first = chain.manifest.outputs[0].name
+    logits = np.asarray(results[first], dtype=np.float64).reshape(-1)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs)[: max(top, 1)]
+    names = _categories(chain.manifest.model, len(logits))
+    classes = [
+        {
+            "class": int(i),
+            "name": names[i] if names else None,
+            "probability": float(probs[i]),
+            "logit": float(logits[i]),
+        }
+        for i in order
+    ]
+    segments = [{"index": r.index, "tier": r.tier, "ms": r.ms, "sent_bytes": r.sent_bytes} for r in runs]
+    if fmt != Format.table:
+        print_document({"input": str(input_file), "top": classes, "segments": segments}, fmt.value)
+        return
+    out.print(
+        simple_table(
+            f"Top {len(classes)} for {input_file}",
+            ["class", "name", "probability"],
+            [[c["class"], c["name"] or "-", f"{c['probability']:.4f}"] for c in classes],
+        )
+    )
+    out.print(
+        simple_table(
+            "Segments (one process, onnxruntime CPU)",
+            ["#", "tier", "ms", "sends on"],
+            [
+                [r.index + 1, r.tier, f"{r.ms:.2f}", human_bytes(r.sent_bytes) if r.sent_bytes else "-"]
+                for r in runs
+            ],
+        )
+    )
+
+
+def _categories(model: dict[str, Any], count: int) -> list[str] | None:
+    """ImageNet class names for a torchvision model with its 1000 classes; None otherwise."""
+    source = str(model.get("source") or "")
+    if not source.startswith("torchvision:"):
+        return None
+    from torchvision.models import get_model_weights
+
+    try:
+        names = list(get_model_weights(source.split(":", 1)[1]).DEFAULT.meta["categories"])
+    except (ValueError, KeyError, AttributeError):
+        return None
+    return names if len(names) == count else None

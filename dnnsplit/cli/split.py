@@ -1,0 +1,171 @@
+"""`dnnsplit split`: one validated ONNX file per tier, with manifest.yaml, from a plan or hand-given cuts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dnnsplit.cli.common import (
+    ArchOpt,
+    Format,
+    InputShapeOpt,
+    ModelArg,
+    NumClassesOpt,
+    SeedOpt,
+    TrustPickleOpt,
+    WeightsOpt,
+    err,
+    guarded,
+    human_bytes,
+    model_options,
+    out,
+    print_document,
+    progress_bar,
+    simple_table,
+)
+from dnnsplit.errors import BudgetError, UsageError
+
+EXAMPLES = """
+Examples:
+
+  dnnsplit split torchvision:resnet18 --plan plan.yaml --output segments/
+
+  dnnsplit split model.onnx --cut /layer2/layer2.1/relu_1/Relu_output_0 --output segments/
+
+  dnnsplit split torchvision:resnet18 --cut A --cut B,C --output three/ --validate 10 --inputs frames/
+
+  dnnsplit cuts torchvision:resnet18        # lists the valid cuts and their tensors
+"""
+
+
+@guarded
+def split(
+    model: ModelArg,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Directory for the segments and manifest.yaml.")
+    ],
+    plan: Annotated[
+        Path | None, typer.Option(help="A plan.yaml from `dnnsplit plan` for this model.")
+    ] = None,
+    cut: Annotated[
+        list[str] | None,
+        typer.Option(help="Tensors crossing one boundary, comma separated; repeat for more boundaries."),
+    ] = None,
+    simplify: Annotated[bool, typer.Option(help="Simplify each segment with onnxsim.")] = True,
+    validate: Annotated[
+        int, typer.Option(help="Inputs to compare the chain with the whole model on (0: skip).")
+    ] = 3,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(help="Validation inputs: a .npy tensor or a folder of images (default: random)."),
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Max difference, relative to the output's scale.")] = 1e-4,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an output directory that is not empty.")
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
+    input_shape: InputShapeOpt = None,
+    seed: SeedOpt = 0,
+    weights: WeightsOpt = None,
+    num_classes: NumClassesOpt = None,
+    arch: ArchOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+) -> None:
+    """Split MODEL into one self-contained ONNX segment per tier and check that they compute the whole model.
+
+    Exit 1 when the chained segments differ from the whole model by more than --tolerance.
+    """
+    from dnnsplit.partition.plan_file import load_plan
+    from dnnsplit.profiling import prepare_model
+    from dnnsplit.splitting.split import (
+        SplitSettings,
+        segments_from_cut_lists,
+        segments_from_plan,
+        split_model,
+    )
+
+    if (plan is None) == (not cut):
+        raise UsageError(
+            "give either --plan or --cut", "split by a plan.yaml, or name the cut tensors by hand"
+        )
+    settings = SplitSettings(
+        simplify=simplify,
+        validate=validate,
+        inputs=None if inputs is None else str(inputs),
+        seed=seed,
+        tolerance=tolerance,
+        force=force,
+    )
+    settings.check()
+    from dnnsplit.splitting.split import prepare_output
+
+    prepare_output(output, force)  # before a minute of export
+    plan_file = load_plan(plan) if plan is not None else None
+    cut_lists = [[t.strip() for t in c.split(",") if t.strip()] for c in cut or []]
+    options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
+    with progress_bar() as progress:
+        prepared = prepare_model(model, options, progress)
+        sha = prepared.exported.sha256
+        if plan_file is not None:
+            segment_of, tiers = segments_from_plan(prepared.graph, plan_file, sha)
+            origin = {"plan": str(plan), "plan_sha256": _sha256(plan)}
+        else:
+            segment_of, tiers = segments_from_cut_lists(prepared.graph, cut_lists)
+            origin = {"cuts": cut_lists}
+        result = split_model(
+            prepared.exported.path,
+            prepared.graph,
+            segment_of,
+            tiers,
+            prepared.model_block(),
+            origin,
+            output,
+            settings,
+            progress,
+        )
+    manifest = result.manifest
+    if fmt != Format.table:
+        print_document(manifest.to_dict(), fmt.value)
+    else:
+        rows = []
+        for s in manifest.segments:
+            sent = sum(t.bytes for t in s.outputs if any(x != "result" for x in s.targets[t.name]))
+            rows.append(
+                [
+                    s.index + 1,
+                    s.tier,
+                    s.file,
+                    s.layers,
+                    human_bytes(s.bytes),
+                    ", ".join(t.name for t in s.inputs) if len(s.inputs) <= 2 else f"{len(s.inputs)} tensors",
+                    human_bytes(sent) if sent else "-",
+                ]
+            )
+        header = ["#", "tier", "file", "layers", "size", "inputs", "sends on"]
+        out.print(simple_table(f"Segments of {manifest.model.get('name')} in {output}", header, rows))
+    for s in manifest.segments:
+        for note in s.notes:
+            err.print(f"note: segment {s.index + 1}: {note}", highlight=False)
+    v = manifest.validation
+    if v is not None:
+        verdict = "OK" if v.passed else "MISMATCH"
+        err.print(
+            f"validation on {v.inputs} inputs ({v.source}): max abs diff {v.max_abs_diff:.3g}, "
+            f"max rel diff {v.max_rel_diff:.3g} (tolerance {v.tolerance:g}): {verdict}",
+            highlight=False,
+        )
+    err.print(f"wrote {len(manifest.segments)} segments and manifest.yaml to {output}", highlight=False)
+    if v is not None and not v.passed:
+        raise BudgetError(
+            f"the chained segments differ from the whole model by {v.max_rel_diff:.3g} (relative), "
+            f"over the tolerance {v.tolerance:g}",
+            "look at the segments in the output directory; report it if the model is deterministic",
+        )
+
+
+def _sha256(path: Path) -> str:
+    from dnnsplit.models.export import file_sha256
+
+    return file_sha256(path)

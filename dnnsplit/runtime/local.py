@@ -1,0 +1,81 @@
+"""Run a split model's segments one after another in onnxruntime, in one process: the reference chain.
+
+Every tensor a segment hands on is kept by name until the later segments that read it have run, so a
+segment may take inputs from several earlier ones. Per segment the chain records its compute time and
+the bytes it sends on (what would cross the network in a collaborative deployment).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnsplit.errors import UsageError
+from dnnsplit.splitting.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class SegmentRun:
+    index: int
+    tier: str
+    ms: float
+    sent_bytes: int  # bytes of this segment's outputs read by later segments
+
+
+def ort_session(path: str | Path, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class SegmentChain:
+    """The segments of a split directory, loaded once and run in order."""
+
+    def __init__(self, manifest: Manifest, directory: str | Path, threads: int | None = None) -> None:
+        self.manifest = manifest
+        self.directory = Path(directory)
+        self.sessions = []
+        for seg in manifest.segments:
+            path = self.directory / seg.file
+            if not path.is_file():
+                raise UsageError(f"segment file {path} is missing", "split the model again")
+            self.sessions.append(ort_session(path, threads))
+
+    @classmethod
+    def load(cls, directory: str | Path, threads: int | None = None) -> SegmentChain:
+        return cls(Manifest.load(directory), directory, threads)
+
+    @property
+    def input_name(self) -> str:
+        return self.manifest.input.name
+
+    def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], list[SegmentRun]]:
+        """The model outputs for input ``x`` (batch first), and what each segment took and sent."""
+        available: dict[str, np.ndarray] = {self.input_name: x}
+        results: dict[str, np.ndarray] = {}
+        runs = []
+        for seg, session in zip(self.manifest.segments, self.sessions, strict=True):
+            feed = {t.name: available[t.name] for t in seg.inputs}
+            names = [t.name for t in seg.outputs]
+            start = time.perf_counter()
+            values = session.run(names, feed)
+            ms = (time.perf_counter() - start) * 1000
+            sent = 0
+            for name, value in zip(names, values, strict=True):
+                available[name] = value
+                targets = seg.targets[name]
+                if "result" in targets:
+                    results[name] = value
+                if any(t != "result" for t in targets):
+                    sent += int(value.nbytes)
+            runs.append(SegmentRun(seg.index, seg.tier, ms, sent))
+        return results, runs

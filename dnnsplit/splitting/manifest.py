@@ -1,0 +1,141 @@
+"""``manifest.yaml`` (``dnnsplit/manifest@1``): what a split directory holds and how its segments chain.
+
+* ``model``: the source's identity (source, name, sha256 of its ONNX file); ``plan``: the plan file and its
+  sha256, or the hand-given ``cuts``;
+* ``input`` and ``outputs``: the whole model's;
+* ``segments``, in order: ``tier``, ``file``, ``sha256``, ``bytes``, ``layers`` and ``inputs`` / ``outputs``
+  ({name, shape, dtype, bytes per sample}); each input says which segment it comes ``from`` (``input``
+  for the model input) and each output which later segments it goes ``to`` (``result`` for a model output);
+* ``validation``: how many inputs, where from, the max absolute and relative differences, the tolerance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnnsplit.errors import UsageError
+from dnnsplit.fileio import read_document, write_document
+from dnnsplit.profiling.graph import TensorSpec
+
+SCHEMA = "dnnsplit/manifest@1"
+FILE = "manifest.yaml"
+
+
+@dataclass(frozen=True)
+class SegmentEntry:
+    index: int
+    tier: str
+    file: str
+    sha256: str
+    bytes: int
+    layers: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    sources: dict[str, int | None]  # input name -> segment index it comes from; None: the model input
+    targets: dict[str, list[int | str]]  # output name -> later segment indices and/or "result"
+    simplified: bool
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "tier": self.tier,
+            "file": self.file,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "layers": self.layers,
+            "simplified": self.simplified,
+            "inputs": [
+                {**t.to_dict(), "from": "input" if self.sources[t.name] is None else self.sources[t.name]}
+                for t in self.inputs
+            ],
+            "outputs": [{**t.to_dict(), "to": list(self.targets[t.name])} for t in self.outputs],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentEntry:
+        inputs = tuple(TensorSpec.from_dict(t) for t in data["inputs"])
+        outputs = tuple(TensorSpec.from_dict(t) for t in data["outputs"])
+        return cls(
+            index=int(data["index"]),
+            tier=str(data["tier"]),
+            file=str(data["file"]),
+            sha256=str(data["sha256"]),
+            bytes=int(data["bytes"]),
+            layers=int(data["layers"]),
+            inputs=inputs,
+            outputs=outputs,
+            sources={t["name"]: None if t["from"] == "input" else int(t["from"]) for t in data["inputs"]},
+            targets={t["name"]: list(t["to"]) for t in data["outputs"]},
+            simplified=bool(data.get("simplified", False)),
+            notes=tuple(data.get("notes", [])),
+        )
+
+
+@dataclass(frozen=True)
+class Validation:
+    inputs: int
+    source: str  # "random (seed 0)" or the file / folder the inputs came from
+    max_abs_diff: float
+    max_rel_diff: float  # max |whole - chained| / max |whole|, per output
+    tolerance: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": self.inputs,
+            "source": self.source,
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "tolerance": self.tolerance,
+            "passed": self.passed,
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: dict[str, Any]
+    origin: dict[str, Any]  # {"plan": path, "plan_sha256": ...} or {"cuts": [[...], ...]}
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    segments: tuple[SegmentEntry, ...]
+    validation: Validation | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "model": dict(self.model),
+            **self.origin,
+            "input": self.input.to_dict(),
+            "outputs": [t.to_dict() for t in self.outputs],
+            "segments": [s.to_dict() for s in self.segments],
+            "validation": None if self.validation is None else self.validation.to_dict(),
+            "notes": list(self.notes),
+        }
+
+    def save(self, directory: str | Path) -> None:
+        write_document(Path(directory) / FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Manifest:
+        path = Path(directory) / FILE
+        if not Path(directory).is_dir():
+            raise UsageError(f"'{directory}' is not a directory", "pass the --output DIR of dnnsplit split")
+        data = read_document(path, SCHEMA)
+        try:
+            validation = data.get("validation")
+            return cls(
+                model=dict(data["model"]),
+                origin={k: data[k] for k in ("plan", "plan_sha256", "cuts") if k in data},
+                input=TensorSpec.from_dict(data["input"]),
+                outputs=tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
+                segments=tuple(SegmentEntry.from_dict(s) for s in data["segments"]),
+                validation=None if validation is None else Validation(**validation),
+                notes=tuple(data.get("notes", [])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"{path} is not a complete manifest ({exc})", "split the model again") from exc

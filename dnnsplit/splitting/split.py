@@ -1,0 +1,262 @@
+"""``split_model``: a model and a plan (or hand-given cuts) in, a directory of checked ONNX segments out.
+
+The directory is built beside its final place and renamed into it only when every segment is written,
+simplified (unless asked not to), ``onnx.checker`` clean and validated against the whole model; a failure
+half-way leaves nothing behind. A validation mismatch still writes the directory (to look into), with
+``validation.passed: false``; the CLI exits 1 on it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnsplit.errors import UsageError
+from dnnsplit.partition.plan_file import PlanFile
+from dnnsplit.partition.problem import TIER_ORDER
+from dnnsplit.profiling.graph import LayerGraph
+from dnnsplit.profiling.profile import group_key
+from dnnsplit.splitting.cuts import segments_from_cuts, segments_from_tiers
+from dnnsplit.splitting.extract import extract_segments, plan_segments
+from dnnsplit.splitting.manifest import FILE, Manifest, SegmentEntry, Validation
+
+ProgressFn = Callable[[str, int, int], None]
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room for the graph itself
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    simplify: bool = True
+    validate: int = 3  # inputs to compare the chain with the whole model on; 0 skips validation
+    inputs: str | None = None  # a .npy file or a folder of images; None: random inputs
+    seed: int = 0
+    tolerance: float = 1e-4  # max |whole - chained| relative to max |whole|
+    force: bool = False
+
+    def check(self) -> None:
+        if self.validate < 0:
+            raise UsageError(f"--validate must be >= 0 (got {self.validate})", "pass --validate 3, say")
+        if not self.tolerance > 0:
+            raise UsageError(f"--tolerance must be > 0 (got {self.tolerance})", "pass --tolerance 1e-4")
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    manifest: Manifest
+    directory: Path
+
+
+def segments_from_plan(graph: LayerGraph, plan: PlanFile, sha256: str) -> tuple[dict[str, int], list[str]]:
+    """Segment of every layer and the tier of every segment, from a plan of the same model."""
+    planned = plan.model_sha256
+    if planned and planned != sha256:
+        raise UsageError(
+            f"{plan.path} is a plan for another model "
+            f"(sha256 {planned[:12]}..., this model {sha256[:12]}...)",
+            "plan this model (or pass the model the plan was made for)",
+        )
+    group = str(plan.document.get("profile", {}).get("group") or "node")
+    tiers = list(plan.problem.tiers)
+    tier_of_row = {name: tiers.index(tier) for name, tier in plan.assignment.items()}
+    tier_of_layer = {}
+    for i, layer in enumerate(graph.layers):
+        row = group_key(graph, i, group)
+        if row in tier_of_row:
+            tier_of_layer[layer.name] = tier_of_row[row]
+    segment_of = segments_from_tiers(graph, tier_of_layer)
+    used = sorted({tier_of_layer[la.name] for la in graph.layers})
+    return segment_of, [tiers[t] for t in used]
+
+
+def segments_from_cut_lists(
+    graph: LayerGraph, cuts: Sequence[Sequence[str]]
+) -> tuple[dict[str, int], list[str]]:
+    segment_of = segments_from_cuts(graph, cuts)
+    count = len(cuts) + 1
+    names = list(TIER_ORDER[:count]) if count <= len(TIER_ORDER) else [f"part{k + 1}" for k in range(count)]
+    return segment_of, names
+
+
+def prepare_output(directory: Path, force: bool) -> None:
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        if not force:
+            raise UsageError(
+                f"output '{directory}' exists and is not empty", "pick a new directory or pass --force"
+            )
+        if not directory.is_dir():
+            raise UsageError(f"output '{directory}' is a file", "pick a directory")
+    parent = directory.parent if str(directory.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"the parent of '{directory}' does not exist", "create it first")
+
+
+def split_model(
+    onnx_path: Path,
+    graph: LayerGraph,
+    segment_of: dict[str, int],
+    tiers: list[str],
+    model_info: dict[str, Any],
+    origin: dict[str, Any],
+    directory: str | Path,
+    settings: SplitSettings | None = None,
+    progress: ProgressFn = lambda _s, _d, _t: None,
+) -> SplitResult:
+    """Write the segments of ``graph`` (one per segment index in ``segment_of``) and the manifest."""
+    import onnx
+
+    settings = settings or SplitSettings()
+    settings.check()
+    target = Path(directory)
+    prepare_output(target, settings.force)
+    specs = plan_segments(graph, segment_of)
+    progress("extracting segments", 0, len(specs))
+    model = onnx.load(str(onnx_path))
+    parts = extract_segments(model, graph, specs)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
+    )
+    try:
+        entries = []
+        for k, (spec, part) in enumerate(zip(specs, parts, strict=True)):
+            progress("writing segments", k, len(specs))
+            file = f"{k + 1:02d}-{tiers[k]}.onnx"
+            part, simplified, notes = _simplify(part, settings.simplify)
+            _save(part, staging / file)
+            onnx.checker.check_model(str(staging / file))
+            entries.append(
+                SegmentEntry(
+                    index=k,
+                    tier=tiers[k],
+                    file=file,
+                    sha256=_sha256_of(staging, file),
+                    bytes=_size_of(staging, file),
+                    layers=len(spec.layers),
+                    inputs=spec.inputs,
+                    outputs=spec.outputs,
+                    sources=spec.sources,
+                    targets=spec.targets,
+                    simplified=simplified,
+                    notes=tuple(notes),
+                )
+            )
+        manifest = Manifest(
+            model=model_info,
+            origin=origin,
+            input=graph.inputs[0],
+            outputs=tuple(graph.outputs),
+            segments=tuple(entries),
+        )
+        manifest.save(staging)
+        if settings.validate:
+            progress("validating", 0, settings.validate)
+            validation = validate_chain(onnx_path, staging, settings)
+            manifest = Manifest(**{**manifest.__dict__, "validation": validation})
+            manifest.save(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return SplitResult(manifest, target)
+
+
+def _simplify(part: Any, enabled: bool) -> tuple[Any, bool, list[str]]:
+    if not enabled:
+        return part, False, []
+    if _initializer_bytes(part) > EXTERNAL_DATA_BYTES:
+        return part, False, ["not simplified: over 2 GB (onnxsim needs the model in one protobuf)"]
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(part)
+    except Exception as exc:  # noqa: BLE001 - any onnxsim failure keeps the working, unsimplified segment
+        return part, False, [f"onnxsim failed, kept unsimplified: {type(exc).__name__}: {str(exc)[:200]}"]
+    if not ok:
+        return part, False, ["onnxsim's check failed, kept unsimplified"]
+    return simplified, True, []
+
+
+def _initializer_bytes(model: Any) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def _save(model: Any, path: Path) -> None:
+    import onnx
+
+    if _initializer_bytes(model) > EXTERNAL_DATA_BYTES:
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{path.name}.data",
+        )
+    else:
+        onnx.save_model(model, str(path))
+
+
+def _sha256_of(directory: Path, file: str) -> str:
+    from dnnsplit.models.export import file_sha256
+
+    return file_sha256(directory / file)
+
+
+def _size_of(directory: Path, file: str) -> int:
+    data = directory / f"{file}.data"
+    return (directory / file).stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def validation_inputs(shape: tuple[int, ...], settings: SplitSettings) -> tuple[list[np.ndarray], str]:
+    """Inputs (batch 1 each) to compare on: random with a fixed seed, a .npy file, or a folder of images."""
+    if settings.inputs is None:
+        rng = np.random.default_rng(settings.seed)
+        samples = [rng.standard_normal((1, *shape[1:])).astype(np.float32) for _ in range(settings.validate)]
+        return samples, f"random normal (seed {settings.seed})"
+    from dnnsplit.runtime.preprocess import load_inputs
+
+    batch = load_inputs(settings.inputs, shape)
+    return [batch[i : i + 1] for i in range(min(len(batch), settings.validate))], str(settings.inputs)
+
+
+def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) -> Validation:
+    """Compare the chained segments in ``directory`` with the whole model on the validation inputs."""
+    from dnnsplit.runtime.local import SegmentChain, ort_session
+
+    chain = SegmentChain.load(directory)
+    whole = ort_session(onnx_path)
+    names = [o.name for o in whole.get_outputs()]
+    samples, source = validation_inputs(chain.manifest.input.shape, settings)
+    max_abs = max_rel = 0.0
+    for x in samples:
+        expected = dict(zip(names, whole.run(names, {chain.input_name: x}), strict=True))
+        got, _ = chain.run(x)
+        for name, want in expected.items():
+            diff = float(np.max(np.abs(want.astype(np.float64) - got[name].astype(np.float64)), initial=0.0))
+            scale = float(np.max(np.abs(want), initial=0.0)) or 1.0
+            max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
+    return Validation(
+        inputs=len(samples),
+        source=source,
+        max_abs_diff=max_abs,
+        max_rel_diff=max_rel,
+        tolerance=settings.tolerance,
+        passed=max_rel <= settings.tolerance,
+    )
+
+
+__all__ = [
+    "FILE",
+    "SplitResult",
+    "SplitSettings",
+    "split_model",
+    "segments_from_plan",
+    "segments_from_cut_lists",
+]
