@@ -104,6 +104,12 @@ def plan(
             "default: the input tensor's size.",
         ),
     ] = None,
+    compress: Annotated[
+        str | None,
+        typer.Option(
+            help="fp16 or int8: tensors sent between tiers are compressed (as split --compress does)."
+        ),
+    ] = None,
     sweep_bandwidth: Annotated[
         str | None,
         typer.Option(help="LOW:HIGH:COUNT Mbit/s, log-spaced, on the phone's uplink: a table per bandwidth."),
@@ -188,6 +194,7 @@ def plan(
             objective=goal,
             constraints=constraints,
             input_bytes=input_bytes,
+            compress=compress,
         )
         progress("solving", 0, 1)
         result = solve(problem)
@@ -198,6 +205,7 @@ def plan(
                 progress("sweeping bandwidth", i, len(bandwidths))
                 points.extend(run_sweep(problem, [b]))
     context = PlanContext(
+        compress=compress,
         model={k: profile.model.get(k) for k in ("source", "name", "onnx", "sha256")},
         profile={
             "path": model if from_file else (str(save_profile) if save_profile else None),

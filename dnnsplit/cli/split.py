@@ -62,6 +62,13 @@ def split(
         typer.Option(help="Validation inputs: a .npy tensor or a folder of images (default: random)."),
     ] = None,
     tolerance: Annotated[float, typer.Option(help="Max difference, relative to the output's scale.")] = 1e-4,
+    compress: Annotated[
+        str | None,
+        typer.Option(help="fp16 or int8: compress the tensors sent between segments (default: the plan's)."),
+    ] = None,
+    min_agreement: Annotated[
+        float, typer.Option(help="With --compress: share of validation inputs whose top-1 class must match.")
+    ] = 1.0,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an output directory that is not empty.")
     ] = False,
@@ -90,7 +97,12 @@ def split(
         raise UsageError(
             "give either --plan or --cut", "split by a plan.yaml, or name the cut tensors by hand"
         )
+    plan_file = load_plan(plan) if plan is not None else None
+    if compress is None and plan_file is not None:
+        compress = plan_file.document.get("compress")
     settings = SplitSettings(
+        compress=compress,
+        min_agreement=min_agreement,
         simplify=simplify,
         validate=validate,
         inputs=None if inputs is None else str(inputs),
@@ -102,7 +114,6 @@ def split(
     from dnnsplit.splitting.split import prepare_output
 
     prepare_output(output, force)  # before a minute of export
-    plan_file = load_plan(plan) if plan is not None else None
     cut_lists = [[t.strip() for t in c.split(",") if t.strip()] for c in cut or []]
     options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     with progress_bar() as progress:
@@ -151,12 +162,23 @@ def split(
     v = manifest.validation
     if v is not None:
         verdict = "OK" if v.passed else "MISMATCH"
+        rule = (
+            f"top-1 agreement {v.top1_agreement:.0%} (at least {min_agreement:.0%})"
+            if v.criterion == "top1_agreement"
+            else f"tolerance {v.tolerance:g}"
+        )
         err.print(
             f"validation on {v.inputs} inputs ({v.source}): max abs diff {v.max_abs_diff:.3g}, "
-            f"max rel diff {v.max_rel_diff:.3g} (tolerance {v.tolerance:g}): {verdict}",
+            f"max rel diff {v.max_rel_diff:.3g}; {rule}: {verdict}",
             highlight=False,
         )
     err.print(f"wrote {len(manifest.segments)} segments and manifest.yaml to {output}", highlight=False)
+    if v is not None and not v.passed and v.criterion == "top1_agreement":
+        raise BudgetError(
+            f"with --compress {compress} the chain picks the whole model's top-1 class on only "
+            f"{v.top1_agreement:.0%} of the inputs (at least {min_agreement:.0%} asked)",
+            "use --compress fp16, real --inputs for calibration, or a lower --min-agreement",
+        )
     if v is not None and not v.passed:
         raise BudgetError(
             f"the chained segments differ from the whole model by {v.max_rel_diff:.3g} (relative), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from dnnsplit.codecs import check_mode, compressed_bytes
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import BACKHAUL, DEFAULT_NETWORK, LinkSpec, as_link
 from dnnsplit.partition.objective import Constraints, Objective, parse_objective
@@ -46,6 +47,7 @@ def problem_from_profile(
     objective: Objective | str = "latency",
     constraints: Constraints | None = None,
     input_bytes: int | None = None,
+    compress: str | None = None,
 ) -> Problem:
     """The problem of splitting ``profile``'s layers over ``tiers``.
 
@@ -54,8 +56,10 @@ def problem_from_profile(
     ``latency_scale``. Devices default to the presets (mobile: mobile-web, edge: edge, cloud: cloud); links
     not given default to ``default_links`` (wifi for the mobile's link, a wired backhaul for edge-cloud).
     ``input_bytes`` is what the raw input costs on the wire (a JPEG camera frame, say) when it is sent
-    as is; default: the input tensor's own size.
+    as is; default: the input tensor's own size. ``compress`` (``fp16`` or ``int8``) is what ``split
+    --compress`` does to the float32 tensors sent between segments: they cost half or a quarter.
     """
+    check_mode(compress)
     if input_bytes is not None and input_bytes < 1:
         raise UsageError(f"input bytes must be at least 1 (got {input_bytes})", "pass the encoded frame size")
     tiers = check_tiers(tiers)
@@ -66,7 +70,7 @@ def problem_from_profile(
         LayerCost(la.name, tuple(times[i] for times in compute), WEIGHT_BYTES * la.params)
         for i, la in enumerate(profile.layers)
     )
-    tensors, outputs = _tensors(profile, input_bytes)
+    tensors, outputs = _tensors(profile, input_bytes, compress)
     mobile = specs["mobile"]
     power = None
     if mobile.compute_power_w is not None and mobile.idle_power_w is not None:
@@ -120,7 +124,9 @@ def _links(tiers: tuple[str, ...], given: Mapping[str, LinkSpec | str]) -> tuple
     return tuple(as_link(given[name]) if name in given else defaults[name] for name in names)
 
 
-def _tensors(profile: Profile, input_bytes: int | None) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
+def _tensors(
+    profile: Profile, input_bytes: int | None, compress: str | None
+) -> tuple[tuple[Tensor, ...], tuple[int, ...]]:
     """Tensors read by a layer or returned as model outputs, with producers and consumers by layer index."""
     source = profile.input.name
     producer: dict[str, int | None] = {source: None}
@@ -141,7 +147,7 @@ def _tensors(profile: Profile, input_bytes: int | None) -> tuple[tuple[Tensor, .
                 )
             consumers[name].add(i)
         for t in la.outputs:
-            producer[t.name], size[t.name], consumers[t.name] = i, t.bytes, set()
+            producer[t.name], size[t.name], consumers[t.name] = i, compressed_bytes(t, compress), set()
             order.append(t.name)
     wanted = []
     for t in profile.outputs:

@@ -7,7 +7,8 @@ so ``evaluate(file.problem, file.assignment)`` reproduces ``predicted`` (the spl
 Layout (docs/cost-model.md explains the formulas):
 
 * ``model``: source, name, ONNX path and ``sha256``: which graph the layer and tensor names refer to;
-* ``tiers``, ``devices`` (per tier: where its compute times came from), ``links`` (with the radio model's
+* ``tiers``, ``compress`` (the boundary codec the tensor bytes assume, or null), ``devices`` (per tier:
+  where its compute times came from), ``links`` (with the radio model's
   coefficients), ``mobile_power``, ``objective``, ``constraints``;
 * ``layers``: per layer its ``tier``, its ``compute_ms`` on every tier and its ``weight_bytes``;
 * ``tensors``: name, bytes, producer and consumers (layer names; producer null for the model input);
@@ -66,6 +67,7 @@ class PlanContext:
     model: dict[str, Any] = field(default_factory=dict)  # source, name, onnx, sha256
     profile: dict[str, Any] = field(default_factory=dict)  # path, device, runtime, group, latency_ms
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> device and time source
+    compress: str | None = None  # boundary codec the tensor bytes assume (fp16, int8), as split will use
 
 
 def stretches(problem: Problem, assignment: tuple[int, ...]) -> list[Stretch]:
@@ -131,6 +133,7 @@ def plan_document(plan: Plan, context: PlanContext | None = None) -> dict[str, A
         "model": dict(ctx.model),
         "profile": dict(ctx.profile),
         "tiers": list(p.tiers),
+        "compress": ctx.compress,
         "devices": {tier: dict(ctx.devices.get(tier, {})) for tier in p.tiers},
         "links": {name: _link_dict(link) for name, link in zip(p.link_names, p.links, strict=True)},
         "mobile_power": None

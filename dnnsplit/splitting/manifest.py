@@ -83,14 +83,18 @@ class Validation:
     max_rel_diff: float  # max |whole - chained| / max |whole|, per output
     tolerance: float
     passed: bool
+    top1_agreement: float = 1.0  # share of inputs whose top-1 class is the whole model's
+    criterion: str = "max_rel_diff"  # or "top1_agreement" (compressed boundaries are not exact)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "inputs": self.inputs,
             "source": self.source,
+            "criterion": self.criterion,
             "max_abs_diff": self.max_abs_diff,
             "max_rel_diff": self.max_rel_diff,
             "tolerance": self.tolerance,
+            "top1_agreement": self.top1_agreement,
             "passed": self.passed,
         }
 
@@ -98,7 +102,7 @@ class Validation:
 @dataclass(frozen=True)
 class Manifest:
     model: dict[str, Any]
-    origin: dict[str, Any]  # {"plan": path, "plan_sha256": ...} or {"cuts": [[...], ...]}
+    origin: dict[str, Any]  # {"plan": path, "plan_sha256": ...} or {"cuts": [[...], ...]}; "compress"
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]
     segments: tuple[SegmentEntry, ...]
@@ -130,7 +134,7 @@ class Manifest:
             validation = data.get("validation")
             return cls(
                 model=dict(data["model"]),
-                origin={k: data[k] for k in ("plan", "plan_sha256", "cuts") if k in data},
+                origin={k: data[k] for k in ("plan", "plan_sha256", "cuts", "compress") if k in data},
                 input=TensorSpec.from_dict(data["input"]),
                 outputs=tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
                 segments=tuple(SegmentEntry.from_dict(s) for s in data["segments"]),

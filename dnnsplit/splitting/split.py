@@ -12,17 +12,19 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dnnsplit.codecs import check_mode
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.plan_file import PlanFile
 from dnnsplit.partition.problem import TIER_ORDER
 from dnnsplit.profiling.graph import LayerGraph
 from dnnsplit.profiling.profile import group_key
+from dnnsplit.splitting.compress import boundary_tensors, calibrate, compress_boundaries
 from dnnsplit.splitting.cuts import segments_from_cuts, segments_from_tiers
 from dnnsplit.splitting.extract import extract_segments, plan_segments
 from dnnsplit.splitting.manifest import FILE, Manifest, SegmentEntry, Validation
@@ -39,12 +41,17 @@ class SplitSettings:
     seed: int = 0
     tolerance: float = 1e-4  # max |whole - chained| relative to max |whole|
     force: bool = False
+    compress: str | None = None  # "fp16" | "int8": boundary tensors sent compressed
+    min_agreement: float = 1.0  # with compression: share of inputs whose top-1 class must match
 
     def check(self) -> None:
         if self.validate < 0:
             raise UsageError(f"--validate must be >= 0 (got {self.validate})", "pass --validate 3, say")
         if not self.tolerance > 0:
             raise UsageError(f"--tolerance must be > 0 (got {self.tolerance})", "pass --tolerance 1e-4")
+        check_mode(self.compress)
+        if not 0 <= self.min_agreement <= 1:
+            raise UsageError(f"--min-agreement must be in [0, 1] (got {self.min_agreement})", "pass 0.9, say")
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,17 @@ def split_model(
     progress("extracting segments", 0, len(specs))
     model = onnx.load(str(onnx_path))
     parts = extract_segments(model, graph, specs)
+    del model  # the whole model's weights are not needed past here: big models stay within memory
+    if settings.compress:
+        progress("compressing boundaries", 0, 1)
+        codes = None
+        if settings.compress == "int8":
+            names = [t.name for t in boundary_tensors(specs)]
+            samples, _ = validation_inputs(
+                graph.inputs[0].shape, replace(settings, validate=max(settings.validate, 3))
+            )
+            codes = calibrate(onnx_path, names, samples)
+        parts, specs = compress_boundaries(parts, specs, settings.compress, codes)
     staging = Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
     )
@@ -148,7 +166,7 @@ def split_model(
             )
         manifest = Manifest(
             model=model_info,
-            origin=origin,
+            origin={**origin, "compress": settings.compress},
             input=graph.inputs[0],
             outputs=tuple(graph.outputs),
             segments=tuple(entries),
@@ -235,6 +253,7 @@ def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) ->
     names = [o.name for o in whole.get_outputs()]
     samples, source = validation_inputs(chain.manifest.input.shape, settings)
     max_abs = max_rel = 0.0
+    agree = 0
     for x in samples:
         expected = dict(zip(names, whole.run(names, {chain.input_name: x}), strict=True))
         got, _ = chain.run(x)
@@ -242,13 +261,19 @@ def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) ->
             diff = float(np.max(np.abs(want.astype(np.float64) - got[name].astype(np.float64)), initial=0.0))
             scale = float(np.max(np.abs(want), initial=0.0)) or 1.0
             max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
+        first = names[0]
+        agree += int(np.array_equal(np.argmax(expected[first], axis=-1), np.argmax(got[first], axis=-1)))
+    agreement = agree / len(samples) if samples else 1.0
+    compressed = settings.compress is not None
     return Validation(
         inputs=len(samples),
         source=source,
         max_abs_diff=max_abs,
         max_rel_diff=max_rel,
         tolerance=settings.tolerance,
-        passed=max_rel <= settings.tolerance,
+        passed=agreement >= settings.min_agreement if compressed else max_rel <= settings.tolerance,
+        top1_agreement=agreement,
+        criterion="top1_agreement" if compressed else "max_rel_diff",
     )
 
 

@@ -220,3 +220,49 @@ def test_image_preprocessing_matches_torchvision(tmp_path: Path) -> None:
     assert got.shape == want.shape == (1, 3, 224, 224)
     # PIL's and torch's bilinear antialiasing differ by a fraction of a grey level: compare in pixel units.
     assert np.abs(got - want).max() * 0.229 * 255 < 2.0
+
+
+def test_plan_and_split_with_int8_boundaries(cli, tmp_path: Path) -> None:
+    phone = tmp_path / "phone.yaml"
+    phone.write_text("name: slow-phone\nlatency_scale: 1000\ncompute_power_w: 3\nidle_power_w: 0.5\n")
+    plan = tmp_path / "plan.yaml"
+    code, _, stderr = cli(
+        "plan",
+        TINY,
+        *SHAPE,
+        "--repeat",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--compress",
+        "int8",
+        "--private-input",
+        "--device",
+        f"mobile={phone}",
+        "--network",
+        "up=1000,down=1000,rtt=1",
+        "--output",
+        plan,
+        "--format",
+        "json",
+    )
+    assert code == 0, stderr
+    doc = yaml.safe_load(plan.read_text())
+    assert doc["compress"] == "int8"
+    out = tmp_path / "segments"
+    code, _, stderr = cli("split", TINY, *SHAPE, "--plan", plan, "--output", out, "--validate", "4")
+    assert code == 0, stderr
+    manifest = yaml.safe_load((out / "manifest.yaml").read_text())
+    assert manifest["compress"] == "int8"  # taken from the plan
+    sent = [t for t in manifest["segments"][0]["outputs"] if 1 in t["to"]]
+    planned = doc["cut_tensors"]["mobile-edge"]["up"]
+    assert sorted(t["bytes"] for t in sent) == sorted(t["bytes"] for t in planned)
+    assert all(t["dtype"] == "uint8" for t in sent)
+    assert manifest["validation"]["criterion"] == "top1_agreement" and manifest["validation"]["passed"]
+    assert "top-1 agreement 100%" in stderr
+    assert_usage_error(
+        cli("split", TINY, *SHAPE, "--cut", SKIP, "--output", tmp_path / "x", "--compress", "zip"),
+        "unknown --compress 'zip'",
+    )
