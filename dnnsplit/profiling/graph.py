@@ -1,9 +1,10 @@
 """The ONNX graph as a DAG of layers with per-layer op, module path, MACs, params and output tensors.
 
-MACs count multiply-accumulates of Conv, ConvTranspose, Gemm and MatMul (which covers linear layers and
-attention's QK^T and AV products, as the TorchScript exporter decomposes attention into MatMuls).
-Not counted: element-wise ops, activations, normalisation, pooling, resizes and Einsum; these are
-memory-bound and small next to the counted ops, which is also what torchvision's published GFLOPS count.
+MACs count multiply-accumulates of Conv, ConvTranspose, Gemm, MatMul and two-operand Einsum (which
+covers linear layers and attention's QK^T and AV products, whether the exporter writes them as MatMuls
+or, as for MaxViT, as Einsums). Not counted: element-wise ops, activations, normalisation, pooling,
+resizes and einsums with an ellipsis; these are memory-bound and small next to the counted ops, which is
+also what torchvision's published GFLOPS count.
 """
 
 from __future__ import annotations
@@ -357,7 +358,22 @@ def _macs(node: Any, shapes: dict[str, tuple[tuple[int, ...], str]]) -> int:
     if op == "MatMul":
         a = shape(node.input[0])
         return out_elems * int(a[-1]) if a else 0
+    if op == "Einsum" and len(node.input) == 2:
+        return _einsum_macs(node, [shape(i) for i in node.input])
     return 0
+
+
+def _einsum_macs(node: Any, shapes: list[tuple[int, ...] | None]) -> int:
+    """A two-operand einsum does one multiply-add per combination of all its indices (MaxViT's attention)."""
+    equation = next((a.s.decode() for a in node.attribute if a.name == "equation"), "")
+    operands = equation.replace(" ", "").split("->")[0].split(",")
+    sizes: dict[str, int] = {}
+    for letters, dims in zip(operands, shapes, strict=False):
+        if dims is None or "..." in letters or len(letters) != len(dims):
+            return 0  # an ellipsis or an unknown shape: not counted (see the module doc)
+        for letter, size in zip(letters, dims, strict=True):
+            sizes[letter] = max(sizes.get(letter, 1), int(size))  # broadcast dims of 1
+    return int(np.prod(list(sizes.values()), dtype=np.int64))
 
 
 def load_layer_graph(path: str | Path, input_shape: tuple[int, ...] | None = None) -> LayerGraph:

@@ -10,8 +10,10 @@ tensors (shape vectors) are sent as they are.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +50,13 @@ def calibrate(
     for name in names:
         if name not in existing:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = ort_session_from_proto(model) if model.ByteSize() < 2_000_000_000 else ort_session(model_path)
+    if sum(len(t.raw_data) for t in model.graph.initializer) < 1_800_000_000:
+        session = ort_session_from_proto(model)
+    else:  # over protobuf's 2 GB limit the proto cannot be serialised: go through a file with external data
+        with tempfile.TemporaryDirectory(prefix="dnnsplit-calibrate-") as tmp:
+            path = Path(tmp) / "calibrate.onnx"
+            onnx.save_model(model, str(path), save_as_external_data=True, location="calibrate.onnx.data")
+            session = ort_session(path)
     input_name = session.get_inputs()[0].name
     low = {n: 0.0 for n in names}  # the range always holds 0, so zero is coded exactly (ReLU outputs)
     high = {n: 0.0 for n in names}

@@ -116,3 +116,13 @@ def test_onnx_file_without_module_table_counts_initializers(tiny_onnx) -> None:
     assert 0 < bare.total_params < graph.total_params
     assert bare.total_macs == graph.total_macs
     assert block_of("stem.0", {}) == "stem.0"
+
+
+def test_einsum_macs_are_counted() -> None:
+    from dnnsplit.models import ModelOptions
+    from dnnsplit.profiling import prepare_model
+
+    prepared = prepare_model("tests.fixtures.tiny_models:tiny_einsum", ModelOptions(input_shape=(1, 2, 4, 4)))
+    einsum = [la for la in prepared.graph.layers if la.op == "Einsum"]
+    assert len(einsum) == 1
+    assert einsum[0].macs == 1 * 4 * 4 * 8  # b * i * j * d: one multiply-add per index combination
