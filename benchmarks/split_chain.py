@@ -36,15 +36,26 @@ def two_cuts(graph: Any) -> list[list[str]]:
     return [list(c.tensors) for c in picks]
 
 
-def median_ms(fn: Any, runs: int) -> float:
-    for _ in range(5):
-        fn()
-    times = []
+def paired_ms(first: Any, second: Any, runs: int) -> tuple[float, float, float]:
+    """Medians of two calls timed in alternation, and the median of their per-pair ratio second/first.
+
+    Alternating pairs cancel the machine's slow drifts (other load, clock changes), which on a 2 ms model
+    are as large as the overhead being measured.
+    """
+    for _ in range(10):
+        first()
+        second()
+    a, b = [], []
     for _ in range(runs):
         start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        first()
+        middle = time.perf_counter()
+        second()
+        end = time.perf_counter()
+        a.append((middle - start) * 1000)
+        b.append((end - middle) * 1000)
+    ratio = statistics.median(y / x for x, y in zip(a, b, strict=True))
+    return statistics.median(a), statistics.median(b), ratio
 
 
 def chain_row(name: str, runs: int, tmp: Path) -> dict[str, Any]:
@@ -56,19 +67,15 @@ def chain_row(name: str, runs: int, tmp: Path) -> dict[str, Any]:
     chain = SegmentChain.load(out, threads=THREADS)
     whole = ort_session(prepared.exported.path, threads=THREADS)
     x = np.random.default_rng(0).standard_normal(prepared.exported.input_shape).astype(np.float32)
-    # Interleave the two so that machine noise hits both alike.
-    whole_ms, chain_ms = [], []
-    for _ in range(3):
-        whole_ms.append(median_ms(lambda: whole.run(None, {"input": x}), runs // 3))
-        chain_ms.append(median_ms(lambda: chain.run(x), runs // 3))
-    w, c = statistics.median(whole_ms), statistics.median(chain_ms)
+    w, c, ratio = paired_ms(lambda: whole.run(None, {"input": x}), lambda: chain.run(x), runs)
     row = {
         "model": name,
         "cut_tensors": cuts,
         "cut_after": [prepared.graph.producer[c[0]] for c in cuts],
         "whole_ms": round(w, 3),
         "chain_ms": round(c, 3),
-        "overhead_pct": round(100 * (c / w - 1), 2),
+        "overhead_pct": round(100 * (ratio - 1), 2),
+
     }
     print(row, flush=True)
     return row
@@ -126,7 +133,7 @@ def compression_rows(tmp: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dnnsplit-bench-split-") as name:
         tmp = Path(name)
@@ -142,9 +149,11 @@ def main() -> None:
         "",
         "## Chained segments vs the whole model (2 cuts: the single-tensor cuts nearest 1/3 and 2/3 of the layers)",
         "",
-        f"Median of {args.runs} runs each, interleaved; the chain runs its 3 segments one after another in one "
-        "process (handing tensors over in memory), so the overhead is the cut itself: lost cross-segment "
-        "fusions and 3 session calls instead of 1. Target: at most 5%.",
+        f"{args.runs} alternating pairs (whole, chain); medians, and the overhead as the median per-pair ratio. "
+        "The chain runs its 3 segments one after another in one process (tensors handed over in memory), "
+        "so the overhead is the cut itself: lost cross-segment fusions and 3 session calls instead of 1 "
+        "(~0.1 ms). Both sessions with idle threads sleeping, not spinning (see `runtime/local.py`). "
+        "Target: at most 5%.",
         "",
         "| model | cut after | whole (ms) | chain (ms) | overhead |",
         "|---|---|---|---|---|",
@@ -155,6 +164,14 @@ def main() -> None:
             f"{r['overhead_pct']:+.1f}% |"
         )
     lines += [
+        "",
+        "Where the overhead comes from: onnxruntime's optimised segments hold 3 more `ReorderInput` and 3 more "
+        "`ReorderOutput` nodes than the optimised whole model (each boundary leaves and re-enters the NCHWc "
+        "layout) and one HardSwish and one Add that a boundary keeps from fusing (mobilenet_v3_small). Call "
+        "overhead is negligible (5 us a `run`). On resnet18/50 that is ~4%; on the 2 ms mobilenet_v3_small "
+        "the same ~0.3 ms is 8-17% from run to run on this 2-core VM: the 5% target is met for resnet18 "
+        "and resnet50 and missed for mobilenet_v3_small. In a deployment each segment runs on its own tier, "
+        "where the network, not this, dominates.",
         "",
         "## Split + validate wall time (resnet50, 2 cuts, onnxsim, 3 validation inputs, one process start)",
         "",
