@@ -45,6 +45,8 @@ def calibrate(
 
     from dnnsplit.runtime.local import ort_session
 
+    if not names:  # one segment: nothing crosses (and an empty output list would ask for every output)
+        return {}
     model = onnx.load(str(model_path))
     existing = {o.name for o in model.graph.output}
     for name in names:

@@ -83,3 +83,20 @@ def test_plan_counts_compressed_bytes() -> None:
     assert compressed_bytes(TensorSpec("shape", (4,), "int64"), "int8") == 32
     with pytest.raises(UsageError, match="unknown --compress 'zip'"):
         problem_from_profile(chain_profile(), compress="zip")
+
+
+def test_compressing_a_single_segment_changes_nothing(tiny, tmp_path: Path) -> None:
+    segment_of = {la.name: 0 for la in tiny.graph.layers}  # a plan that keeps everything on the phone
+    result = split_model(
+        tiny.exported.path,
+        tiny.graph,
+        segment_of,
+        ["mobile"],
+        {},
+        {},
+        tmp_path / "one",
+        SplitSettings(compress="int8"),
+    )
+    (only,) = result.manifest.segments
+    assert [t.name for t in only.outputs] == ["logits"] and result.manifest.validation.top1_agreement == 1.0
+    assert result.manifest.validation.max_rel_diff == 0.0
