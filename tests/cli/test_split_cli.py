@@ -18,9 +18,11 @@ SKIP = "/stem/stem.2/Relu_output_0"
 MAIN = "/conv_b/Conv_output_0"
 
 
-@pytest.fixture()
-def plan_file(cli, tmp_path: Path) -> Path:
-    """A plan of the tiny model that keeps its stem on a very slow phone and sends the rest to the edge."""
+FAST_PROFILE = ("--repeat", "2", "--warmup", "1", "--threads", "1")
+
+
+def plan_tiny(cli, tmp_path: Path, *extra: str) -> Path:
+    """Plan the tiny model so that its stem stays on a very slow phone and the rest goes to the edge."""
     phone = tmp_path / "phone.yaml"
     phone.write_text("name: slow-phone\nlatency_scale: 1000\ncompute_power_w: 3\nidle_power_w: 0.5\n")
     out = tmp_path / "plan.yaml"
@@ -28,12 +30,7 @@ def plan_file(cli, tmp_path: Path) -> Path:
         "plan",
         TINY,
         *SHAPE,
-        "--repeat",
-        "2",
-        "--warmup",
-        "1",
-        "--threads",
-        "1",
+        *FAST_PROFILE,
         "--private-input",
         "--device",
         f"mobile={phone}",
@@ -43,9 +40,15 @@ def plan_file(cli, tmp_path: Path) -> Path:
         out,
         "--format",
         "json",
+        *extra,
     )
     assert code == 0, stderr
     return out
+
+
+@pytest.fixture()
+def plan_file(cli, tmp_path: Path) -> Path:
+    return plan_tiny(cli, tmp_path)
 
 
 def test_profile_plan_split_run(cli, plan_file: Path, tmp_path: Path) -> None:
@@ -223,32 +226,7 @@ def test_image_preprocessing_matches_torchvision(tmp_path: Path) -> None:
 
 
 def test_plan_and_split_with_int8_boundaries(cli, tmp_path: Path) -> None:
-    phone = tmp_path / "phone.yaml"
-    phone.write_text("name: slow-phone\nlatency_scale: 1000\ncompute_power_w: 3\nidle_power_w: 0.5\n")
-    plan = tmp_path / "plan.yaml"
-    code, _, stderr = cli(
-        "plan",
-        TINY,
-        *SHAPE,
-        "--repeat",
-        "2",
-        "--warmup",
-        "1",
-        "--threads",
-        "1",
-        "--compress",
-        "int8",
-        "--private-input",
-        "--device",
-        f"mobile={phone}",
-        "--network",
-        "up=1000,down=1000,rtt=1",
-        "--output",
-        plan,
-        "--format",
-        "json",
-    )
-    assert code == 0, stderr
+    plan = plan_tiny(cli, tmp_path, "--compress", "int8")
     doc = yaml.safe_load(plan.read_text())
     assert doc["compress"] == "int8"
     out = tmp_path / "segments"

@@ -141,11 +141,8 @@ def zoo():
     return {name: prepare_model(f"torchvision:{name}") for name in MODELS}
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_random_cuts_chain_to_the_whole_model(zoo, tmp_path_factory, data) -> None:
-    name = data.draw(st.sampled_from(MODELS), label="model")
-    prepared = zoo[name]
+def check_random_cuts(prepared, data: st.DataObject, out: Path) -> None:
+    """Split at 1 or 2 random prefix cuts: the chain equals the whole model, and exactly the cut crosses."""
     cuts = prefix_cuts(prepared.graph)
     count = data.draw(st.integers(1, 2), label="boundaries")
     picked = sorted(
@@ -153,7 +150,6 @@ def test_random_cuts_chain_to_the_whole_model(zoo, tmp_path_factory, data) -> No
     )
     boundaries = [list(cuts[i].tensors) for i in picked]
     segment_of, tiers = segments_from_cut_lists(prepared.graph, boundaries)
-    out = tmp_path_factory.mktemp("split") / name
     result = split_model(
         prepared.exported.path,
         prepared.graph,
@@ -165,9 +161,8 @@ def test_random_cuts_chain_to_the_whole_model(zoo, tmp_path_factory, data) -> No
         SplitSettings(validate=1, simplify=data.draw(st.booleans(), label="simplify")),
     )
     v = result.manifest.validation
-    assert v.passed and v.max_rel_diff <= 1e-5, (name, picked, v)
+    assert v.passed and v.max_rel_diff <= 1e-5, (prepared.loaded.name, picked, v)
     assert len(result.manifest.segments) == count + 1
-    # What crosses each boundary is exactly the cut's tensors.
     for k, boundary in enumerate(boundaries):
         crossing = {
             t.name
@@ -175,7 +170,14 @@ def test_random_cuts_chain_to_the_whole_model(zoo, tmp_path_factory, data) -> No
             for t in s.outputs
             if any(x != "result" and x > k for x in s.targets[t.name])
         }
-        assert crossing == set(boundary), (name, k)
+        assert crossing == set(boundary), (prepared.loaded.name, k)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_cuts_chain_to_the_whole_model(zoo, tmp_path_factory, data) -> None:
+    name = data.draw(st.sampled_from(MODELS), label="model")
+    check_random_cuts(zoo[name], data, tmp_path_factory.mktemp("split") / name)
 
 
 def test_large_segments_use_external_data(tiny, tmp_path: Path, monkeypatch) -> None:
@@ -197,26 +199,7 @@ def test_large_segments_use_external_data(tiny, tmp_path: Path, monkeypatch) -> 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_cuts_of_vit_chain_to_the_whole_model(tmp_path_factory, data) -> None:
-    prepared = _vit()
-    cuts = prefix_cuts(prepared.graph)
-    count = data.draw(st.integers(1, 2), label="boundaries")
-    picked = sorted(
-        data.draw(st.lists(st.sampled_from(range(len(cuts))), min_size=count, max_size=count, unique=True))
-    )
-    boundaries = [list(cuts[i].tensors) for i in picked]
-    segment_of, tiers = segments_from_cut_lists(prepared.graph, boundaries)
-    out = tmp_path_factory.mktemp("vit")
-    result = split_model(
-        prepared.exported.path,
-        prepared.graph,
-        segment_of,
-        tiers,
-        {},
-        {},
-        out / "s",
-        SplitSettings(validate=1),
-    )
-    assert result.manifest.validation.passed, (picked, result.manifest.validation)
+    check_random_cuts(_vit(), data, tmp_path_factory.mktemp("vit") / "split")
 
 
 _VIT: list = []
