@@ -88,6 +88,7 @@ def split(
     from dnnsplit.profiling import prepare_model
     from dnnsplit.splitting.split import (
         SplitSettings,
+        prepare_output,
         segments_from_cut_lists,
         segments_from_plan,
         split_model,
@@ -111,8 +112,6 @@ def split(
         force=force,
     )
     settings.check()
-    from dnnsplit.splitting.split import prepare_output
-
     prepare_output(output, force)  # before a minute of export
     cut_lists = [[t.strip() for t in c.split(",") if t.strip()] for c in cut or []]
     options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)

@@ -224,6 +224,17 @@ def block_of(module: str, modules: dict[str, dict[str, Any]]) -> str:
     return ".".join(parts[:i])
 
 
+def _call_block(scope: str, block: str) -> str:
+    """The block as called: ``block`` with the call suffixes of ``scope`` (same components, ``relu_1``).
+
+    A top-level module called twice (a shared ``relu``) is two blocks, not one: grouped as one, its two
+    calls would sit on both sides of the layers between them, and the rows would form a cycle.
+    """
+    if not block:
+        return block
+    return ".".join(scope.split(".")[: len(block.split("."))]) if scope else block
+
+
 def _dtype_name(elem_type: int) -> str:
     import onnx
 
@@ -446,7 +457,7 @@ def build_layer_graph(model: Any, input_shape: tuple[int, ...]) -> LayerGraph:
                 op=node.op_type,
                 module=module,
                 scope=scope,
-                block=block_of(module, modules),
+                block=_call_block(scope, block_of(module, modules)),
                 inputs=tuple(i for i in node.input if i and i not in const_sources),
                 outputs=tuple(spec(o) for o in node.output if o),
                 macs=_macs(node, shapes),

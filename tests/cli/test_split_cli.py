@@ -244,3 +244,51 @@ def test_plan_and_split_with_int8_boundaries(cli, tmp_path: Path) -> None:
         cli("split", TINY, *SHAPE, "--cut", SKIP, "--output", tmp_path / "x", "--compress", "zip"),
         "unknown --compress 'zip'",
     )
+
+
+def test_split_a_plan_made_per_block(cli, tmp_path: Path) -> None:
+    """A plan whose rows are resnet18's blocks: every ONNX node of a block goes where its block goes."""
+    phone = tmp_path / "phone.yaml"
+    phone.write_text("name: slow-phone\nlatency_scale: 1000\ncompute_power_w: 3\nidle_power_w: 0.5\n")
+    plan = tmp_path / "plan.yaml"
+    code, _, stderr = cli(
+        "plan",
+        "torchvision:resnet18",
+        "--group",
+        "block",
+        *FAST_PROFILE,
+        "--private-input",
+        "--device",
+        f"mobile={phone}",
+        "--network",
+        "up=1000,down=1000,rtt=1",
+        "--output",
+        plan,
+    )
+    assert code == 0, stderr
+    doc = yaml.safe_load(plan.read_text())
+    rows = {la["name"]: la["tier"] for la in doc["layers"]}
+    assert "layer1.0" in rows and rows["conv1"] == "mobile" and "edge" in rows.values()
+    out = tmp_path / "segments"
+    code, stdout, stderr = cli(
+        "split", "torchvision:resnet18", "--plan", plan, "--output", out, "--format", "json"
+    )
+    assert code == 0, stderr
+    manifest = json.loads(stdout)
+    from dnnsplit.profiling import prepare_model
+
+    graph = prepare_model("torchvision:resnet18").graph
+    per_tier = {
+        tier: sum(rows[la.block or la.name] == tier for la in graph.layers) for tier in ("mobile", "edge")
+    }
+    assert [(s["tier"], s["layers"]) for s in manifest["segments"]] == list(per_tier.items())
+    assert per_tier["edge"] > len([r for r in rows.values() if r == "edge"])  # blocks of several nodes
+    assert manifest["validation"]["passed"]
+
+
+def test_a_module_called_twice_is_two_blocks(cli) -> None:
+    """The tiny model's top-level relu runs twice; one row for both calls would make the rows a cycle."""
+    code, stdout, stderr = cli("plan", TINY, *SHAPE, *FAST_PROFILE, "--group", "block", "--format", "json")
+    assert code == 0, stderr
+    names = [la["name"] for la in json.loads(stdout)["layers"]]
+    assert "relu" in names and "relu_1" in names
