@@ -142,8 +142,8 @@ def plan(
     Exit 1 when --budget-ms is given and even the best plan misses it; exit 2 on bad input or
     constraints nothing can meet.
     """
-    from dnnsplit.partition import Constraints, parse_link, parse_objective, parse_tiers, solve
-    from dnnsplit.partition.from_profile import DEFAULT_DEVICES, problem_from_profile
+    from dnnsplit.partition import Constraints, link_names, parse_link, parse_objective, parse_tiers, solve
+    from dnnsplit.partition.from_profile import problem_from_profile, tier_devices
     from dnnsplit.partition.plan_file import PlanContext, plan_document
     from dnnsplit.partition.sweep import parse_sweep
     from dnnsplit.partition.sweep import sweep_bandwidth as run_sweep
@@ -154,9 +154,9 @@ def plan(
 
     # Everything the user typed is checked before a minute of profiling.
     tier_list = parse_tiers(tiers)
-    links: dict[str, Any] = {f"{tier_list[0]}-{tier_list[1]}": parse_link(network)}
+    links: dict[str, Any] = {link_names(tier_list)[0]: parse_link(network)}
     if backhaul is not None:
-        if "edge-cloud" not in [f"{a}-{b}" for a, b in zip(tier_list, tier_list[1:], strict=False)]:
+        if "edge-cloud" not in link_names(tier_list):
             raise UsageError("--backhaul needs the edge and cloud tiers", "add --tiers mobile,edge,cloud")
         links["edge-cloud"] = parse_link(backhaul)
     devices = {t: load_device(ref) for t, ref in _pairs(device, "--device", tier_list).items()}
@@ -215,8 +215,8 @@ def plan(
             "latency_ms": profile.latency_ms,
         },
         devices={
-            t: _device_block(devices.get(t) or load_device(DEFAULT_DEVICES[t]), profile_paths.get(t))
-            for t in tier_list
+            t: _device_block(spec, profile_paths.get(t))
+            for t, spec in tier_devices(tier_list, devices).items()
         },
     )
     document = plan_document(result, context)

@@ -84,6 +84,7 @@ def split(
 
     Exit 1 when the chained segments differ from the whole model by more than --tolerance.
     """
+    from dnnsplit.models.export import file_sha256
     from dnnsplit.partition.plan_file import load_plan
     from dnnsplit.profiling import prepare_model
     from dnnsplit.splitting.split import (
@@ -120,7 +121,7 @@ def split(
         sha = prepared.exported.sha256
         if plan_file is not None:
             segment_of, tiers = segments_from_plan(prepared.graph, plan_file, sha)
-            origin = {"plan": str(plan), "plan_sha256": _sha256(plan)}
+            origin = {"plan": str(plan), "plan_sha256": file_sha256(plan)}
         else:
             segment_of, tiers = segments_from_cut_lists(prepared.graph, cut_lists)
             origin = {"cuts": cut_lists}
@@ -184,9 +185,3 @@ def split(
             f"over the tolerance {v.tolerance:g}",
             "look at the segments in the output directory; report it if the model is deterministic",
         )
-
-
-def _sha256(path: Path) -> str:
-    from dnnsplit.models.export import file_sha256
-
-    return file_sha256(path)

@@ -63,7 +63,7 @@ def problem_from_profile(
     if input_bytes is not None and input_bytes < 1:
         raise UsageError(f"input bytes must be at least 1 (got {input_bytes})", "pass the encoded frame size")
     tiers = check_tiers(tiers)
-    specs = _devices(tiers, devices or {})
+    specs = tier_devices(tiers, devices or {})
     _check_known(tier_profiles or {}, TIER_ORDER, "tier profile")
     compute = [_compute_times(profile, tier, specs[tier], (tier_profiles or {}).get(tier)) for tier in tiers]
     layers = tuple(
@@ -93,7 +93,8 @@ def _check_known(given: Mapping[str, object], known: Sequence[str], what: str) -
         raise UsageError(f"{what} for unknown '{unknown[0]}'", f"use {', '.join(known)}")
 
 
-def _devices(tiers: tuple[str, ...], given: Mapping[str, DeviceSpec]) -> dict[str, DeviceSpec]:
+def tier_devices(tiers: Sequence[str], given: Mapping[str, DeviceSpec]) -> dict[str, DeviceSpec]:
+    """The device of every tier: the one given, else its preset (``DEFAULT_DEVICES``)."""
     _check_known(given, TIER_ORDER, "device")
     missing = [t for t in tiers if t not in given]
     if missing:

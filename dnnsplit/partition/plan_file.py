@@ -33,7 +33,7 @@ from dnnsplit.partition.feasibility import hard_violations, violations
 from dnnsplit.partition.network import RADIO_MODELS, LinkSpec
 from dnnsplit.partition.objective import Constraints, parse_objective
 from dnnsplit.partition.planner import Plan
-from dnnsplit.partition.problem import LayerCost, MobilePower, Problem, Tensor
+from dnnsplit.partition.problem import LayerCost, MobilePower, Problem, Tensor, link_names
 
 SCHEMA = "dnnsplit/plan@1"
 
@@ -274,9 +274,8 @@ def problem_from_document(doc: Mapping[str, Any]) -> Problem:
     position = {x.name: j for j, x in enumerate(tensors)}
     outputs = tuple(position[str(name)] for name in doc["outputs"])
     links_doc = doc["links"]
-    link_order = [f"{a}-{b}" for a, b in zip(tiers, tiers[1:], strict=False)]
     links = []
-    for name in link_order:
+    for name in link_names(tiers):
         entry = links_doc[name]
         radio = entry.get("radio")
         if radio is not None and radio not in RADIO_MODELS:

@@ -26,7 +26,8 @@ class SegmentRun:
     sent_bytes: int  # bytes of this segment's outputs read by later segments
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> Any:
+def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on a model file or a serialised model."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,7 +39,8 @@ def ort_session(path: str | Path, threads: int | None = None) -> Any:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 class SegmentChain:

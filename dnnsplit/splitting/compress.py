@@ -20,7 +20,7 @@ import numpy as np
 
 from dnnsplit.codecs import check_mode
 from dnnsplit.profiling.graph import TensorSpec
-from dnnsplit.splitting.extract import SegmentSpec
+from dnnsplit.splitting.extract import EXTERNAL_DATA_BYTES, SegmentSpec, initializer_bytes
 
 
 def _sent_name(name: str, mode: str) -> str:
@@ -52,8 +52,8 @@ def calibrate(
     for name in names:
         if name not in existing:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    if sum(len(t.raw_data) for t in model.graph.initializer) < 1_800_000_000:
-        session = ort_session_from_proto(model)
+    if initializer_bytes(model) <= EXTERNAL_DATA_BYTES:
+        session = ort_session(model.SerializeToString())
     else:  # over protobuf's 2 GB limit the proto cannot be serialised: go through a file with external data
         with tempfile.TemporaryDirectory(prefix="dnnsplit-calibrate-") as tmp:
             path = Path(tmp) / "calibrate.onnx"
@@ -71,14 +71,6 @@ def calibrate(
         scale = (high[name] - low[name]) / 255.0 or 1.0
         codes[name] = (scale, int(np.clip(round(-low[name] / scale), 0, 255)))
     return codes
-
-
-def ort_session_from_proto(model: Any) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def compress_boundaries(

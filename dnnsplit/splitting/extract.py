@@ -16,6 +16,7 @@ from dnnsplit.errors import UsageError
 from dnnsplit.profiling.graph import LayerGraph, TensorSpec, node_layer_names
 
 BATCH = "batch"
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room for the graph itself
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ def plan_segments(graph: LayerGraph, segment_of: Mapping[str, int]) -> list[Segm
             )
         )
     return specs
+
+
+def initializer_bytes(model: Any) -> int:
+    """Bytes of the weights held in the proto (what counts against protobuf's 2 GB limit)."""
+    return sum(len(t.raw_data) for t in model.graph.initializer)
 
 
 def batched_tensors(model: Any) -> tuple[set[str], set[str]]:

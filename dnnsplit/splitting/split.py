@@ -20,17 +20,17 @@ import numpy as np
 
 from dnnsplit.codecs import check_mode
 from dnnsplit.errors import UsageError
+from dnnsplit.models.export import file_sha256
 from dnnsplit.partition.plan_file import PlanFile
 from dnnsplit.partition.problem import TIER_ORDER
 from dnnsplit.profiling.graph import LayerGraph
 from dnnsplit.profiling.profile import group_key
 from dnnsplit.splitting.compress import boundary_tensors, calibrate, compress_boundaries
 from dnnsplit.splitting.cuts import segments_from_cuts, segments_from_tiers
-from dnnsplit.splitting.extract import extract_segments, plan_segments
+from dnnsplit.splitting.extract import EXTERNAL_DATA_BYTES, extract_segments, initializer_bytes, plan_segments
 from dnnsplit.splitting.manifest import FILE, Manifest, SegmentEntry, Validation
 
 ProgressFn = Callable[[str, int, int], None]
-EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room for the graph itself
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def split_model(
                     index=k,
                     tier=tiers[k],
                     file=file,
-                    sha256=_sha256_of(staging, file),
+                    sha256=file_sha256(staging / file),
                     bytes=_size_of(staging, file),
                     layers=len(spec.layers),
                     inputs=spec.inputs,
@@ -189,7 +189,7 @@ def split_model(
 def _simplify(part: Any, enabled: bool) -> tuple[Any, bool, list[str]]:
     if not enabled:
         return part, False, []
-    if _initializer_bytes(part) > EXTERNAL_DATA_BYTES:
+    if initializer_bytes(part) > EXTERNAL_DATA_BYTES:
         return part, False, ["not simplified: over 2 GB (onnxsim needs the model in one protobuf)"]
     try:
         import onnxsim
@@ -202,14 +202,10 @@ def _simplify(part: Any, enabled: bool) -> tuple[Any, bool, list[str]]:
     return simplified, True, []
 
 
-def _initializer_bytes(model: Any) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
-
-
 def _save(model: Any, path: Path) -> None:
     import onnx
 
-    if _initializer_bytes(model) > EXTERNAL_DATA_BYTES:
+    if initializer_bytes(model) > EXTERNAL_DATA_BYTES:
         onnx.save_model(
             model,
             str(path),
@@ -219,12 +215,6 @@ def _save(model: Any, path: Path) -> None:
         )
     else:
         onnx.save_model(model, str(path))
-
-
-def _sha256_of(directory: Path, file: str) -> str:
-    from dnnsplit.models.export import file_sha256
-
-    return file_sha256(directory / file)
 
 
 def _size_of(directory: Path, file: str) -> int:
