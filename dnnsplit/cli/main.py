@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from dnnsplit import __version__
+from dnnsplit.cli import branch as branch_cmd
 from dnnsplit.cli import cuts as cuts_cmd
 from dnnsplit.cli import devices as devices_cmd
 from dnnsplit.cli import models as models_cmd
@@ -12,6 +13,7 @@ from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
 from dnnsplit.cli import run as run_cmd
 from dnnsplit.cli import split as split_cmd
+from dnnsplit.cli import train as train_cmd
 
 app = typer.Typer(
     name="dnnsplit",
@@ -37,6 +39,9 @@ _register(plan_cmd, "plan")
 _register(split_cmd, "split")
 _register(cuts_cmd, "cuts")
 _register(run_cmd, "run")
+app.command(name="train", epilog=train_cmd.TRAIN_EXAMPLES)(train_cmd.train)
+app.command(name="eval", epilog=train_cmd.EVAL_EXAMPLES)(train_cmd.eval)
+_register(branch_cmd, "branch")
 _register(devices_cmd, "devices")
 _register(models_cmd, "models")
 

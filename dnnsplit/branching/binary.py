@@ -1,0 +1,223 @@
+"""Binarized layers (XNOR-Net weights, +/-1 activations) with straight-through gradients.
+
+Weights: ``sign(W)`` times one real scale per output channel (the mean of ``|W|``), so a layer stores
+one bit per weight plus a float per channel. Inputs: ``where(x >= t, 1, -1)`` with a learned threshold
+``t`` per input channel. The threshold matters: the branch keeps the backbone's ReLUs and BatchNorms
+(real-valued), so a layer's input is often >= 0 everywhere and a threshold at 0 would make it all +1.
+The threshold starts at each channel's median (:func:`calibrate_thresholds`), which balances the bits.
+
+``where`` rather than ``sign``: sign gives 0 at 0 (a third value) and is missing from onnxruntime-web's
+WebGPU kernels. In evaluation mode the forward pass uses only GreaterOrEqual, Where, Conv/Gemm and Mul,
+so the ONNX export has the +/-1 weights as a plain initializer that :mod:`dnnsplit.branching.packing`
+then stores as bits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class _SignSTE(torch.autograd.Function):
+    """+/-1 forward; gradient passed through where |x| <= 1 (the clipped straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        ctx.save_for_backward(x)
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 1).to(grad.dtype)
+
+
+def binarize_input(x: torch.Tensor, threshold: torch.Tensor, training: bool) -> torch.Tensor:
+    """+/-1 activations around a per-channel ``threshold`` (channel dim 1)."""
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    shifted = x - threshold.view(shape)
+    if training:
+        return _SignSTE.apply(shifted)
+    return torch.where(shifted >= 0, 1.0, -1.0)
+
+
+def binary_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(+/-1 weights, per-output-channel scale = mean |W|)."""
+    signs = torch.where(weight >= 0, 1.0, -1.0).to(weight.dtype)
+    scale = weight.detach().abs().flatten(1).mean(dim=1)
+    return signs, scale
+
+
+def _ste_weight(weight: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    # Forward value: the signs; gradient: identity to the real weights, clipped outside [-1, 1].
+    clipped = weight.clamp(-1, 1)
+    return clipped + (signs - clipped).detach()
+
+
+class BinaryConv2d(nn.Conv2d):
+    """A Conv2d whose weights and inputs are binary; the output is rescaled per output channel."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.input_threshold = nn.Parameter(torch.zeros(self.in_channels))
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> BinaryConv2d:
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+        )
+        with torch.no_grad():
+            layer.weight.copy_(conv.weight)
+            if conv.bias is not None:
+                layer.bias.copy_(conv.bias)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xb = binarize_input(x, self.input_threshold, self.training)
+        signs, scale = binary_weight(self.weight)
+        w = _ste_weight(self.weight, signs) if self.training else signs
+        # Zero padding would add a third value; pad with -1 so every input the conv sees is +/-1.
+        if any(p > 0 for p in _pads(self.padding)):
+            ph, pw = _pads(self.padding)
+            xb = F.pad(xb, (pw, pw, ph, ph), value=-1.0)
+        y = F.conv2d(xb, w, None, self.stride, 0, self.dilation, self.groups)
+        y = y * scale.view(1, -1, 1, 1)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+
+def _pads(padding: object) -> tuple[int, int]:
+    if isinstance(padding, str):
+        raise ValueError(f"BinaryConv2d needs numeric padding, not '{padding}'")
+    ph, pw = padding  # type: ignore[misc]
+    return int(ph), int(pw)
+
+
+class BinaryLinear(nn.Linear):
+    """A Linear layer with binary weights and inputs; the output is rescaled per output feature."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias=bias)
+        self.input_threshold = nn.Parameter(torch.zeros(in_features))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> BinaryLinear:
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        with torch.no_grad():
+            layer.weight.copy_(linear.weight)
+            if linear.bias is not None:
+                layer.bias.copy_(linear.bias)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Features are the last dimension of a Linear input, whatever comes before them.
+        shifted = x - self.input_threshold
+        xb = _SignSTE.apply(shifted) if self.training else torch.where(shifted >= 0, 1.0, -1.0)
+        signs, scale = binary_weight(self.weight)
+        w = _ste_weight(self.weight, signs) if self.training else signs
+        y = F.linear(xb, w) * scale
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+BINARY_LAYERS = (BinaryConv2d, BinaryLinear)
+
+
+@torch.no_grad()
+def calibrate_thresholds(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """Set every binary layer's input thresholds to the per-channel median of what it receives.
+
+    Runs one forward pass; each layer is calibrated before it computes, so later layers see the
+    calibrated binarization of earlier ones. Returns the number of layers calibrated.
+    """
+    handles = []
+
+    def pre_hook(layer: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        x = args[0]
+        if isinstance(layer, BinaryConv2d):
+            channels = x.transpose(0, 1).flatten(1)
+        else:
+            channels = x.reshape(-1, x.shape[-1]).transpose(0, 1)
+        layer.input_threshold.copy_(channels.median(dim=1).values)
+
+    for layer in module.modules():
+        if isinstance(layer, BINARY_LAYERS):
+            handles.append(layer.register_forward_pre_hook(pre_hook))
+    was_training = module.training
+    module.eval()
+    try:
+        module(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    return len(handles)
+
+
+class _FrozenBinary(nn.Module):
+    """Export form of a binary layer: +/-1 weights and scales as buffers, nothing computed from them.
+
+    The exporter then writes the signs as one initializer (which packing turns into bits) instead of
+    recomputing them from the real weights in the graph.
+    """
+
+    def __init__(self, layer: BinaryConv2d | BinaryLinear) -> None:
+        super().__init__()
+        signs, scale = binary_weight(layer.weight.detach())
+        self.register_buffer("signs", signs.clone())
+        self.register_buffer("scale", scale.clone())
+        self.register_buffer("threshold", layer.input_threshold.detach().clone())
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
+
+
+class FrozenBinaryConv2d(_FrozenBinary):
+    def __init__(self, layer: BinaryConv2d) -> None:
+        super().__init__(layer)
+        self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
+        self.pads = _pads(layer.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xb = torch.where(x >= self.threshold.view(1, -1, 1, 1), 1.0, -1.0)
+        ph, pw = self.pads
+        if ph or pw:
+            xb = F.pad(xb, (pw, pw, ph, ph), value=-1.0)
+        y = F.conv2d(xb, self.signs, None, self.stride, 0, self.dilation, self.groups)
+        y = y * self.scale.view(1, -1, 1, 1)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+
+class FrozenBinaryLinear(_FrozenBinary):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xb = torch.where(x >= self.threshold, 1.0, -1.0)
+        y = torch.matmul(xb, self.signs.t()) * self.scale
+        return y if self.bias is None else y + self.bias
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` with every binary layer in its export form (same outputs in eval mode)."""
+    import copy
+
+    frozen = copy.deepcopy(module).eval()
+    for path, layer in list(frozen.named_modules()):
+        if isinstance(layer, BinaryConv2d):
+            replacement: nn.Module = FrozenBinaryConv2d(layer)
+        elif isinstance(layer, BinaryLinear):
+            replacement = FrozenBinaryLinear(layer)
+        else:
+            continue
+        parent_path, _, name = path.rpartition(".")
+        setattr(frozen.get_submodule(parent_path) if parent_path else frozen, name, replacement)
+    if hasattr(frozen, "recompile"):
+        frozen.recompile()
+    return frozen
