@@ -37,3 +37,6 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     target.write_bytes(exported.path.read_bytes())
     return target
+
+
+from tests.fixtures.trained import tiny_branch, tiny_checkpoint  # noqa: E402,F401 - shared session fixtures

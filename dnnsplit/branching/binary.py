@@ -7,9 +7,10 @@ one bit per weight plus a float per channel. Inputs: ``where(x >= t, 1, -1)`` wi
 The threshold starts at each channel's median (:func:`calibrate_thresholds`), which balances the bits.
 
 ``where`` rather than ``sign``: sign gives 0 at 0 (a third value) and is missing from onnxruntime-web's
-WebGPU kernels. In evaluation mode the forward pass uses only GreaterOrEqual, Where, Conv/Gemm and Mul,
-so the ONNX export has the +/-1 weights as a plain initializer that :mod:`dnnsplit.branching.packing`
-then stores as bits.
+WebGPU kernels. Convolutions keep their zero padding, as XNOR-Net and Larq do: a bit kernel handles
+the border with a mask, and a -1 padding would add a Pad before every convolution. In evaluation mode
+the forward pass uses only GreaterOrEqual, Where, Conv/Gemm and Mul, so the ONNX export has the +/-1
+weights as a plain initializer that :mod:`dnnsplit.branching.packing` then stores as bits.
 """
 
 from __future__ import annotations
@@ -85,22 +86,11 @@ class BinaryConv2d(nn.Conv2d):
         xb = binarize_input(x, self.input_threshold, self.training)
         signs, scale = binary_weight(self.weight)
         w = _ste_weight(self.weight, signs) if self.training else signs
-        # Zero padding would add a third value; pad with -1 so every input the conv sees is +/-1.
-        if any(p > 0 for p in _pads(self.padding)):
-            ph, pw = _pads(self.padding)
-            xb = F.pad(xb, (pw, pw, ph, ph), value=-1.0)
-        y = F.conv2d(xb, w, None, self.stride, 0, self.dilation, self.groups)
+        y = F.conv2d(xb, w, None, self.stride, self.padding, self.dilation, self.groups)
         y = y * scale.view(1, -1, 1, 1)
         if self.bias is not None:
             y = y + self.bias.view(1, -1, 1, 1)
         return y
-
-
-def _pads(padding: object) -> tuple[int, int]:
-    if isinstance(padding, str):
-        raise ValueError(f"BinaryConv2d needs numeric padding, not '{padding}'")
-    ph, pw = padding  # type: ignore[misc]
-    return int(ph), int(pw)
 
 
 class BinaryLinear(nn.Linear):
@@ -134,12 +124,42 @@ class BinaryLinear(nn.Linear):
 BINARY_LAYERS = (BinaryConv2d, BinaryLinear)
 
 
-@torch.no_grad()
-def calibrate_thresholds(module: nn.Module, *inputs: torch.Tensor) -> int:
-    """Set every binary layer's input thresholds to the per-channel median of what it receives.
+# Not 1/2: levels form a lattice (zero padding mixes odd and even sums), and the midpoint of two
+# observed levels is often an unobserved one. 0.382 of a gap is no small-integer fraction of it.
+OFF_LEVEL = 0.382
 
-    Runs one forward pass; each layer is calibrated before it computes, so later layers see the
-    calibrated binarization of earlier ones. Returns the number of layers calibrated.
+
+def _off_the_levels(values: torch.Tensor, threshold: float) -> float:
+    """Move ``threshold`` part-way to the neighbouring observed value when a value sits on it.
+
+    After a binary layer, activations take few distinct values (sums of +/-1 times a scale, then
+    BatchNorm): a threshold equal to one of them decides those samples by rounding, and onnxruntime's
+    fused kernels round differently from PyTorch. Keeping the threshold between levels keeps every
+    decision on the observed data and makes it robust to 1e-6 differences.
+    """
+    levels = torch.unique(values)
+    if levels.numel() == 0:
+        return threshold
+    tol = 1e-4 * float(levels.abs().max()) + 1e-6
+    near = (levels - threshold).abs() < tol
+    if not bool(near.any()):
+        return threshold
+    hit = levels[near]
+    below, above = levels[levels < float(hit.min())], levels[levels > float(hit.max())]
+    if float(hit.max()) >= threshold or above.numel() == 0:  # on or just above: keep them +1
+        lower = float(below.max()) if below.numel() else float(hit.min()) - 2 * tol
+        return float(hit.min()) - OFF_LEVEL * (float(hit.min()) - lower)
+    return float(hit.max()) + OFF_LEVEL * (float(above.min()) - float(hit.max()))  # just below: keep -1
+
+
+@torch.no_grad()
+def calibrate_thresholds(module: nn.Module, *inputs: torch.Tensor, median: bool = True) -> int:
+    """Set every binary layer's input thresholds from one forward pass over ``inputs``.
+
+    ``median=True`` starts each channel at the median of what it receives (balanced bits); either way
+    each threshold is then moved off any activation level it sits on (see :func:`_off_the_levels`).
+    Each layer is set before it computes, so later layers see the new binarization of earlier ones.
+    Returns the number of layers set.
     """
     handles = []
 
@@ -149,7 +169,9 @@ def calibrate_thresholds(module: nn.Module, *inputs: torch.Tensor) -> int:
             channels = x.transpose(0, 1).flatten(1)
         else:
             channels = x.reshape(-1, x.shape[-1]).transpose(0, 1)
-        layer.input_threshold.copy_(channels.median(dim=1).values)
+        start = channels.median(dim=1).values if median else layer.input_threshold.detach().clone()
+        settled = [_off_the_levels(channels[c], float(start[c])) for c in range(channels.shape[0])]
+        layer.input_threshold.copy_(torch.tensor(settled, dtype=layer.input_threshold.dtype))
 
     for layer in module.modules():
         if isinstance(layer, BINARY_LAYERS):
@@ -185,14 +207,11 @@ class FrozenBinaryConv2d(_FrozenBinary):
     def __init__(self, layer: BinaryConv2d) -> None:
         super().__init__(layer)
         self.stride, self.dilation, self.groups = layer.stride, layer.dilation, layer.groups
-        self.pads = _pads(layer.padding)
+        self.padding = layer.padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xb = torch.where(x >= self.threshold.view(1, -1, 1, 1), 1.0, -1.0)
-        ph, pw = self.pads
-        if ph or pw:
-            xb = F.pad(xb, (pw, pw, ph, ph), value=-1.0)
-        y = F.conv2d(xb, self.signs, None, self.stride, 0, self.dilation, self.groups)
+        y = F.conv2d(xb, self.signs, None, self.stride, self.padding, self.dilation, self.groups)
         y = y * self.scale.view(1, -1, 1, 1)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 

@@ -45,7 +45,11 @@ def binarize(rest: fx.GraphModule) -> tuple[fx.GraphModule, BranchLayers]:
         if path == classifier or path in binary:
             continue
         layer = modules[path]
-        if isinstance(layer, nn.Conv2d) and isinstance(layer.padding, tuple):
+        if (
+            isinstance(layer, nn.Conv2d)
+            and layer.padding_mode == "zeros"
+            and isinstance(layer.padding, tuple)
+        ):
             _set_submodule(branch, path, BinaryConv2d.from_conv(layer))
         elif isinstance(layer, nn.Linear):
             _set_submodule(branch, path, BinaryLinear.from_linear(layer))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnnsplit.branching.binary import freeze
+from dnnsplit.branching.binary import calibrate_thresholds, freeze
 from dnnsplit.branching.branch_file import (
     FILE,
     BoundaryTensor,
@@ -205,11 +205,11 @@ def make_branch(
     shape = tuple(int(v) for v in loaded.input_shape)
     model = loaded.module.eval()
     note = progress or (lambda *_: None)
-    note("exporting the backbone", 0, 1, "")
-    exported = export_model(loaded)
     with torch.no_grad():
         out = model(torch.zeros((2, *shape[1:])))
     check_classes(data, int(out.shape[1]))
+    note("exporting the backbone", 0, 1, "")
+    exported = export_model(loaded)
     gm = trace(model)
     point = resolve_point(gm, settings.at)
     fingerprint = _fingerprint(exported.sha256, settings, str(data.source), point.name)
@@ -283,6 +283,8 @@ def _make(
         branch.load_state_dict(state.best_branch)
     for m in (stem, rest, branch):
         m.eval()
+    with torch.no_grad():  # trained thresholds may sit on an activation level: move them off it
+        calibrate_thresholds(branch, stem(calibration), median=False)
 
     note("calibrating the exit threshold", 0, 1, "")
     val_loader, test_loader = data.loader("val", 256), data.loader("test", 256)

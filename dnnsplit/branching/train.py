@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,8 +104,10 @@ def train_branch(
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     scheduler = cosine_lr(optimizer, settings.epochs * len(loader))
-    for _ in range(state.epoch * len(loader)):  # resume the schedule where it stopped
-        scheduler.step()
+    with warnings.catch_warnings():  # stepping before any optimiser step is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(state.epoch * len(loader)):  # resume the schedule where it stopped
+            scheduler.step()
     for epoch in range(state.epoch + 1, settings.epochs + 1):
         start = time.perf_counter()
         branch.train()

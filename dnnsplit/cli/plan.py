@@ -118,6 +118,14 @@ def plan(
         Path | None,
         typer.Option(help="Write a PNG of latency vs bandwidth (sweeps 0.1:100:40 if no sweep is given)."),
     ] = None,
+    branch: Annotated[
+        Path | None,
+        typer.Option(
+            "--branch",
+            help="A directory from `dnnsplit branch`: add the expected latency and energy with its measured "
+            "exit rate (sequential and speculative offload) to the plan.",
+        ),
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the plan (.yaml or .json, dnnsplit/plan@1).")
@@ -172,6 +180,11 @@ def plan(
     for path in (output, save_profile):
         if path is not None:
             format_for_path(path)
+    branch_file = None
+    if branch is not None:
+        from dnnsplit.branching.branch_file import load_branch
+
+        branch_file = load_branch(branch)
     from_file = is_profile_path(model)
     if from_file and save_profile is not None:
         raise UsageError("--save-profile needs a MODEL to profile, not a profile file", "drop --save-profile")
@@ -220,6 +233,10 @@ def plan(
         },
     )
     document = plan_document(result, context)
+    estimate = None
+    if branch_file is not None:
+        estimate = _branch_estimate(problem, branch_file, profile, tier_devices(tier_list, devices), branch)
+        document["branch"] = {"directory": str(branch), "at": branch_file.at, **estimate.to_dict()}
     if save_profile is not None:
         profile.save(save_profile)
     if output is not None:
@@ -233,6 +250,8 @@ def plan(
 
     if fmt == Format.table:
         _print_plan(result, document, profile.model.get("name") or model)
+        if estimate is not None:
+            _print_branch(result, estimate)
         if points is not None:
             _print_sweep(points)
     elif points is None:
@@ -250,6 +269,46 @@ def plan(
             f"the {budget_ms:g} ms budget; time goes to: {result.where_time_goes()}",
             "raise --budget-ms, use a faster --network or devices, or prune the model",
         )
+
+
+def _branch_estimate(
+    problem: Any, branch_file: Any, profile: Any, devices: dict[str, Any], where: Path
+) -> Any:
+    from dnnsplit.partition.early_exit import estimate_with_branch
+
+    profiled = profile.model.get("sha256")
+    if profiled and branch_file.model.get("sha256") != profiled:
+        raise UsageError(
+            f"the branch in {where} was built for another model ({branch_file.model.get('source')}) "
+            "than the profile's",
+            "profile the same checkpoint and input shape that `dnnsplit branch` used",
+        )
+    return estimate_with_branch(problem, branch_file, devices[problem.tiers[0]], devices[problem.tiers[1]])
+
+
+def _print_branch(result: Any, estimate: Any) -> None:
+    from dnnsplit.cli.common import simple_table
+
+    plain = result.prediction
+    rows = [("best plan, no branch", _ms(plain.latency_ms), _ms(plain.energy_mj), "")]
+    for mode in (estimate.sequential, estimate.speculative):
+        rows.append(
+            (
+                f"branch, {mode.mode}",
+                _ms(mode.latency_ms),
+                _ms(mode.energy_mj),
+                "*" if mode.mode == estimate.chosen else "",
+            )
+        )
+    c = estimate.compute_ms
+    out.print(
+        simple_table(
+            f"Early exit (exit rate {estimate.sequential.exit_rate:.1%}; stem {c['stem']:.2f} ms + branch "
+            f"{c['branch']:.2f} ms on mobile, rest {c['rest']:.2f} ms on {result.problem.tiers[1]})",
+            ["", "expected latency ms", "expected energy mJ", "chosen"],
+            rows,
+        )
+    )
 
 
 def _pairs(items: list[str] | None, option: str, tiers: tuple[str, ...]) -> dict[str, str]:

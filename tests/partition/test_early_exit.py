@@ -1,0 +1,94 @@
+"""Expected latency and energy with an early-exit branch: the formulas at their corners."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnnsplit.branching.branch_file import (
+    BoundaryTensor,
+    BranchAccuracy,
+    BranchFile,
+    BranchLatency,
+    BranchSizes,
+)
+from dnnsplit.partition.early_exit import estimate_with_branch
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.partition.problem import LayerCost, MobilePower, Problem, Tensor
+from dnnsplit.profiling.devices import DeviceSpec
+
+LINK = LinkSpec(up_mbps=8.0, down_mbps=16.0, rtt_ms=40.0, radio="lte")
+
+
+def _branch(exit_rate: float, stem: float = 1.0, side: float = 4.0, rest: float = 10.0) -> BranchFile:
+    return BranchFile(
+        model={"sha256": "x"},
+        at="maxpool",
+        data="digits",
+        num_classes=10,
+        input_shape=[1, 3, 32, 32],
+        boundary=BoundaryTensor("stem_output", [1, 64, 8, 8], 16_000),
+        output_bytes_per_sample=40,
+        threshold=0.1,
+        exit_rate=exit_rate,
+        accuracy=BranchAccuracy(0.99, 0.99, 0.99),
+        sizes=BranchSizes(1, 1, 1, 1, 1),
+        latency=BranchLatency(stem, side, rest, 1, "cpu"),
+        files={},
+        calibration={},
+        validation={},
+        training={},
+    )
+
+
+def _problem(power: bool = True) -> Problem:
+    return Problem(
+        tiers=("mobile", "edge"),
+        layers=(LayerCost("a", (1.0, 1.0)),),
+        tensors=(Tensor("input", 100, None, (0,)), Tensor("out", 40, 0, ())),
+        outputs=(1,),
+        links=(LINK,),
+        mobile_power=MobilePower(2.0, 0.5) if power else None,
+    )
+
+
+MOBILE = DeviceSpec("phone", latency_scale=3.0)
+EDGE = DeviceSpec("edge", latency_scale=0.5)
+
+
+def test_all_exit_costs_only_the_phone() -> None:
+    est = estimate_with_branch(_problem(), _branch(1.0), MOBILE, EDGE)
+    assert est.sequential.latency_ms == pytest.approx(3.0 * (1.0 + 4.0))
+    assert est.sequential.energy_mj == pytest.approx(2.0 * 15.0)
+    assert est.sequential.edge_ms == 0.0
+
+
+def test_no_exit_sequential_adds_transfer_rtt_and_edge() -> None:
+    est = estimate_with_branch(_problem(), _branch(0.0), MOBILE, EDGE)
+    up, down = LINK.up_ms(16_000), LINK.down_ms(40)
+    assert est.sequential.latency_ms == pytest.approx(15.0 + up + down + 40.0 + 5.0)
+    # Speculative uploads during the 12 ms branch: the answer comes after max(branch, remote path).
+    assert est.speculative.latency_ms == pytest.approx(3.0 + max(12.0, up + down + 40.0 + 5.0))
+    assert est.chosen == "speculative"
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.floats(0.0, 1.0),
+    st.floats(0.01, 50.0),
+    st.floats(0.01, 50.0),
+    st.floats(0.01, 50.0),
+    st.booleans(),
+)
+def test_speculation_never_slower_and_expectation_is_a_mix(
+    p: float, stem: float, side: float, rest: float, power: bool
+) -> None:
+    est = estimate_with_branch(_problem(power), _branch(p, stem, side, rest), MOBILE, EDGE)
+    for mode in (est.sequential, est.speculative):
+        lo = min(mode.exited.latency_ms, mode.not_exited.latency_ms)
+        hi = max(mode.exited.latency_ms, mode.not_exited.latency_ms)
+        assert lo - 1e-9 <= mode.latency_ms <= hi + 1e-9
+        assert (mode.energy_mj is None) == (not power)
+    assert est.speculative.latency_ms <= est.sequential.latency_ms + 1e-9
+    assert est.objective[est.chosen] == min(est.objective.values())
