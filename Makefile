@@ -13,15 +13,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# The demo: resnet18 for the 10 digits at 32x32, trained on the digits bundled with scikit-learn, then
+# profile -> plan (mobile-web / edge / cloud over 4G) -> split -> run, and an early-exit branch.
+DEMO_MODEL := $(DEMO_OUT)/resnet18-digits.pt
 demo: $(STAMP)
 	mkdir -p $(DEMO_OUT)
-	$(BIN)/dnnsplit profile torchvision:resnet18 --threads 2 --output $(DEMO_OUT)/profile.json --plot $(DEMO_OUT)/profile.png
+	test -f $(DEMO_MODEL) || $(BIN)/dnnsplit train torchvision:resnet18 --num-classes 10 --input-shape 1x3x32x32 \
+		--data digits --output $(DEMO_MODEL)
+	$(BIN)/dnnsplit profile $(DEMO_MODEL) --threads 2 --output $(DEMO_OUT)/profile.json --plot $(DEMO_OUT)/profile.png
 	$(BIN)/dnnsplit plan $(DEMO_OUT)/profile.json --tiers mobile,edge,cloud --network 4g \
 		--output $(DEMO_OUT)/plan.yaml --sweep-bandwidth 0.1:100:20 --plot $(DEMO_OUT)/sweep.png
-	$(BIN)/dnnsplit split torchvision:resnet18 --plan $(DEMO_OUT)/plan.yaml --output $(DEMO_OUT)/segments --force
-	$(BIN)/python -c "import numpy as np; np.save('$(DEMO_OUT)/frame.npy', np.random.default_rng(0).standard_normal((3, 224, 224)).astype('float32'))"
-	$(BIN)/dnnsplit run $(DEMO_OUT)/segments --input $(DEMO_OUT)/frame.npy
-	@echo "demo: wrote $(DEMO_OUT)/profile.json, profile.png, plan.yaml, sweep.png and segments/ (manifest.yaml)"
+	$(BIN)/dnnsplit split $(DEMO_MODEL) --plan $(DEMO_OUT)/plan.yaml --output $(DEMO_OUT)/segments --force
+	$(BIN)/python -c "from dnnsplit.training.data import load_data; import numpy as np; \
+		x, y = load_data('digits', (1, 3, 32, 32), augment=False).test[0]; np.save('$(DEMO_OUT)/digit.npy', x.numpy()); \
+		print('demo input: a test digit labelled', y)"
+	$(BIN)/dnnsplit run $(DEMO_OUT)/segments --input $(DEMO_OUT)/digit.npy
+	test -f $(DEMO_OUT)/branch/branch.yaml || $(BIN)/dnnsplit branch $(DEMO_MODEL) --data digits \
+		--output $(DEMO_OUT)/branch --plot $(DEMO_OUT)/exits.png
+	$(BIN)/dnnsplit plan $(DEMO_OUT)/profile.json --network 4g --branch $(DEMO_OUT)/branch
+	@echo "demo: wrote $(DEMO_OUT)/: resnet18-digits.pt, profile.json/png, plan.yaml, sweep.png, segments/, branch/, exits.png"
 
 test: $(STAMP)
 	$(BIN)/ruff check dnnsplit tests benchmarks
@@ -37,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/profile_wall_time.py
 	$(BIN)/python benchmarks/plan_solver.py
 	$(BIN)/python benchmarks/split_chain.py
+	$(BIN)/python benchmarks/branch_exit.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
