@@ -285,7 +285,7 @@ def _start_servers(
         settings = ServeSettings(tier=tier, segments=everything, threads=threads, slowdown=scale(tier))
         servers.append(BackgroundServer(TierService(manifest, directory, settings)).start())
         return servers[-1].url
-    later = list(dict.fromkeys(s.tier for s in manifest.segments))[1:]
+    later = _remote_tiers(manifest, False)
     url = None
     for k in range(len(later) - 1, -1, -1):
         link = backhaul[k] if k < len(backhaul) and url is not None else None
@@ -373,7 +373,8 @@ def _ideal_behind(manifest: Manifest, remote: Sequence[str], backhaul: Sequence[
 def _remote_tiers(manifest: Manifest, all_edge: bool) -> list[str]:
     if all_edge:
         return [_tier1(manifest)]
-    return list(dict.fromkeys(s.tier for s in manifest.segments))[1:]
+    local = set(route.local_prefix(manifest))
+    return list(dict.fromkeys(s.tier for s in manifest.segments if s.index not in local))
 
 
 def _compare(row: BenchRow, prediction: Prediction, tiers: Sequence[str]) -> None:

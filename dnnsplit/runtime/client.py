@@ -120,7 +120,7 @@ class CollaborativeClient:
             raise UsageError(f"--edge '{edge_url}' is not an http(s) URL", "pass http://HOST:PORT")
         self.manifest = manifest or Manifest.load(directory)
         # split_at: the first segment sent away (default: the first past the mobile tier's; 0: all of them).
-        self.first_remote = route.local_prefix(self.manifest)[-1] + 1 if split_at is None else split_at
+        self.first_remote = len(route.local_prefix(self.manifest)) if split_at is None else split_at
         self.local = tuple(range(self.first_remote))
         self.remote = tuple(range(self.first_remote, len(self.manifest.segments)))
         self.boundary = route.crossing(self.manifest, self.first_remote) if self.remote else []

@@ -27,9 +27,15 @@ def tier_segments(manifest: Manifest, tier: str) -> tuple[int, ...]:
     return indices
 
 
+CLIENT_TIER = "mobile"
+
+
 def local_prefix(manifest: Manifest) -> tuple[int, ...]:
-    """The segments the client runs itself: those of the first tier (mobile)."""
-    return tier_segments(manifest, manifest.segments[0].tier)
+    """The segments the client runs itself: the mobile tier's; none when the plan put every layer beyond it
+    (an all-edge plan splits into one edge segment that takes the raw input)."""
+    if manifest.segments[0].tier != CLIENT_TIER:
+        return ()
+    return tier_segments(manifest, CLIENT_TIER)
 
 
 def crossing(manifest: Manifest, first: int) -> list[TensorSpec]:

@@ -154,7 +154,7 @@ class TierService:
             self.indices = tuple(settings.segments)
         else:
             self.indices = route.tier_segments(manifest, settings.tier or "edge")
-        if self.indices[0] == 0 and settings.segments is None:
+        if settings.segments is None and self.indices == route.local_prefix(manifest):
             raise UsageError(
                 f"'{settings.tier}' runs the first segment: that is the client's (dnnsplit infer)",
                 "serve a later tier (edge, cloud)",

@@ -62,3 +62,17 @@ def whole(tiny_model):
 @pytest.fixture()
 def sample() -> np.ndarray:
     return np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def edge_only(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What an all-edge plan splits into: one segment, on the edge, reading the raw input."""
+    import dataclasses
+
+    from dnnsplit.splitting.manifest import Manifest
+
+    directory = _split(tiny_model, [], tmp_path_factory.mktemp("rt") / "edge-only")
+    manifest = Manifest.load(directory)
+    segment = dataclasses.replace(manifest.segments[0], tier="edge")
+    dataclasses.replace(manifest, segments=(segment,)).save(directory)
+    return directory

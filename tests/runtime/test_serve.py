@@ -171,3 +171,14 @@ def test_client_falls_back_when_the_edge_is_down_slow_or_failing(
                 result = client.infer(sample)
             assert "did not answer within 0.3 s" in result.fallback
             np.testing.assert_allclose(result.outputs["logits"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_an_all_edge_split_sends_the_raw_input(edge_only: Path, whole, sample: np.ndarray) -> None:
+    with (
+        serving(edge_only, ServeSettings(tier="edge")) as edge,
+        CollaborativeClient(edge_only, edge.url) as client,
+    ):
+        result = client.infer(sample)
+        assert result.local == [] and result.fallback is None
+        assert result.stages.up_bytes > sample.nbytes
+        np.testing.assert_allclose(result.outputs["logits"], whole(sample), rtol=1e-5, atol=1e-6)
