@@ -5,13 +5,16 @@ from __future__ import annotations
 import typer
 
 from dnnsplit import __version__
+from dnnsplit.cli import bench as bench_cmd
 from dnnsplit.cli import branch as branch_cmd
 from dnnsplit.cli import cuts as cuts_cmd
 from dnnsplit.cli import devices as devices_cmd
+from dnnsplit.cli import infer as infer_cmd
 from dnnsplit.cli import models as models_cmd
 from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
 from dnnsplit.cli import run as run_cmd
+from dnnsplit.cli import serve as serve_cmd
 from dnnsplit.cli import split as split_cmd
 from dnnsplit.cli import train as train_cmd
 
@@ -19,8 +22,8 @@ app = typer.Typer(
     name="dnnsplit",
     help=(
         "Prepare vision models for collaborative inference across a mobile web client, an edge server and a "
-        "cloud: profile, branch, prune, plan and split. Exit codes: 0 ok, 1 a budget or validation check "
-        "failed, 2 bad usage or input, 3 internal error."
+        "cloud: profile, branch, prune, plan, split, serve and infer. Exit codes: 0 ok, 1 a budget or "
+        "validation check failed, 2 bad usage or input, 3 internal error."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -42,6 +45,9 @@ _register(run_cmd, "run")
 app.command(name="train", epilog=train_cmd.TRAIN_EXAMPLES)(train_cmd.train)
 app.command(name="eval", epilog=train_cmd.EVAL_EXAMPLES)(train_cmd.eval)
 _register(branch_cmd, "branch")
+_register(serve_cmd, "serve")
+_register(infer_cmd, "infer")
+_register(bench_cmd, "bench")
 _register(devices_cmd, "devices")
 _register(models_cmd, "models")
 

@@ -32,40 +32,18 @@ def run(
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
 ) -> None:
     """Run the segments of DIRECTORY one after another in onnxruntime on one input (the reference chain)."""
-    import numpy as np
-
     from dnnsplit.runtime.local import SegmentChain
     from dnnsplit.runtime.preprocess import load_inputs
 
     chain = SegmentChain.load(directory, threads)
     x = load_inputs(input_file, chain.manifest.input.shape)[:1]
     results, runs = chain.run(x)
-    first = chain.manifest.outputs[0].name
-    logits = np.asarray(results[first], dtype=np.float64).reshape(-1)
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    order = np.argsort(-probs)[: max(top, 1)]
-    names = _categories(chain.manifest.model, len(logits))
-    classes = [
-        {
-            "class": int(i),
-            "name": names[i] if names else None,
-            "probability": float(probs[i]),
-            "logit": float(logits[i]),
-        }
-        for i in order
-    ]
+    classes = top_classes(chain.manifest, results, top)
     segments = [{"index": r.index, "tier": r.tier, "ms": r.ms, "sent_bytes": r.sent_bytes} for r in runs]
     if fmt != Format.table:
         print_document({"input": str(input_file), "top": classes, "segments": segments}, fmt.value)
         return
-    out.print(
-        simple_table(
-            f"Top {len(classes)} for {input_file}",
-            ["class", "name", "probability"],
-            [[c["class"], c["name"] or "-", f"{c['probability']:.4f}"] for c in classes],
-        )
-    )
+    out.print(classes_table(f"Top {len(classes)} for {input_file}", classes))
     out.print(
         simple_table(
             "Segments (one process, onnxruntime CPU)",
@@ -75,6 +53,35 @@ def run(
                 for r in runs
             ],
         )
+    )
+
+
+def top_classes(manifest: Any, results: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    """The ``top`` classes of the model's first output (softmax over its logits), with ImageNet names."""
+    import numpy as np
+
+    first = manifest.outputs[0].name
+    logits = np.asarray(results[first], dtype=np.float64).reshape(-1)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs)[: max(top, 1)]
+    names = _categories(manifest.model, len(logits))
+    return [
+        {
+            "class": int(i),
+            "name": names[i] if names else None,
+            "probability": float(probs[i]),
+            "logit": float(logits[i]),
+        }
+        for i in order
+    ]
+
+
+def classes_table(title: str, classes: list[dict[str, Any]]) -> Any:
+    return simple_table(
+        title,
+        ["class", "name", "probability"],
+        [[c["class"], c["name"] or "-", f"{c['probability']:.4f}"] for c in classes],
     )
 
 

@@ -8,6 +8,7 @@ the bytes it sends on (what would cross the network in a collaborative deploymen
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,17 +45,28 @@ def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
 
 
 class SegmentChain:
-    """The segments of a split directory, loaded once and run in order."""
+    """The segments of a split directory, loaded once and run in order.
 
-    def __init__(self, manifest: Manifest, directory: str | Path, threads: int | None = None) -> None:
+    ``indices`` loads only some segments up front (a tier's server); the others load on first use (a
+    client falling back to running the edge's segments itself). ``slowdown`` > 1 stretches every segment's
+    compute by sleeping, to emulate a slower device on this machine (bench: a phone 6x slower than the host).
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        directory: str | Path,
+        threads: int | None = None,
+        indices: Iterable[int] | None = None,
+        slowdown: float = 1.0,
+    ) -> None:
         self.manifest = manifest
         self.directory = Path(directory)
-        self.sessions = []
-        for seg in manifest.segments:
-            path = self.directory / seg.file
-            if not path.is_file():
-                raise UsageError(f"segment file {path} is missing", "split the model again")
-            self.sessions.append(ort_session(path, threads))
+        self.threads = threads
+        self.slowdown = slowdown
+        self.sessions: dict[int, Any] = {}
+        for i in range(len(manifest.segments)) if indices is None else indices:
+            self.session(i)
 
     @classmethod
     def load(cls, directory: str | Path, threads: int | None = None) -> SegmentChain:
@@ -64,24 +76,45 @@ class SegmentChain:
     def input_name(self) -> str:
         return self.manifest.input.name
 
+    def session(self, index: int) -> Any:
+        """Segment ``index``'s onnxruntime session, loaded on first use."""
+        if index not in self.sessions:
+            path = self.directory / self.manifest.segments[index].file
+            if not path.is_file():
+                raise UsageError(f"segment file {path} is missing", "split the model again")
+            self.sessions[index] = ort_session(path, self.threads)
+        return self.sessions[index]
+
     def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], list[SegmentRun]]:
         """The model outputs for input ``x`` (batch first), and what each segment took and sent."""
         available: dict[str, np.ndarray] = {self.input_name: x}
-        results: dict[str, np.ndarray] = {}
+        runs = self.run_segments(available, range(len(self.manifest.segments)))
+        results = {
+            t.name: available[t.name]
+            for seg in self.manifest.segments
+            for t in seg.outputs
+            if "result" in seg.targets[t.name]
+        }
+        return results, runs
+
+    def run_segments(self, available: dict[str, np.ndarray], indices: Iterable[int]) -> list[SegmentRun]:
+        """Run segments ``indices`` in order on the tensors in ``available``, adding their outputs to it."""
         runs = []
-        for seg, session in zip(self.manifest.segments, self.sessions, strict=True):
+        for index in indices:
+            seg = self.manifest.segments[index]
+            session = self.session(index)
             feed = {t.name: available[t.name] for t in seg.inputs}
             names = [t.name for t in seg.outputs]
             start = time.perf_counter()
             values = session.run(names, feed)
+            elapsed = time.perf_counter() - start
+            if self.slowdown > 1:
+                time.sleep(elapsed * (self.slowdown - 1))
             ms = (time.perf_counter() - start) * 1000
             sent = 0
             for name, value in zip(names, values, strict=True):
                 available[name] = value
-                targets = seg.targets[name]
-                if "result" in targets:
-                    results[name] = value
-                if any(t != "result" for t in targets):
+                if any(t != "result" for t in seg.targets[name]):
                     sent += int(value.nbytes)
             runs.append(SegmentRun(seg.index, seg.tier, ms, sent))
-        return results, runs
+        return runs

@@ -1,0 +1,101 @@
+"""`dnnsplit serve`: one tier's segments over HTTP (Starlette + uvicorn), forwarding to the next tier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dnnsplit.cli.common import err, guarded
+
+EXAMPLES = """
+Examples:
+
+  dnnsplit serve segments/ --tier edge --port 8080
+
+  dnnsplit serve segments/ --tier cloud --port 8081
+  dnnsplit serve segments/ --tier edge --port 8080 --next http://127.0.0.1:8081
+
+  DNNSPLIT_TOKEN=s3cret dnnsplit serve segments/ --tier edge --host 0.0.0.0
+
+  curl -s localhost:8080/healthz; curl -s localhost:8080/metrics
+
+Endpoints: POST /v1/infer (safetensors in and out), GET /healthz, GET /v1/manifest, GET /metrics.
+SIGTERM or Ctrl-C stops accepting requests and lets the ones in flight finish.
+"""
+
+
+@guarded
+def serve(
+    directory: Annotated[
+        Path, typer.Argument(help="A directory written by `dnnsplit split`.", show_default=False)
+    ],
+    tier: Annotated[str, typer.Option(help="Whose segments to serve: edge or cloud.")] = "edge",
+    next_url: Annotated[
+        str | None,
+        typer.Option("--next", help="URL of the next tier's server, when the split has a later tier."),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; anything but loopback needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DNNSPLIT_TOKEN", help="Require 'Authorization: Bearer TOKEN' (and send it to --next)."
+        ),
+    ] = None,
+    max_body_mb: Annotated[
+        float | None,
+        typer.Option(help="Largest request body (default: the split's largest boundary x --max-batch)."),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Largest batch a request may carry.")] = 8,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads per segment.")] = None,
+    concurrency: Annotated[int, typer.Option(help="Requests computing at once.")] = 1,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the next tier.")] = 30.0,
+    link: Annotated[
+        str | None,
+        typer.Option(help="Emulate the link to --next: a preset or up=MBPS,down=MBPS,rtt=MS."),
+    ] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Serve the segments of one TIER of DIRECTORY over HTTP until SIGTERM."""
+    from dnnsplit.partition.network import parse_link
+    from dnnsplit.runtime import route
+    from dnnsplit.runtime.server import ServeSettings, TierService, run_server
+    from dnnsplit.splitting.manifest import Manifest
+
+    settings = ServeSettings(
+        tier=tier,
+        next_url=next_url,
+        host=host,
+        port=port,
+        token=token,
+        max_body_mb=max_body_mb,
+        max_batch=max_batch,
+        threads=threads,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        link=parse_link(link) if link else None,
+        access_log=access_log,
+    )
+    settings.check()
+    manifest = Manifest.load(directory)
+    service = TierService(manifest, directory, settings)
+    where = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    after = ""
+    if service.later:
+        later = manifest.segments[service.last + 1].tier
+        after = f"; {later} at {next_url}" if next_url else f"; no --next: answers carry the {later} boundary"
+    auth = ", bearer token required" if token else ""
+
+    def ready() -> None:
+        err.print(
+            f"serving {service.tier} ({route.describe(manifest, service.indices)}) on {where}{after}{auth}; "
+            f"max body {service.max_body / 1e6:.1f} MB",
+            highlight=False,
+        )
+
+    run_server(service, on_ready=ready)
+    err.print(f"stopped after {service.served} request(s)", highlight=False)

@@ -1,0 +1,262 @@
+"""The mobile side of collaborative inference: run the first tier's segments, send the boundary on, collect
+the answer, and time every stage.
+
+One request goes through these steps, in order:
+
+1. ``mobile``: the client's own segments (the first tier's) in onnxruntime;
+2. early exit (not wired yet): a hook between the mobile compute and the upload where a branch's
+   confident answer can end the request on the phone (``EarlyExit``; issue 5's ``branch.yaml``);
+3. ``upload``: the tensors crossing the cut, as one safetensors message (paced by the emulated link);
+4. ``remote``: from the last byte sent to the first byte of the answer (the edge, and the tiers behind it);
+5. ``return``: the answer's body (paced by the emulated link).
+
+When the edge cannot be reached, does not answer in time or fails (5xx), the client runs the remaining
+segments itself and says so in ``fallback``: the request is answered either way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnsplit.errors import UsageError
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.runtime import route
+from dnnsplit.runtime.link import EmulatedLink
+from dnnsplit.runtime.local import SegmentChain, SegmentRun
+from dnnsplit.runtime.wire import CONTENT_TYPE, WireError, decode, encode
+from dnnsplit.splitting.manifest import Manifest
+
+# Given every tensor the client holds after its own segments, a model-outputs dict to stop there, or None.
+EarlyExit = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray] | None]
+
+
+@dataclass
+class Stages:
+    """Where one request's time went (ms) and what crossed the link (bytes)."""
+
+    mobile_ms: float = 0.0
+    upload_ms: float = 0.0
+    remote_ms: float = 0.0
+    return_ms: float = 0.0
+    fallback_ms: float = 0.0  # running the remote segments locally after a failed request
+    total_ms: float = 0.0
+    remote_compute_ms: dict[str, float] = field(default_factory=dict)  # per tier, from Server-Timing
+    forward_ms: float | None = None  # the edge's round trip to the next tier
+    up_bytes: int = 0
+    down_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mobile_ms": self.mobile_ms,
+            "upload_ms": self.upload_ms,
+            "remote_ms": self.remote_ms,
+            "return_ms": self.return_ms,
+            "fallback_ms": self.fallback_ms,
+            "total_ms": self.total_ms,
+            "remote_compute_ms": dict(self.remote_compute_ms),
+            "forward_ms": self.forward_ms,
+            "up_bytes": self.up_bytes,
+            "down_bytes": self.down_bytes,
+        }
+
+
+@dataclass
+class InferResult:
+    outputs: dict[str, np.ndarray]
+    local: list[SegmentRun]  # segments run here (the mobile's, and the others after a fallback)
+    stages: Stages
+    fallback: str | None = None  # why the remote segments ran here, when they did
+    early_exit: bool = False
+
+
+class RemoteRefused(UsageError):
+    """The edge refused the request (4xx): the client and server disagree; retrying will not help."""
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """``compute-edge;dur=1.2, forward;dur=3`` -> {"compute-edge": 1.2, "forward": 3.0}."""
+    found = {}
+    for entry in header.split(","):
+        name, _, params = entry.strip().partition(";")
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur" and name:
+                try:
+                    found[name.strip()] = float(value)
+                except ValueError:
+                    pass
+    return found
+
+
+class CollaborativeClient:
+    """Runs the split in ``directory`` with the later tiers behind ``edge_url``."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        edge_url: str | None,
+        *,
+        token: str | None = None,
+        link: LinkSpec | None = None,
+        timeout_s: float = 10.0,
+        threads: int | None = None,
+        slowdown: float = 1.0,
+        early_exit: EarlyExit | None = None,
+        manifest: Manifest | None = None,
+        split_at: int | None = None,
+    ) -> None:
+        import httpx
+
+        if not timeout_s > 0:
+            raise UsageError(f"--timeout must be > 0 (got {timeout_s})", "pass 10, say")
+        if edge_url is not None and not edge_url.startswith(("http://", "https://")):
+            raise UsageError(f"--edge '{edge_url}' is not an http(s) URL", "pass http://HOST:PORT")
+        self.manifest = manifest or Manifest.load(directory)
+        # split_at: the first segment sent away (default: the first past the mobile tier's; 0: all of them).
+        self.first_remote = len(route.local_prefix(self.manifest)) if split_at is None else split_at
+        self.local = tuple(range(self.first_remote))
+        self.remote = tuple(range(self.first_remote, len(self.manifest.segments)))
+        self.boundary = route.crossing(self.manifest, self.first_remote) if self.remote else []
+        self.results = route.results_from(self.manifest, 0)
+        self.digest = route.digest(self.manifest)
+        self.chain = SegmentChain(self.manifest, directory, threads, self.local, slowdown)
+        self.edge_url = edge_url.rstrip("/") if edge_url else None
+        self.token = token
+        self.link = EmulatedLink(link) if link else None
+        self.early_exit = early_exit
+        self.timeout_s = timeout_s
+        self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> CollaborativeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def infer(self, x: np.ndarray, emulate: bool = True) -> InferResult:
+        """The model outputs for ``x`` (batch first); ``emulate`` False skips the link emulation (warm-up)."""
+        start = time.perf_counter()
+        stages = Stages()
+        available: dict[str, np.ndarray] = {self.chain.input_name: x}
+        runs = self.chain.run_segments(available, self.local)
+        stages.mobile_ms = sum(r.ms for r in runs)
+        if self.early_exit is not None:
+            outputs = self.early_exit(available)
+            if outputs is not None:
+                stages.total_ms = (time.perf_counter() - start) * 1000
+                return InferResult(outputs, runs, stages, early_exit=True)
+        fallback = None
+        if self.remote and self.edge_url is None:  # no edge at all: every segment here, by choice
+            runs += self.chain.run_segments(available, self.remote)
+            stages.mobile_ms = sum(r.ms for r in runs)
+        elif self.remote:
+            try:
+                available.update(self._request(available, stages, self.link if emulate else None))
+            except _Unavailable as exc:
+                fallback = f"{exc}: ran the remaining segments here"
+            if fallback is not None:
+                t0 = time.perf_counter()
+                runs += self.chain.run_segments(available, self.remote)
+                stages.fallback_ms = (time.perf_counter() - t0) * 1000
+        outputs = {t.name: available[t.name] for t in self.results}
+        stages.total_ms = (time.perf_counter() - start) * 1000
+        return InferResult(outputs, runs, stages, fallback)
+
+    def _request(
+        self, available: dict[str, np.ndarray], stages: Stages, link: EmulatedLink | None
+    ) -> dict[str, np.ndarray]:
+        import httpx
+
+        body = encode({t.name: available[t.name] for t in self.boundary}, {"manifest": self.digest})
+        stages.up_bytes = len(body)
+        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body))}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        marks: dict[str, float] = {}
+
+        def content() -> Any:
+            marks["start"] = time.perf_counter()
+            if link is None:
+                yield body
+            else:
+                yield from link.upload(body)
+            marks["sent"] = time.perf_counter()
+
+        url = f"{self.edge_url}/v1/infer"
+        try:
+            with self.http.stream("POST", url, content=content(), headers=headers) as answer:
+                marks["head"] = time.perf_counter()
+                if answer.status_code == 200 and link is not None:
+                    raw = link.download(answer.iter_raw(), int(answer.headers.get("content-length", 0)))
+                else:
+                    raw = answer.read()
+                marks["end"] = time.perf_counter()
+        except httpx.TimeoutException:
+            raise _Unavailable(
+                f"the edge at {self.edge_url} did not answer within {self.timeout_s:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise _Unavailable(f"the edge at {self.edge_url} is unreachable ({_reason(exc)})") from None
+        if answer.status_code != 200:
+            self._refused(answer.status_code, raw)
+        sent = marks.get("sent", marks["head"])
+        stages.upload_ms = (sent - marks["start"]) * 1000
+        stages.remote_ms = (marks["head"] - sent) * 1000
+        stages.return_ms = (marks["end"] - marks["head"]) * 1000
+        stages.down_bytes = len(raw)
+        timing = parse_server_timing(answer.headers.get("server-timing", ""))
+        stages.remote_compute_ms = {
+            k.removeprefix("compute-"): v for k, v in timing.items() if k.startswith("compute-")
+        }
+        stages.forward_ms = timing.get("forward")
+        try:
+            tensors, metadata = decode(raw)
+        except WireError as exc:
+            raise _Unavailable(
+                f"the edge at {self.edge_url} sent a malformed answer ({exc.message})"
+            ) from None
+        if metadata.get("complete") == "false":
+            raise RemoteRefused(
+                f"the edge at {self.edge_url} has no next tier for the rest of the split",
+                "start it with --next URL of the next tier's server",
+            )
+        missing = [t.name for t in self.results if t.name not in tensors and t.name not in available]
+        if missing:
+            raise _Unavailable(f"the edge's answer lacks {', '.join(missing)}")
+        return tensors
+
+    def _refused(self, status: int, raw: bytes) -> None:
+        try:
+            reason = str(json.loads(raw).get("error", ""))
+        except (ValueError, AttributeError):
+            reason = raw[:200].decode(errors="replace")
+        if status >= 500:
+            raise _Unavailable(f"the edge at {self.edge_url} failed ({status}: {reason})")
+        if status == 401:
+            raise RemoteRefused(
+                f"the edge at {self.edge_url} refused the request: {reason}", "pass its --token"
+            )
+        if status == 409:
+            raise RemoteRefused(
+                f"the edge at {self.edge_url} serves another split ({reason})", "serve this DIR"
+            )
+        raise RemoteRefused(f"the edge at {self.edge_url} refused the request ({status}: {reason})")
+
+
+class _Unavailable(Exception):
+    """The edge could not give an answer: the client falls back to local execution."""
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,65 @@
+"""Which segments a process runs, and which tensors cross into and out of them.
+
+A tier's process runs a contiguous run of segments starting at ``first``. What it must receive is every
+tensor made before ``first`` (or the model input) that a segment at or after ``first`` reads, whichever
+earlier segment made it: a skip tensor from segment 1 to segment 3 travels through the edge to the cloud.
+What it returns is every model output made at or after ``first``; outputs made earlier stay where they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from dnnsplit.errors import UsageError
+from dnnsplit.profiling.graph import TensorSpec
+from dnnsplit.splitting.manifest import Manifest
+
+
+def tier_segments(manifest: Manifest, tier: str) -> tuple[int, ...]:
+    """The indices of ``tier``'s segments (contiguous: tiers follow each other along the chain)."""
+    indices = tuple(s.index for s in manifest.segments if s.tier == tier)
+    if not indices:
+        tiers = list(dict.fromkeys(s.tier for s in manifest.segments))
+        raise UsageError(f"the split has no '{tier}' segment", f"use one of {', '.join(tiers)}")
+    if indices != tuple(range(indices[0], indices[-1] + 1)):
+        raise UsageError(f"the '{tier}' segments are not contiguous", "split the model again")
+    return indices
+
+
+CLIENT_TIER = "mobile"
+
+
+def local_prefix(manifest: Manifest) -> tuple[int, ...]:
+    """The segments the client runs itself: the mobile tier's; none when the plan put every layer beyond it
+    (an all-edge plan splits into one edge segment that takes the raw input)."""
+    if manifest.segments[0].tier != CLIENT_TIER:
+        return ()
+    return tier_segments(manifest, CLIENT_TIER)
+
+
+def crossing(manifest: Manifest, first: int) -> list[TensorSpec]:
+    """Tensors made before segment ``first`` (or the model input) that segments from ``first`` on read."""
+    found: dict[str, TensorSpec] = {}
+    for seg in manifest.segments[first:]:
+        for t in seg.inputs:
+            source = seg.sources[t.name]
+            if (source is None or source < first) and t.name not in found:
+                found[t.name] = t
+    return list(found.values())
+
+
+def results_from(manifest: Manifest, first: int) -> list[TensorSpec]:
+    """Model outputs made by segments from ``first`` on."""
+    return [t for seg in manifest.segments[first:] for t in seg.outputs if "result" in seg.targets[t.name]]
+
+
+def digest(manifest: Manifest) -> str:
+    """A short identity of the split (its segments' hashes and order): client and server must agree on it."""
+    text = "\n".join(f"{s.index}:{s.tier}:{s.sha256}" for s in manifest.segments)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe(manifest: Manifest, indices: Sequence[int]) -> str:
+    files = ", ".join(manifest.segments[i].file for i in indices)
+    return f"segment{'s' if len(indices) > 1 else ''} {files}"

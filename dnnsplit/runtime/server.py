@@ -1,0 +1,531 @@
+"""A tier's server: its segments in onnxruntime behind Starlette + uvicorn.
+
+Endpoints: ``POST /v1/infer`` (the tensors crossing into this tier, as safetensors; back come the model
+outputs, from this tier or relayed from ``next``), ``GET /healthz``, ``GET /v1/manifest`` and ``GET /metrics``
+(Prometheus text). Every request is checked before any compute: bearer token, body size, payload, the split's
+digest, tensor names, shapes and dtypes; a failure is a 4xx JSON ``{"error", "code", ...}`` naming the
+problem, and the server goes on. ``Server-Timing`` on each answer says where the time went
+(``compute-<tier>`` per tier, ``forward``: the round trip to the next tier as seen from here).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnsplit.errors import UsageError
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.runtime import route
+from dnnsplit.runtime.link import EmulatedLink
+from dnnsplit.runtime.local import SegmentChain
+from dnnsplit.runtime.wire import CONTENT_TYPE, HEADER_SLACK, WireError, check, decode, encode, message_bytes
+from dnnsplit.splitting.manifest import Manifest
+
+DEFAULT_MAX_BATCH = 8
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+ROUTES = ("/v1/infer", "/v1/manifest", "/healthz", "/metrics")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    tier: str | None = "edge"  # whose segments to serve; None: the segments listed in ``segments``
+    segments: tuple[int, ...] | None = None  # explicit segment indices (bench's all-edge server: all of them)
+    next_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    next_token: str | None = None  # bearer token for the next tier (default: ``token``)
+    max_body_mb: float | None = None  # default: the largest boundary x max_batch
+    max_batch: int = DEFAULT_MAX_BATCH
+    threads: int | None = None  # onnxruntime intra-op threads per segment
+    concurrency: int = 1  # requests computing at once (more only helps with cores to spare)
+    timeout_s: float = 30.0  # waiting for the next tier
+    link: LinkSpec | None = None  # emulate the link to the next tier
+    slowdown: float = 1.0  # stretch compute to emulate a slower device
+    graceful_s: int = 30  # SIGTERM: how long in-flight requests may take to finish
+    access_log: bool = False
+
+    def check(self) -> None:
+        if self.max_batch < 1:
+            raise UsageError(f"--max-batch must be at least 1 (got {self.max_batch})", "pass 8, say")
+        if self.max_body_mb is not None and not self.max_body_mb > 0:
+            raise UsageError(f"--max-body-mb must be > 0 (got {self.max_body_mb})", "pass 16, say")
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1 (got {self.concurrency})", "pass 1")
+        if not self.timeout_s > 0:
+            raise UsageError(f"--timeout must be > 0 (got {self.timeout_s})", "pass 30, say")
+        if self.token is None and not is_loopback(self.host):
+            raise UsageError(
+                f"binding {self.host} exposes the server beyond this machine without authentication",
+                "pass --token SECRET (or set DNNSPLIT_TOKEN), or bind 127.0.0.1",
+            )
+        if self.next_url is not None and not self.next_url.startswith(("http://", "https://")):
+            raise UsageError(f"--next '{self.next_url}' is not an http(s) URL", "pass http://HOST:PORT")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (several servers may live in one process)."""
+
+    def __init__(self, tier: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        labels = {"tier": tier}
+        self.requests = Counter(
+            "dnnsplit_requests",
+            "HTTP requests by path and status",
+            ["tier", "path", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "dnnsplit_request_duration_seconds",
+            "POST /v1/infer latency (accepted requests, all tiers beyond)",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
+        self.compute = Histogram(
+            "dnnsplit_compute_duration_seconds",
+            "This tier's segment compute per request",
+            ["tier"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        ).labels(**labels)
+        self.received = Counter(
+            "dnnsplit_received_bytes",
+            "Request body bytes received on /v1/infer",
+            ["tier"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.sent = Counter(
+            "dnnsplit_sent_bytes", "Response body bytes sent on /v1/infer", ["tier"], registry=self.registry
+        ).labels(**labels)
+        self.forwarded = Counter(
+            "dnnsplit_forwarded_bytes", "Bytes sent to the next tier", ["tier"], registry=self.registry
+        ).labels(**labels)
+        self.in_flight = Gauge(
+            "dnnsplit_in_flight_requests",
+            "POST /v1/infer requests in progress",
+            ["tier"],
+            registry=self.registry,
+        ).labels(**labels)
+        self.tier = tier
+
+    def count(self, path: str, status: int) -> None:
+        self.requests.labels(
+            tier=self.tier, path=path if path in ROUTES else "other", status=str(status)
+        ).inc()
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class TierService:
+    """What one server does for a request: check it, run its segments, forward the rest, answer."""
+
+    def __init__(self, manifest: Manifest, directory: str | Path, settings: ServeSettings) -> None:
+        settings.check()
+        self.manifest = manifest
+        self.settings = settings
+        if settings.segments is not None:
+            self.indices = tuple(settings.segments)
+        else:
+            self.indices = route.tier_segments(manifest, settings.tier or "edge")
+        if settings.segments is None and self.indices == route.local_prefix(manifest):
+            raise UsageError(
+                f"'{settings.tier}' runs the first segment: that is the client's (dnnsplit infer)",
+                "serve a later tier (edge, cloud)",
+            )
+        self.tier = settings.tier or manifest.segments[self.indices[-1]].tier
+        self.first, self.last = self.indices[0], self.indices[-1]
+        self.accepts = route.crossing(manifest, self.first)
+        self.later = self.last + 1 < len(manifest.segments)
+        self.pending = route.crossing(manifest, self.last + 1) if self.later else []
+        self.returns = route.results_from(manifest, self.first)
+        self.digest = route.digest(manifest)
+        self.chain = SegmentChain(manifest, directory, settings.threads, self.indices, settings.slowdown)
+        self.metrics = Metrics(self.tier)
+        self.link = EmulatedLink(settings.link) if settings.link else None
+        self.http: Any = None  # httpx.AsyncClient for the next tier, opened with the app
+        largest = max(
+            [message_bytes(self.accepts)]
+            + [message_bytes(route.crossing(manifest, k)) for k in range(1, len(manifest.segments))]
+        )
+        self.max_body = (
+            int(settings.max_body_mb * 1e6)
+            if settings.max_body_mb is not None
+            else largest * settings.max_batch + HEADER_SLACK
+        )
+        self.served = 0
+
+    # -- the checks --------------------------------------------------------------------------------------
+    def authorize(self, headers: Mapping[str, str]) -> None:
+        token = self.settings.token
+        if token is None:
+            return
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise WireError(401, "unauthorized", "missing bearer token (Authorization: Bearer TOKEN)")
+        if not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise WireError(401, "unauthorized", "wrong bearer token")
+
+    async def read_body(self, request: Any) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise WireError(400, "bad_length", f"Content-Length '{length}' is not a number") from None
+            if declared > self.max_body:
+                raise self._too_large(declared)
+        parts, total = [], 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > self.max_body:
+                raise self._too_large(total)
+            parts.append(chunk)
+        self.metrics.received.inc(total)
+        return b"".join(parts)
+
+    def _too_large(self, size: int) -> WireError:
+        return WireError(
+            413,
+            "body_too_large",
+            f"body of {size} bytes is over this server's limit of {self.max_body} bytes (--max-body-mb)",
+        )
+
+    # -- the work ----------------------------------------------------------------------------------------
+    def compute(self, tensors: dict[str, np.ndarray]) -> float:
+        start = time.perf_counter()
+        self.chain.run_segments(tensors, self.indices)
+        return (time.perf_counter() - start) * 1000
+
+    async def forward(
+        self, pending: dict[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], dict[str, str], str]:
+        """Send ``pending`` to the next tier; its tensors, metadata and Server-Timing header."""
+        import httpx
+
+        url = f"{self.settings.next_url.rstrip('/')}/v1/infer"  # type: ignore[union-attr]
+        body = encode(pending, {"manifest": self.digest})
+        self.metrics.forwarded.inc(len(body))
+        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body))}
+        token = self.settings.next_token or self.settings.token
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        content: Any = self.link.upload_async(body) if self.link else body
+        try:
+            async with self.http.stream("POST", url, content=content, headers=headers) as answer:
+                size = int(answer.headers.get("content-length", 0))
+                raw = await (
+                    self.link.download_async(answer.aiter_raw(), size) if self.link else answer.aread()
+                )
+        except httpx.TimeoutException:
+            raise WireError(504, "next_timeout", f"the next tier at {url} did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise WireError(
+                502, "next_unreachable", f"the next tier at {url} is unreachable ({exc})"
+            ) from None
+        if answer.status_code != 200:
+            try:
+                reason = json.loads(raw).get("error", "")
+            except (ValueError, AttributeError):
+                reason = raw[:200].decode(errors="replace")
+            raise WireError(
+                502, "next_failed", f"the next tier at {url} answered {answer.status_code}: {reason}"
+            )
+        tensors, metadata = decode(raw)
+        return tensors, metadata, answer.headers.get("server-timing", "")
+
+    async def infer(self, request: Any) -> Any:
+        import anyio
+        from starlette.responses import Response
+
+        self.authorize(request.headers)
+        body = await self.read_body(request)
+        start = time.perf_counter()
+        tensors, metadata = decode(body)
+        claimed = metadata.get("manifest")
+        if claimed is not None and claimed != self.digest:
+            raise WireError(
+                409,
+                "other_split",
+                f"the request is for split {claimed}, this server serves split {self.digest}",
+            )
+        check(tensors, self.accepts, self.settings.max_batch)
+        self.metrics.in_flight.inc()
+        try:
+            compute_ms = await anyio.to_thread.run_sync(self.compute, tensors, limiter=self.limiter)
+            self.metrics.compute.observe(compute_ms / 1000)
+            answer = {t.name: tensors[t.name] for t in self.returns if t.name in tensors}
+            timing = [f"compute-{self.tier};dur={compute_ms:.3f}"]
+            complete = "true"
+            if self.later:
+                pending = {t.name: tensors[t.name] for t in self.pending}
+                if self.settings.next_url:
+                    t0 = time.perf_counter()
+                    relayed, meta, next_timing = await self.forward(pending)
+                    timing.append(f"forward;dur={(time.perf_counter() - t0) * 1000:.3f}")
+                    timing.extend(
+                        e.strip() for e in next_timing.split(",") if e.strip().startswith("compute-")
+                    )
+                    answer.update(relayed)
+                    complete = meta.get("complete", "true")
+                else:  # no next tier: hand the next boundary back to the caller
+                    answer.update(pending)
+                    complete = "false"
+            out = encode(answer, {"manifest": self.digest, "complete": complete, "tier": self.tier})
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.sent.inc(len(out))
+        self.metrics.latency.observe(time.perf_counter() - start)
+        self.served += 1
+        return Response(out, media_type=CONTENT_TYPE, headers={"server-timing": ", ".join(timing)})
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier,
+            "segments": [self.manifest.segments[i].file for i in self.indices],
+            "split": self.digest,
+            "accepts": [t.to_dict() for t in self.accepts],
+            "returns": [t.to_dict() for t in self.returns],
+            "next": self.settings.next_url,
+            "next_boundary": [t.to_dict() for t in self.pending],
+            "max_body_bytes": self.max_body,
+            "max_batch": self.settings.max_batch,
+        }
+
+    @property
+    def limiter(self) -> Any:
+        return self._limiter
+
+    async def open(self) -> None:
+        import anyio
+        import httpx
+
+        self._limiter = anyio.CapacityLimiter(self.settings.concurrency)
+        if self.settings.next_url:
+            timeout = httpx.Timeout(self.settings.timeout_s, connect=min(self.settings.timeout_s, 5.0))
+            self.http = httpx.AsyncClient(timeout=timeout)
+
+    async def close(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+
+
+class _CountStatuses:
+    """ASGI middleware: every answer counted by path and status, whatever produced it."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = {"code": 500}
+
+        async def record(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            self.metrics.count(scope.get("path", ""), status["code"])
+
+
+def create_app(service: TierService) -> Any:
+    """The Starlette app of one tier's service."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    def error(exc: WireError) -> JSONResponse:
+        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+    async def infer(request: Request) -> Response:
+        try:
+            return await service.infer(request)
+        except WireError as exc:
+            return error(exc)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "tier": service.tier, "served": service.served})
+
+    async def manifest(request: Request) -> Response:
+        try:
+            service.authorize(request.headers)
+        except WireError as exc:
+            return error(exc)
+        return JSONResponse({"manifest": service.manifest.to_dict(), "served": service.describe()})
+
+    async def metrics(request: Request) -> Response:
+        try:
+            service.authorize(request.headers)
+        except WireError as exc:
+            return error(exc)
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(service.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail, "code": "http"}, status_code=exc.status_code)
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        await service.open()
+        yield
+        await service.close()
+
+    return Starlette(
+        routes=[
+            Route("/v1/infer", infer, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/v1/manifest", manifest, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        middleware=[Middleware(_CountStatuses, metrics=service.metrics)],
+        exception_handlers={HTTPException: http_error},
+        lifespan=lifespan,
+    )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound socket (port 0: a free one); a clear error when the address is taken or not ours."""
+    try:
+        family, kind, proto = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][:3]
+        # proto must say TCP: asyncio only sets TCP_NODELAY on connections of sockets that do, and without
+        # it every keep-alive answer waits ~40 ms for the client's delayed ACK (Nagle).
+        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc})", "pick another --port"
+        ) from None
+    return sock
+
+
+def _config(app: Any, settings: ServeSettings) -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=settings.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=settings.graceful_s,
+        timeout_keep_alive=30,
+    )
+
+
+def run_server(service: TierService, on_ready: Any = None) -> None:
+    """Serve in the foreground until SIGTERM or SIGINT; in-flight requests finish first."""
+    import uvicorn
+
+    settings = service.settings
+    sock = listen(settings.host, settings.port)
+    server = uvicorn.Server(_config(create_app(service), settings))
+    # uvicorn stops on SIGTERM/SIGINT, lets in-flight requests finish, then re-raises the signal with the
+    # handlers that were in place before it: no-op ones make that a normal return (exit 0, no traceback).
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if on_ready is not None:
+            threading.Thread(target=_notify_when_started, args=(server, on_ready), daemon=True).start()
+        server.run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sock.close()
+
+
+def _notify_when_started(server: Any, callback: Any) -> None:
+    while not server.started and not server.should_exit:
+        time.sleep(0.01)
+    if server.started:
+        callback()
+
+
+@dataclass
+class BackgroundServer:
+    """A tier server on a free loopback port in a thread of this process (tests, bench)."""
+
+    service: TierService
+    url: str = ""
+    _server: Any = None
+    _thread: threading.Thread | None = None
+    _sock: socket.socket | None = field(default=None, repr=False)
+
+    def start(self) -> BackgroundServer:
+        import uvicorn
+
+        settings = self.service.settings
+        self._sock = listen(settings.host, 0)
+        host, port = self._sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        self._server = uvicorn.Server(_config(create_app(self.service), settings))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the background server did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._sock is not None:
+            self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextmanager
+def serving(
+    directory: str | Path, settings: ServeSettings, manifest: Manifest | None = None
+) -> Iterator[BackgroundServer]:
+    """Start a tier's server on a free loopback port for the duration of the block."""
+    service = TierService(manifest or Manifest.load(directory), directory, settings)
+    with BackgroundServer(service) as server:
+        yield server

@@ -1,0 +1,133 @@
+"""Tensor payloads on the wire: safetensors (a JSON header and raw little-endian bytes, no pickle), checked
+against the manifest.
+
+One message carries every tensor that crosses a cut (a skip connection crosses beside the main path), batch
+first. ``__metadata__`` (strings only, as safetensors allows) carries the split's digest, so a server can
+tell a client of another split from a malformed one. Anything that does not fit raises ``WireError`` with
+the HTTP status it deserves and a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from dnnsplit.profiling.graph import TensorSpec
+
+CONTENT_TYPE = "application/vnd.safetensors"
+JSON_TYPE = "application/json"
+HEADER_SLACK = 64 * 1024  # room for the JSON header over the tensors' own bytes
+
+
+@dataclass
+class WireError(Exception):
+    """A request the server refuses: ``status`` (4xx), a short ``code`` and a message naming the problem."""
+
+    status: int
+    code: str
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.message, "code": self.code, **self.extra}
+
+
+def encode(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> bytes:
+    """Tensors (any shapes, numeric dtypes) as one safetensors message."""
+    from safetensors.numpy import save
+
+    arrays = {name: np.ascontiguousarray(value) for name, value in tensors.items()}
+    return save(arrays, metadata=dict(metadata) if metadata else None)
+
+
+def decode(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and metadata of a safetensors message; ``WireError`` 400 for anything malformed."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    if len(data) < 8:
+        raise WireError(400, "bad_payload", f"malformed safetensors payload: {len(data)} bytes, no header")
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, TypeError) as exc:  # the library's checks: header, offsets, dtypes
+        raise WireError(400, "bad_payload", f"malformed safetensors payload: {exc}") from None
+    # The library accepted the header, so its length and JSON are sound; it does not return the metadata.
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    metadata = header.get("__metadata__") or {}
+    return tensors, {str(k): str(v) for k, v in metadata.items()}
+
+
+def check(
+    tensors: Mapping[str, np.ndarray], expected: Sequence[TensorSpec], max_batch: int | None = None
+) -> int:
+    """Check names, per-sample shapes, dtypes and one batch size against the manifest; returns the batch.
+
+    Unknown and missing names are reported by name (several at once), so a client of a different cut sees
+    at a glance which tensors differ.
+    """
+    wanted = {t.name: t for t in expected}
+    unknown = sorted(set(tensors) - set(wanted))
+    if unknown:
+        raise WireError(
+            422,
+            "unknown_tensor",
+            f"unknown tensor(s) {', '.join(repr(n) for n in unknown)}; this tier takes "
+            f"{', '.join(repr(n) for n in wanted)}",
+            {"tensors": unknown},
+        )
+    missing = [name for name in wanted if name not in tensors]
+    if missing:
+        raise WireError(
+            422,
+            "missing_tensor",
+            f"missing tensor(s) {', '.join(repr(n) for n in missing)}",
+            {"tensors": missing},
+        )
+    batch = None
+    for name, spec in wanted.items():
+        value = tensors[name]
+        if value.dtype != np.dtype(spec.dtype):
+            raise WireError(
+                422,
+                "wrong_dtype",
+                f"tensor '{name}' is {value.dtype}, the manifest says {spec.dtype}",
+                {"tensor": name},
+            )
+        if value.ndim != len(spec.shape) or tuple(value.shape[1:]) != tuple(spec.shape[1:]):
+            want = "x".join(str(d) for d in ("N", *spec.shape[1:]))
+            got = "x".join(str(d) for d in value.shape)
+            raise WireError(
+                422,
+                "wrong_shape",
+                f"tensor '{name}' has shape {got}, the manifest says {want}",
+                {"tensor": name},
+            )
+        if batch is None:
+            batch = int(value.shape[0])
+        elif value.shape[0] != batch:
+            raise WireError(
+                422,
+                "batch_mismatch",
+                f"tensor '{name}' has batch {value.shape[0]}, others {batch}",
+                {"tensor": name},
+            )
+    batch = batch or 0
+    if batch < 1:
+        raise WireError(422, "empty_batch", "the batch is empty")
+    if max_batch is not None and batch > max_batch:
+        raise WireError(413, "batch_too_large", f"batch {batch} is over this server's maximum of {max_batch}")
+    return batch
+
+
+def message_bytes(specs: Sequence[TensorSpec], batch: int = 1) -> int:
+    """The tensors' own bytes in a message of ``batch`` samples (the header comes on top)."""
+    return sum(t.bytes for t in specs) * batch
