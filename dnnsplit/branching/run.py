@@ -37,6 +37,7 @@ from dnnsplit.branching.branch_file import (
 )
 from dnnsplit.branching.builder import binary_layers, prepare_branch
 from dnnsplit.branching.export import BOUNDARY, EDGE_OUTPUT, INPUT, export_branch, validate_branch
+from dnnsplit.branching.manifest import branch_manifest
 from dnnsplit.branching.points import resolve_point, split_at, trace
 from dnnsplit.branching.policy import (
     CURVE_THRESHOLDS,
@@ -49,6 +50,7 @@ from dnnsplit.errors import BudgetError, UsageError
 from dnnsplit.fileio import dump_document
 from dnnsplit.models.export import export_model, file_sha256
 from dnnsplit.models.loading import LoadedModel
+from dnnsplit.splitting.manifest import FILE as MANIFEST
 from dnnsplit.training.data import DataSplits, check_classes
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -375,7 +377,8 @@ def _make(
             curve=curve,
         )
         (staging / FILE).write_text(dump_document(document.to_dict(), "yaml"), encoding="utf-8")
-        for name in ("mobile.onnx", "edge.onnx", FILE):  # branch.yaml last: it marks a finished branch
+        branch_manifest(staging, document.model, threshold, test_figures.exit_rate).save(staging)
+        for name in ("mobile.onnx", "edge.onnx", MANIFEST, FILE):  # branch.yaml last: marks a finished branch
             os.replace(staging / name, directory / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

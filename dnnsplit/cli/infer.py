@@ -84,11 +84,14 @@ def infer(
                 "top": classes,
                 "stages": s.to_dict(),
                 "fallback": result.fallback,
+                "early_exit": result.early_exit,
                 "segments": [{"index": r.index, "tier": r.tier, "ms": r.ms} for r in result.local],
             },
             fmt.value,
         )
         return
     out.print(classes_table(f"Top {len(classes)} for {input_file}", classes))
+    if result.early_exit:
+        out.print("the branch was confident: answered on the phone, nothing sent (early exit)")
     title = f"Stages ({'link ' + spec.name if spec else 'no link emulation'}; total {s.total_ms:.2f} ms)"
     out.print(simple_table(title, ["stage", "ms", "detail"], [[n, f"{ms:.2f}", d] for n, ms, d in stages]))

@@ -40,10 +40,14 @@ def run(
     results, runs = chain.run(x)
     classes = top_classes(chain.manifest, results, top)
     segments = [{"index": r.index, "tier": r.tier, "ms": r.ms, "sent_bytes": r.sent_bytes} for r in runs]
+    early = chain.manifest.early_exit is not None and len(runs) < len(chain.manifest.segments)
     if fmt != Format.table:
-        print_document({"input": str(input_file), "top": classes, "segments": segments}, fmt.value)
+        document = {"input": str(input_file), "top": classes, "segments": segments, "early_exit": early}
+        print_document(document, fmt.value)
         return
     out.print(classes_table(f"Top {len(classes)} for {input_file}", classes))
+    if early:
+        out.print("the branch was confident: answered on the first segment (early exit)")
     out.print(
         simple_table(
             "Segments (one process, onnxruntime CPU)",

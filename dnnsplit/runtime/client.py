@@ -4,8 +4,8 @@ the answer, and time every stage.
 One request goes through these steps, in order:
 
 1. ``mobile``: the client's own segments (the first tier's) in onnxruntime;
-2. early exit (not wired yet): a hook between the mobile compute and the upload where a branch's
-   confident answer can end the request on the phone (``EarlyExit``; issue 5's ``branch.yaml``);
+2. early exit: when the split comes from ``dnnsplit branch`` (its manifest has ``early_exit``) and the
+   branch is confident, the request ends on the phone with the branch's answer (``EarlyExit``);
 3. ``upload``: the tensors crossing the cut, as one safetensors message (paced by the emulated link);
 4. ``remote``: from the last byte sent to the first byte of the answer (the edge, and the tiers behind it);
 5. ``return``: the answer's body (paced by the emulated link).
@@ -29,7 +29,7 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
 from dnnsplit.runtime.link import EmulatedLink
-from dnnsplit.runtime.local import SegmentChain, SegmentRun
+from dnnsplit.runtime.local import SegmentChain, SegmentRun, early_exit_answer
 from dnnsplit.runtime.wire import CONTENT_TYPE, WireError, decode, encode
 from dnnsplit.splitting.manifest import Manifest
 
@@ -130,6 +130,9 @@ class CollaborativeClient:
         self.edge_url = edge_url.rstrip("/") if edge_url else None
         self.token = token
         self.link = EmulatedLink(link) if link else None
+        if early_exit is None and self.manifest.early_exit and self.local:
+            manifest_ = self.manifest
+            early_exit = lambda available: early_exit_answer(manifest_, available)  # noqa: E731
         self.early_exit = early_exit
         self.timeout_s = timeout_s
         self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)))

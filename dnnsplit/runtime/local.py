@@ -86,9 +86,16 @@ class SegmentChain:
         return self.sessions[index]
 
     def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], list[SegmentRun]]:
-        """The model outputs for input ``x`` (batch first), and what each segment took and sent."""
+        """The model outputs for input ``x`` (batch first), and what each segment took and sent.
+
+        With an early-exit branch, a batch whose every sample exits stops after the first segment.
+        """
         available: dict[str, np.ndarray] = {self.input_name: x}
-        runs = self.run_segments(available, range(len(self.manifest.segments)))
+        runs = self.run_segments(available, [0])
+        exited = early_exit_answer(self.manifest, available)
+        if exited is not None:
+            return exited, runs
+        runs += self.run_segments(available, range(1, len(self.manifest.segments)))
         results = {
             t.name: available[t.name]
             for seg in self.manifest.segments
@@ -118,3 +125,13 @@ class SegmentChain:
                     sent += int(value.nbytes)
             runs.append(SegmentRun(seg.index, seg.tier, ms, sent))
         return runs
+
+
+def early_exit_answer(manifest: Manifest, available: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The branch's answer when the split has an early exit and every sample in the batch takes it."""
+    spec = manifest.early_exit
+    if not spec or spec["flag"] not in available:
+        return None
+    if not bool(np.all(available[spec["flag"]])):
+        return None
+    return {spec["answers"]: available[spec["logits"]]}

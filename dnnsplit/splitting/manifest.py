@@ -21,6 +21,7 @@ from dnnsplit.profiling.graph import TensorSpec
 
 SCHEMA = "dnnsplit/manifest@1"
 FILE = "manifest.yaml"
+ORIGIN_KEYS = ("plan", "plan_sha256", "cuts", "compress", "branch")  # what the segments were cut by
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,12 @@ class Manifest:
     segments: tuple[SegmentEntry, ...]
     validation: Validation | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # A split written by `dnnsplit branch`: the first segment's boolean output `flag` says the sample may
+    # stop there, answered by its output `logits` in place of the model output `answers` (see branch.yaml).
+    early_exit: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "schema": SCHEMA,
             "model": dict(self.model),
             **self.origin,
@@ -120,6 +124,9 @@ class Manifest:
             "validation": None if self.validation is None else self.validation.to_dict(),
             "notes": list(self.notes),
         }
+        if self.early_exit is not None:
+            data["early_exit"] = dict(self.early_exit)
+        return data
 
     def save(self, directory: str | Path) -> None:
         write_document(Path(directory) / FILE, self.to_dict())
@@ -134,12 +141,13 @@ class Manifest:
             validation = data.get("validation")
             return cls(
                 model=dict(data["model"]),
-                origin={k: data[k] for k in ("plan", "plan_sha256", "cuts", "compress") if k in data},
+                origin={k: data[k] for k in ORIGIN_KEYS if k in data},
                 input=TensorSpec.from_dict(data["input"]),
                 outputs=tuple(TensorSpec.from_dict(t) for t in data["outputs"]),
                 segments=tuple(SegmentEntry.from_dict(s) for s in data["segments"]),
                 validation=None if validation is None else Validation(**validation),
                 notes=tuple(data.get("notes", [])),
+                early_exit=data.get("early_exit"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{path} is not a complete manifest ({exc})", "split the model again") from exc

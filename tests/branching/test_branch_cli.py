@@ -17,7 +17,12 @@ from tests.fixtures.trained import SHAPE, TINY
 def test_branch_directory_holds_validated_small_models(tiny_branch: Path) -> None:
     doc = yaml.safe_load((tiny_branch / "branch.yaml").read_text())
     assert doc["schema"] == "dnnsplit/branch@1"
-    assert sorted(p.name for p in tiny_branch.iterdir()) == ["branch.yaml", "edge.onnx", "mobile.onnx"]
+    assert sorted(p.name for p in tiny_branch.iterdir()) == [
+        "branch.yaml",
+        "edge.onnx",
+        "manifest.yaml",
+        "mobile.onnx",
+    ]
     assert doc["at"] == "maxpool"
     assert doc["validation"]["passed"] and doc["validation"]["samples"] == 360
     assert doc["validation"]["exit_mismatches"] == 0
@@ -160,3 +165,38 @@ def test_interrupted_training_resumes_from_the_directory(tiny_checkpoint: Path, 
     assert result.resumed_from_epoch == 1
     assert [h.epoch for h in result.history] == [1, 2]
     assert (out / "branch.yaml").is_file() and not (out / ".train").exists()
+
+
+def test_run_and_infer_take_the_early_exit(cli, tiny_branch: Path, tmp_path: Path) -> None:
+    """The branch directory is a split: `run` answers confident samples on the phone, others via the edge."""
+    import torch
+
+    from dnnsplit.runtime.client import CollaborativeClient
+    from dnnsplit.runtime.local import SegmentChain
+    from dnnsplit.training.data import load_data
+
+    data = load_data("digits", (1, 3, 16, 16), augment=False)
+    chain = SegmentChain.load(tiny_branch, 1)
+    exited = stayed = 0
+    for i in range(40):
+        x = data.test[i][0][None].numpy()
+        results, runs = chain.run(x)
+        feats, logits, _, flag = chain.session(0).run(None, {"input": x})
+        if bool(flag[0]):
+            exited += 1
+            assert len(runs) == 1 and np.array_equal(results["logits"], logits)
+        else:
+            stayed += 1
+            main = chain.session(1).run(None, {"stem_output": feats})[0]
+            assert len(runs) == 2 and np.allclose(results["logits"], main)
+    assert exited and stayed
+    # The client with no edge at all runs everything here but still exits early when it can.
+    with CollaborativeClient(tiny_branch, None, threads=1) as client:
+        x = data.test[0][0][None].numpy()
+        result = client.infer(x)
+        expected, _ = chain.run(x)
+        assert np.allclose(result.outputs["logits"], expected["logits"])
+    np.save(tmp_path / "x.npy", torch.as_tensor(data.test[0][0]).numpy())
+    code, stdout, _ = cli("run", tiny_branch, "--input", tmp_path / "x.npy", "--format", "json")
+    assert code == 0
+    assert json.loads(stdout)["early_exit"] == (len(chain.run(data.test[0][0][None].numpy())[1]) == 1)
