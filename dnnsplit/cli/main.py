@@ -10,6 +10,7 @@ from dnnsplit.cli import devices as devices_cmd
 from dnnsplit.cli import models as models_cmd
 from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
+from dnnsplit.cli import rl as rl_cmd
 from dnnsplit.cli import run as run_cmd
 from dnnsplit.cli import split as split_cmd
 
@@ -38,6 +39,7 @@ _register(split_cmd, "split")
 _register(cuts_cmd, "cuts")
 _register(run_cmd, "run")
 _register(devices_cmd, "devices")
+app.add_typer(rl_cmd.app, name="rl", epilog=rl_cmd.EXAMPLES)
 _register(models_cmd, "models")
 
 
