@@ -2,11 +2,14 @@
 
 Observation (``observe``, in [-1, 1]): the requesting user's link (uplink, down/up ratio, RTT) and phone
 speed, the edge queue's wait, the edge work still on its way, the phone's own backlog, the offered load seen
-over the last second, and every candidate's latency for this user with empty queues (the cost model's, which
-is what the exact solver knows). Times are in units of one all-edge request's edge time, log-scaled, so "the
-edge plan plus the wait against the local plan" compares like with like. Without the per-candidate latencies
-PPO had to learn the cost model from the noisy queue reward too, and after 100k steps it still offloaded 3G
-users at light load (worse than myopic exact); with them the network only has to learn the queue.
+over the last second, then for every candidate its latency for this user with empty queues (the cost
+model's, what the exact solver knows) and the same plus the edge queue's current wait for plans that compute
+on the edge (what load-aware exact knows). Times are in units of one all-edge request's edge time, log-
+scaled. Without the per-candidate latencies PPO had to learn the cost model from the noisy queue reward too:
+after 100k steps it still offloaded 3G users at light load (worse than myopic exact). With the unloaded
+latencies alone it matched myopic exact and ignored the queue (resnet18, load 1.5: 943 ms against load-
+aware's 411 ms); with the waited ones too it matches load-aware exact (410 ms). The network then has to
+learn when a plan's effect on the queue behind it outweighs its own gain.
 
 Reward: minus the latency of the request just placed as the simulator predicts it at dispatch, plus the
 corrections booked since the last decision (a request overtaken on its way to the edge waits longer than
@@ -44,13 +47,14 @@ def _wait(ms: float, unit: float) -> float:
 
 
 def n_features(candidates: CandidateSet) -> int:
-    return N_STATE_FEATURES + len(candidates)
+    return N_STATE_FEATURES + 2 * len(candidates)
 
 
 def observe(state: SimState, config: MultiUserConfig, edge_ms: float, candidates: CandidateSet) -> np.ndarray:
     link = state.context.links[0]
     latency = candidates.costs(state.context).latency_ms
-    scaled = 2.0 * np.log1p(latency / edge_ms) / math.log1p(_WAIT_UNITS) - 1.0
+    waited = latency + state.edge_wait_ms * candidates.uses_edge
+    scaled = 2.0 * np.log1p(np.concatenate([latency, waited]) / edge_ms) / math.log1p(_WAIT_UNITS) - 1.0
     head = np.asarray(
         [
             _UP.encode(link.up_mbps),
