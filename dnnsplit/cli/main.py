@@ -13,6 +13,7 @@ from dnnsplit.cli import infer as infer_cmd
 from dnnsplit.cli import models as models_cmd
 from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
+from dnnsplit.cli import rl as rl_cmd
 from dnnsplit.cli import run as run_cmd
 from dnnsplit.cli import serve as serve_cmd
 from dnnsplit.cli import split as split_cmd
@@ -49,6 +50,7 @@ _register(serve_cmd, "serve")
 _register(infer_cmd, "infer")
 _register(bench_cmd, "bench")
 _register(devices_cmd, "devices")
+app.add_typer(rl_cmd.app, name="rl", epilog=rl_cmd.EXAMPLES)
 _register(models_cmd, "models")
 
 

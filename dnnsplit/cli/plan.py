@@ -41,6 +41,8 @@ Examples:
   dnnsplit plan profile.json --profile edge=edge-profile.json --device mobile=my-phone.yaml
 
   dnnsplit plan profile.json --sweep-bandwidth 0.1:100:40 --plot sweep.png
+
+  dnnsplit plan profile.json --solver rl --policy policy.zip --network 4g   # a trained policy decides
 """
 
 _MAX_STRETCHES = 20
@@ -126,6 +128,15 @@ def plan(
             "exit rate (sequential and speculative offload) to the plan.",
         ),
     ] = None,
+    solver: Annotated[
+        str,
+        typer.Option(
+            help="exact (min-cut/MILP) or rl (a policy from `dnnsplit rl train`, given by --policy)."
+        ),
+    ] = "exact",
+    policy: Annotated[
+        Path | None, typer.Option(help="With --solver rl: the policy file (.zip) that makes the plan.")
+    ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the plan (.yaml or .json, dnnsplit/plan@1).")
@@ -185,6 +196,7 @@ def plan(
         from dnnsplit.branching.branch_file import load_branch
 
         branch_file = load_branch(branch)
+    rl_policy = _rl_policy(solver, policy, bandwidths, private_input, max_mobile_mb)
     from_file = is_profile_path(model)
     if from_file and save_profile is not None:
         raise UsageError("--save-profile needs a MODEL to profile, not a profile file", "drop --save-profile")
@@ -210,7 +222,13 @@ def plan(
             compress=compress,
         )
         progress("solving", 0, 1)
-        result = solve(problem)
+        rl_info = None
+        if rl_policy is None:
+            result = solve(problem)
+        else:
+            from dnnsplit.partition.rl.decide import plan_with_policy
+
+            result, rl_info = plan_with_policy(rl_policy, problem)
         points = None
         if bandwidths is not None:
             points = []
@@ -242,6 +260,11 @@ def plan(
             **estimate.to_dict(),
             "saves_latency_ms": result.prediction.latency_ms - estimate.best.latency_ms,
         }
+    if rl_info is not None:
+        # Which solver made the plan, and how far it is from the exact optimum in this very context.
+        document["solver"].update(
+            policy=str(policy), gap=rl_info["gap"], exact_objective=rl_info["exact_objective"]
+        )
     if save_profile is not None:
         profile.save(save_profile)
     if output is not None:
@@ -326,6 +349,29 @@ def _print_branch(result: Any, estimate: Any) -> None:
             f"{best.latency_ms - plain.latency_ms:.2f} ms faster "
             "(onnxruntime runs the binary layers as float convolutions)"
         )
+
+
+def _rl_policy(
+    solver: str, policy: Path | None, sweep: Any, private_input: bool, max_mobile_mb: float | None
+) -> Any:
+    """The policy for --solver rl (loaded before any profiling), or None for the exact solver."""
+    if solver not in ("exact", "rl"):
+        raise UsageError(f"unknown --solver '{solver}'", "use exact or rl")
+    if solver == "exact":
+        if policy is not None:
+            raise UsageError("--policy needs --solver rl", "add --solver rl")
+        return None
+    if policy is None:
+        raise UsageError("--solver rl needs --policy", "pass --policy policy.zip from `dnnsplit rl train`")
+    if sweep is not None:
+        raise UsageError("--solver rl plans one context; it has no bandwidth sweep or plot", "drop them")
+    if private_input or max_mobile_mb is not None:
+        raise UsageError(
+            "--solver rl does not handle --private-input or --max-mobile-mb", "use the exact solver for those"
+        )
+    from dnnsplit.partition.rl.policy_file import load_policy
+
+    return load_policy(policy)
 
 
 def _pairs(items: list[str] | None, option: str, tiers: tuple[str, ...]) -> dict[str, str]:
@@ -423,7 +469,9 @@ def _print_plan(result: Any, document: dict[str, Any], name: str) -> None:
     ):
         figures.add_column(col, justify="right")
     plan_latency = result.prediction.latency_ms
-    rows_data = [("dnnsplit (optimal)", document["predicted"])] + list(document["baselines"].items())
+    solver = document["solver"]
+    own = "dnnsplit (rl)" if solver["name"] == "rl" else "dnnsplit (optimal)"
+    rows_data = [(own, document["predicted"])] + list(document["baselines"].items())
     for label, fig in rows_data:
         br = fig["breakdown"]
         ratio = fig["latency_ms"] / plan_latency if plan_latency > 0 else float("inf")
@@ -438,8 +486,9 @@ def _print_plan(result: Any, document: dict[str, Any], name: str) -> None:
         )
     out.print(figures)
     gain = document["speedup"]
-    solver = document["solver"]
     proof = "proven optimal" if solver["proven_optimal"] else "not proven optimal"
+    if "gap" in solver:
+        proof += f"; {solver['gap']:.2%} above the exact optimum"
     if gain is not None:
         energy = "" if gain["energy"] is None else f", {gain['energy']:.2f}x less energy"
         out.print(

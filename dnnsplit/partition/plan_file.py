@@ -245,6 +245,42 @@ def load_plan(path: str | Path) -> PlanFile:
     return PlanFile(str(path), doc, problem, assignment)
 
 
+def problem_fields(problem: Problem) -> dict[str, Any]:
+    """The fields ``problem_from_document`` rebuilds a problem from (a plan file's, without assignment)."""
+    names = [la.name for la in problem.layers]
+    c = problem.constraints
+    power = problem.mobile_power
+    return {
+        "tiers": list(problem.tiers),
+        "links": {name: link.to_dict() for name, link in zip(problem.link_names, problem.links, strict=True)},
+        "mobile_power": None if power is None else {"compute_w": power.compute_w, "idle_w": power.idle_w},
+        "objective": problem.objective.describe(),
+        "constraints": {
+            "budget_ms": c.budget_ms,
+            "private_input": c.private_input,
+            "max_mobile_mb": c.max_mobile_mb,
+        },
+        "layers": [
+            {
+                "name": la.name,
+                "compute_ms": dict(zip(problem.tiers, la.compute_ms, strict=True)),
+                "weight_bytes": la.weight_bytes,
+            }
+            for la in problem.layers
+        ],
+        "tensors": [
+            {
+                "name": x.name,
+                "bytes": x.bytes,
+                "producer": None if x.producer is None else names[x.producer],
+                "consumers": [names[i] for i in x.consumers],
+            }
+            for x in problem.tensors
+        ],
+        "outputs": [problem.tensors[o].name for o in problem.outputs],
+    }
+
+
 def problem_from_document(doc: Mapping[str, Any]) -> Problem:
     tiers = tuple(str(t) for t in doc["tiers"])
     layers = tuple(
