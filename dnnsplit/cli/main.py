@@ -11,6 +11,7 @@ from dnnsplit.cli import devices as devices_cmd
 from dnnsplit.cli import models as models_cmd
 from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
+from dnnsplit.cli import prune as prune_cmd
 from dnnsplit.cli import run as run_cmd
 from dnnsplit.cli import split as split_cmd
 from dnnsplit.cli import train as train_cmd
@@ -42,6 +43,8 @@ _register(run_cmd, "run")
 app.command(name="train", epilog=train_cmd.TRAIN_EXAMPLES)(train_cmd.train)
 app.command(name="eval", epilog=train_cmd.EVAL_EXAMPLES)(train_cmd.eval)
 _register(branch_cmd, "branch")
+app.command(name="prune", epilog=prune_cmd.PRUNE_EXAMPLES)(prune_cmd.prune)
+app.command(name="select", epilog=prune_cmd.SELECT_EXAMPLES)(prune_cmd.select)
 _register(devices_cmd, "devices")
 _register(models_cmd, "models")
 
