@@ -59,8 +59,11 @@ class Prunable:
             self.dg = tp.DependencyGraph().build_dependency(model, example, verbose=False)
         except Exception as exc:  # noqa: BLE001 - torch-pruning raises many types on graphs it cannot trace
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            where = _reshaping_layer(model)
             raise UsageError(
-                f"torch-pruning cannot build the dependency graph of this model: {first[:200]}",
+                "torch-pruning cannot follow the channels of this model"
+                + (f" through the reshape in layer '{where}'" if where else "")
+                + f" ({type(exc).__name__}: {first[:120]})",
                 "prune a CNN whose channels torch-pruning can trace (resnet, mobilenet, vgg, ...)",
             ) from exc
         self.spatial = _conv_inputs(model, example)
@@ -171,6 +174,24 @@ def conv_shapes(model: nn.Module, spatial: dict[str, tuple[int, int]]) -> dict[s
             w,
         )
     return shapes
+
+
+def _reshaping_layer(model: nn.Module) -> str | None:
+    """The first module whose forward reshapes or permutes a tensor (a channel shuffle, an attention
+    head split): what torch-pruning's tracer usually cannot follow. None when fx cannot trace either."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - data-dependent control flow: no better name to give
+        return None
+    for node in graph.nodes:
+        target = str(node.target)
+        if node.op in ("call_method", "call_function") and (
+            target in ("view", "reshape", "transpose", "permute") or "shuffle" in target
+        ):
+            stack = list(node.meta.get("nn_module_stack", {}))
+            if stack:
+                return str(stack[-1])
+    return None
 
 
 def _conv_inputs(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, int]]:

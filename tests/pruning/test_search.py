@@ -73,3 +73,14 @@ def test_search_meets_the_measured_target(tiny_checkpoint: Path, tmp_path: Path)
     # Fewer channels than the start in at least one group, never below one unit.
     assert any(g.kept < g.channels for g in prunable.groups)
     assert all(g.kept >= g.unit for g in prunable.groups)
+
+
+def test_channel_shuffle_fails_naming_the_layer() -> None:
+    """shufflenet_v2's channel shuffle is beyond torch-pruning's tracer: a clear error naming the layer."""
+    from dnnsplit.errors import UsageError
+
+    loaded = load_model(
+        "torchvision:shufflenet_v2_x0_5", ModelOptions(num_classes=10, input_shape=(1, 3, 32, 32))
+    )
+    with pytest.raises(UsageError, match="stage2.0"):
+        Prunable(loaded.module, torch.zeros(1, 3, 32, 32), num_classes=10)
