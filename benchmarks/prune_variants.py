@@ -43,10 +43,16 @@ def timing_lock():
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def context_grid(directory: Path) -> dict[str, Any]:
+def context_grid(directory: Path, profiles: dict[str, Any]) -> dict[str, Any]:
+    """The grid on plans rebuilt from the re-measured profiles (all taken in one quiet stretch)."""
+    from dnnsplit.pruning.run import network_plans
     from dnnsplit.pruning.select import Request, Selector
+    from dnnsplit.pruning.variants import VariantsFile
 
-    selector = Selector(directory, record_misses=False)
+    document = VariantsFile.load(directory)
+    for v in document.variants:
+        v.plans = network_plans(document.context, profiles[v.name])
+    selector = Selector(directory, record_misses=False, document=document)
     variants = selector.variants
     cw, iw = selector.compute_w, selector.idle_w
     original = next(i for i, v in enumerate(variants) if v.method == "original")
@@ -106,15 +112,29 @@ def context_grid(directory: Path) -> dict[str, Any]:
     }
 
 
-def remeasure(directory: Path, doc: dict[str, Any]) -> dict[str, float]:
+def remeasure(directory: Path, doc: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    """Whole-model latency and per-layer profiles of every variant again, one after another under the lock:
+    the figures taken while pruning shared the CPU with other work at different moments."""
+    from dnnsplit.models.export import ExportedModel, file_sha256
+    from dnnsplit.models.loading import LoadedModel
+    from dnnsplit.profiling.graph import load_layer_graph
+    from dnnsplit.profiling.run import PreparedModel, ProfileSettings, profile_prepared
     from dnnsplit.pruning.measure import whole_ms
 
     shape = tuple(doc["model"]["input_shape"])
+    whole, profiles = {}, {}
     with timing_lock():
-        return {v["name"]: whole_ms(directory / v["file"], shape, 1, 300, warmup=30) for v in doc["variants"]}
+        for v in doc["variants"]:
+            path = directory / v["file"]
+            whole[v["name"]] = whole_ms(path, shape, 1, 300, warmup=30)
+            loaded = LoadedModel(str(path), "onnx", v["name"], shape, onnx_path=path)
+            exported = ExportedModel(path, file_sha256(path), shape, cached=True)
+            prepared = PreparedModel(loaded, exported, load_layer_graph(path, shape))
+            profiles[v["name"]] = profile_prepared(prepared, ProfileSettings(threads=1, warmup=10, repeat=50))
+    return whole, profiles
 
 
-def bench_model(name: str, work: Path, epochs: int) -> dict[str, Any]:
+def bench_model(name: str, work: Path, epochs: int, reuse: bool) -> dict[str, Any]:
     ckpt = work / f"{name}.pt"
     train_s = 0.0
     if not ckpt.is_file():
@@ -135,16 +155,14 @@ def bench_model(name: str, work: Path, epochs: int) -> dict[str, Any]:
             ]
         )
     out = work / f"{name}-variants"
-    prune_s, proc = run_cli(
-        [
-            "prune",
-            str(ckpt),
-            "--data",
-            "digits",
-            "--network",
-            "4g",
-            "--levels",
-            "5",
+    prune_s = math.nan
+    if reuse and (out / "variants.yaml").is_file():
+        import yaml
+
+        doc = yaml.safe_load((out / "variants.yaml").read_text())
+    else:
+        args = ["prune", str(ckpt), "--data", "digits", "--network", "4g", "--levels", "5"]
+        args += [
             "--baseline",
             "uniform",
             "--epochs",
@@ -155,9 +173,9 @@ def bench_model(name: str, work: Path, epochs: int) -> dict[str, Any]:
             "--format",
             "json",
         ]
-    )
-    doc = json.loads(proc.stdout)
-    measured = remeasure(out, doc)
+        prune_s, proc = run_cli(args)
+        doc = json.loads(proc.stdout)
+    measured, profiles = remeasure(out, doc)
     variants = []
     for v in doc["variants"]:
         variants.append(
@@ -206,7 +224,7 @@ def bench_model(name: str, work: Path, epochs: int) -> dict[str, Any]:
         "predicted_order_holds": order_pred == order_meas,
         "max_abs_error": max(abs(v["error"]) for v in pruned) if pruned else math.nan,
         "within_15pct": all(abs(v["error"]) <= 0.15 for v in pruned),
-        "grid": context_grid(out),
+        "grid": context_grid(out, profiles),
     }
 
 
@@ -296,10 +314,15 @@ def main() -> None:
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true", help="Keep WORK/MODEL-variants when it exists.")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="dnnsplit-prune-"))
     work.mkdir(parents=True, exist_ok=True)
-    results = {name: bench_model(name, work, args.epochs) for name in args.models.split(",")}
+    results = {name: bench_model(name, work, args.epochs, args.reuse) for name in args.models.split(",")}
+    previous = RESULTS / "prune.json"
+    if previous.is_file():  # models benchmarked in an earlier run stay in the report
+        earlier = json.loads(previous.read_text()).get("models", {})
+        results = {**{k: v for k, v in earlier.items() if k not in results}, **results}
     plot(results, RESULTS / "prune.png")
     host = machine()
     write_results(
