@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/plan_solver.py
 	$(BIN)/python benchmarks/split_chain.py
 	$(BIN)/python benchmarks/branch_exit.py
+	$(BIN)/python benchmarks/prune_variants.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from dnnsplit.cli import infer as infer_cmd
 from dnnsplit.cli import models as models_cmd
 from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
+from dnnsplit.cli import prune as prune_cmd
 from dnnsplit.cli import rl as rl_cmd
 from dnnsplit.cli import run as run_cmd
 from dnnsplit.cli import serve as serve_cmd
@@ -49,6 +50,8 @@ _register(branch_cmd, "branch")
 _register(serve_cmd, "serve")
 _register(infer_cmd, "infer")
 _register(bench_cmd, "bench")
+app.command(name="prune", epilog=prune_cmd.PRUNE_EXAMPLES)(prune_cmd.prune)
+app.command(name="select", epilog=prune_cmd.SELECT_EXAMPLES)(prune_cmd.select)
 _register(devices_cmd, "devices")
 app.add_typer(rl_cmd.app, name="rl", epilog=rl_cmd.EXAMPLES)
 _register(models_cmd, "models")

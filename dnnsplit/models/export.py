@@ -114,11 +114,19 @@ def export_model(
             f"the model rejects input shape {format_shape(shape)}: {first[:200]}",
             "pass an --input-shape the model accepts, e.g. 1x3x224x224",
         ) from exc
-    outputs = out if isinstance(out, tuple | list) else (out,)
-    output_names = ["logits"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     if on_stage:
         on_stage("exporting to ONNX")
     target.parent.mkdir(parents=True, exist_ok=True)
+    write_onnx(loaded, module, out, target)
+    return ExportedModel(target, file_sha256(target), shape, cached=False)
+
+
+def write_onnx(loaded: LoadedModel, module: nn.Module, example_output: object, target: Path) -> None:
+    """Export ``module`` (in eval mode, batch axis dynamic) to ``target`` atomically, as export_model does."""
+    shape = tuple(loaded.input_shape or ())
+    example = torch.zeros(shape)
+    outputs = example_output if isinstance(example_output, tuple | list) else (example_output,)
+    output_names = ["logits"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     try:
         with warnings.catch_warnings():
@@ -139,7 +147,6 @@ def export_model(
     finally:
         if tmp.exists():
             tmp.unlink()
-    return ExportedModel(target, file_sha256(target), shape, cached=False)
 
 
 def _finalise(path: Path, loaded: LoadedModel, module: nn.Module) -> None:

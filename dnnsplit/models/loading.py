@@ -150,6 +150,10 @@ def _load_checkpoint(spec: str, options: ModelOptions) -> LoadedModel:
         str(arch), ModelOptions(seed=options.seed, num_classes=num_classes, input_shape=options.input_shape)
     )
     assert arch_model.module is not None
+    if meta.get("pruned"):  # a pruned variant (dnnsplit prune): fewer channels than the architecture
+        from dnnsplit.pruning.checkpoint import resize_modules
+
+        resize_modules(arch_model.module, dict(meta["pruned"]), state_dict)
     _apply_state_dict(arch_model.module, state_dict, what=str(arch), source=spec)
     shape = options.input_shape or _tuple_or_none(meta.get("input_shape")) or arch_model.input_shape
     return LoadedModel(

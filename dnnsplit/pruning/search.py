@@ -1,0 +1,153 @@
+"""Latency-aware channel pruning: NetAdapt/HALP-style greedy steps against an end-to-end latency target.
+
+Every step scores each channel group by *predicted latency saved per unit of importance lost* and
+removes one to four units (a unit is 1/8 of its channels) from the best group:
+
+* latency saved: the end-to-end latency of the current plan minus that of the same plan with the group
+  one unit smaller, both from the predicted profile (measured profile x latency-table ratios). A layer
+  the plan runs on the edge saves its edge time only, one on the phone its phone time (x its latency
+  scale), so with an edge tier the search prunes where the phone computes: the partition is in the score;
+* importance lost: first-order Taylor importance (|w * dL/dw| summed over the coupled weights) of the
+  channels that would go, on a few training batches of the current model.
+
+After a step the plan is solved again (pruning moves the best cut). When the predicted latency meets a
+target, ``accept`` is asked to measure the model; a target is only reached once the *measured* figure
+meets it, otherwise the search goes on pruning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+from dnnsplit.partition.evaluate import evaluate
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.profiling.profile import Profile
+from dnnsplit.pruning.context import Context
+from dnnsplit.pruning.latency_table import ConvShape
+from dnnsplit.pruning.predict import Predictor
+from dnnsplit.pruning.structure import ChannelGroup, Prunable
+
+# Predicted latency must sit this far under a target before measuring: the measurement has noise.
+MARGIN = 0.97
+MAX_UNITS = 4  # largest step tried per group, in units
+
+ProgressFn = Callable[[str, int, int, str], None]
+# (prunable model, predicted profile, target_ms) -> whether the measured latency meets the target
+AcceptFn = Callable[[Prunable, Profile, float], bool]
+
+
+@dataclass
+class SearchStep:
+    group: str
+    removed: int
+    kept: int
+    saved_ms: float
+    importance: float
+    latency_ms: float  # predicted end to end after the step
+
+
+@dataclass
+class SearchResult:
+    reached: list[float] = field(default_factory=list)
+    missed: list[float] = field(default_factory=list)
+    steps: list[SearchStep] = field(default_factory=list)
+    final_ms: float = float("nan")
+
+
+def max_pruned_shapes(prunable: Prunable) -> dict[str, ConvShape]:
+    """Every group at its smallest level, predicted without touching the model."""
+    shapes = prunable.conv_shapes()
+    for g in prunable.groups:
+        remove = g.kept - g.unit
+        if remove > 0:
+            shapes = prunable.shapes_after(g, remove, shapes)
+    return shapes
+
+
+def taylor_scores(
+    prunable: Prunable, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """First-order Taylor importance of every channel of every group, on ``batches``."""
+    tp = prunable.tp
+    model = prunable.model
+    model.eval()  # batch-norm running statistics stay as trained
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        for images, labels in batches:
+            F.cross_entropy(model(images), labels).backward()
+    scorer = tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)
+    scores = {g.root: prunable.importance(g, scorer) for g in prunable.groups if g.can_shrink}
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def search(
+    prunable: Prunable,
+    predictor: Predictor,
+    context: Context,
+    targets: Sequence[float],
+    batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    accept: AcceptFn,
+    network: LinkSpec | None = None,
+    scale: float = 1.0,
+    progress: ProgressFn | None = None,
+) -> SearchResult:
+    """Prune ``prunable`` step by step until every target (ms, end to end) is met, tightest last."""
+    note = progress or (lambda *_: None)
+    pending = sorted(set(float(t) for t in targets), reverse=True)
+    result = SearchResult()
+    shapes = prunable.conv_shapes()
+    profile = predictor.predict(shapes)
+    plan = context.best(profile, network, scale)
+    total_steps = sum(g.channels // g.unit - 1 for g in prunable.groups)
+    while pending:
+        if plan.latency_ms <= pending[0] * MARGIN and accept(prunable, profile, pending[0]):
+            result.reached.append(pending.pop(0))
+            continue
+        scores = taylor_scores(prunable, batches)
+        best: tuple[float, ChannelGroup, list[int], float, float] | None = None
+        for g in prunable.groups:
+            channel_scores = scores.get(g.root)
+            if channel_scores is None:
+                continue
+            ranked = torch.argsort(channel_scores)
+            # Several step sizes: one unit can land on a channel count the runtime handles worse (60 of
+            # 64 is often slower than 64); the table sees that, and a bigger step reaches a faster count.
+            for k in range(1, MAX_UNITS + 1):
+                remove = k * g.unit
+                if g.kept - remove < g.unit:
+                    break
+                order = ranked[:remove]
+                lost = float(channel_scores[order].sum())
+                trial = predictor.predict(prunable.shapes_after(g, remove, shapes))
+                saved = (
+                    plan.latency_ms
+                    - evaluate(context.problem(trial, network, scale), plan.assignment).latency_ms
+                )
+                if saved <= 0:
+                    continue
+                # Importance is >= 0; the floor keeps a free step (zero importance) from dividing by zero.
+                score = saved / (lost + 1e-12)
+                if best is None or score > best[0]:
+                    best = (score, g, sorted(int(i) for i in order), saved, lost)
+        if best is None:
+            break  # every group at its smallest level, or nothing left that saves time
+        _, g, idxs, saved, lost = best
+        prunable.prune(g, idxs)
+        shapes = prunable.conv_shapes()
+        profile = predictor.predict(shapes)
+        plan = context.best(profile, network, scale)
+        result.steps.append(SearchStep(g.root, len(idxs), g.kept, saved, lost, plan.latency_ms))
+        note(
+            f"pruning: {plan.latency_ms:.2f} ms predicted, next target {pending[0]:g} ms",
+            len(result.steps),
+            total_steps,
+            "",
+        )
+    result.missed = pending
+    result.final_ms = plan.latency_ms
+    return result
