@@ -15,14 +15,12 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +48,7 @@ from dnnsplit.errors import BudgetError, UsageError
 from dnnsplit.fileio import dump_document
 from dnnsplit.models.export import export_model, file_sha256
 from dnnsplit.models.loading import LoadedModel
+from dnnsplit.runtime.local import median_run_ms
 from dnnsplit.splitting.manifest import FILE as MANIFEST
 from dnnsplit.training.data import DataSplits, check_classes
 
@@ -164,21 +163,6 @@ def _logits(
             outs.append(head(stem(images)))
             labels.append(y)
     return torch.cat(outs), torch.cat(labels)
-
-
-def _median_ms(path: Path, feed_name: str, shape: tuple[int, ...], threads: int | None, repeat: int) -> float:
-    from dnnsplit.runtime.local import ort_session
-
-    session = ort_session(path, threads)
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    for _ in range(3):
-        session.run(None, {feed_name: x})
-    times = []
-    for _ in range(max(repeat, 1)):
-        start = time.perf_counter()
-        session.run(None, {feed_name: x})
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.median(times))
 
 
 def _export_stem(stem: nn.Module, shape: tuple[int, ...], path: Path) -> None:
@@ -312,12 +296,12 @@ def _make(
         stem_path = staging / "stem.onnx"
         _export_stem(stem, shape, stem_path)
         one = (1, *shape[1:])
-        stem_ms = _median_ms(stem_path, INPUT, one, settings.threads, settings.latency_repeat)
-        mobile_ms = _median_ms(files.mobile, INPUT, one, settings.threads, settings.latency_repeat)
+        stem_ms = median_run_ms(stem_path, one, settings.threads, settings.latency_repeat, warmup=3)
+        mobile_ms = median_run_ms(files.mobile, one, settings.threads, settings.latency_repeat, warmup=3)
         with torch.no_grad():
             features = stem(torch.zeros(one))
-        rest_ms = _median_ms(
-            files.edge, BOUNDARY, tuple(features.shape), settings.threads, settings.latency_repeat
+        rest_ms = median_run_ms(
+            files.edge, tuple(features.shape), settings.threads, settings.latency_repeat, warmup=3
         )
         stem_path.unlink()
         frozen = freeze(branch)

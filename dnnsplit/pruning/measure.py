@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -37,19 +35,9 @@ def export_to(loaded: LoadedModel, module: nn.Module, path: Path) -> ExportedMod
 
 def whole_ms(path: Path, shape: tuple[int, ...], threads: int, repeat: int, warmup: int = 10) -> float:
     """Median ms of one run of the whole ONNX model at ``threads`` onnxruntime threads."""
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.runtime.local import median_run_ms
 
-    session = ort_session(path, threads)
-    name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((1, *shape[1:])).astype(np.float32)
-    for _ in range(warmup):
-        session.run(None, {name: x})
-    times = []
-    for _ in range(max(repeat, 1)):
-        start = time.perf_counter()
-        session.run(None, {name: x})
-        times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.median(times))
+    return median_run_ms(path, shape, threads, repeat, warmup)
 
 
 def measure(loaded: LoadedModel, module: nn.Module, path: Path, threads: int, repeat: int = 20) -> Measured:

@@ -135,3 +135,20 @@ def early_exit_answer(manifest: Manifest, available: dict[str, np.ndarray]) -> d
     if not bool(np.all(available[spec["flag"]])):
         return None
     return {spec["answers"]: available[spec["logits"]]}
+
+
+def median_run_ms(
+    model: str | Path, shape: tuple[int, ...], threads: int | None, repeat: int, warmup: int = 10
+) -> float:
+    """Median ms of one batch-1 run of ``model`` (its first input fed random values of ``shape``)."""
+    session = ort_session(model, threads)
+    name = session.get_inputs()[0].name
+    x = np.random.default_rng(0).standard_normal((1, *shape[1:])).astype(np.float32)
+    for _ in range(warmup):
+        session.run(None, {name: x})
+    times = []
+    for _ in range(max(repeat, 1)):
+        start = time.perf_counter()
+        session.run(None, {name: x})
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
