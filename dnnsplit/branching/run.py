@@ -45,7 +45,7 @@ from dnnsplit.branching.policy import (
 )
 from dnnsplit.branching.train import BranchEpoch, BranchTrainSettings, BranchTrainState, train_branch
 from dnnsplit.errors import BudgetError, UsageError
-from dnnsplit.fileio import dump_document
+from dnnsplit.fileio import check_output_dir, dump_document
 from dnnsplit.models.export import export_model, file_sha256
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.runtime.local import median_run_ms
@@ -104,11 +104,7 @@ def _locked(directory: Path) -> Iterator[None]:
 
 def _check_output(directory: Path, force: bool, fingerprint: str) -> bool:
     """Whether training resumes from ``DIR/.train``; refuse a directory that holds something else."""
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"output '{directory}' is a file", "pick a directory")
-    parent = directory.parent if str(directory.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"the parent of '{directory}' does not exist", "create it first")
+    check_output_dir(directory)
     if not directory.exists():
         return False
     entries = {p.name for p in directory.iterdir()} - {".lock"}

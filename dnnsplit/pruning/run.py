@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dnnsplit.errors import UsageError
+from dnnsplit.fileio import check_output_dir
 from dnnsplit.models.export import model_fingerprint
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.partition.network import LinkSpec, parse_link
@@ -312,11 +313,7 @@ def _batches(data: DataSplits, count: int) -> list[tuple[torch.Tensor, torch.Ten
 
 
 def _check_output(directory: Path, force: bool, fingerprint: str) -> None:
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"output '{directory}' is a file", "pick a directory")
-    parent = directory.parent if str(directory.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"the parent of '{directory}' does not exist", "create it first")
+    check_output_dir(directory)
     if not directory.exists() or not any(directory.iterdir()) or force:
         return
     if (directory / FILE).is_file():
