@@ -7,6 +7,7 @@ the bytes it sends on (what would cross the network in a collaborative deploymen
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,10 +34,11 @@ def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    # Idle intra-op threads spin for a while after each run by default: with one session per segment in
-    # one process, the finished segments' threads then fight the running one for the cores (the chain of
-    # 3 resnet18 segments took 3x the whole model on 2 cores). Sleeping idle threads cost nothing here.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Intra-op threads spin between ops (waking sleeping threads costs mobilenet_v3_small 1.78 ms instead
+    # of 1.12 ms, and the profiler measures with spinning), but stop when a run ends: with one session per
+    # segment in one process, threads still spinning after their segment fight the running one for the
+    # cores (a chain of 3 resnet18 segments took 3x the whole model on 2 cores).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -116,7 +118,7 @@ class SegmentChain:
             values = session.run(names, feed)
             elapsed = time.perf_counter() - start
             if self.slowdown > 1:
-                time.sleep(elapsed * (self.slowdown - 1))
+                keep_busy(elapsed * (self.slowdown - 1))
             ms = (time.perf_counter() - start) * 1000
             sent = 0
             for name, value in zip(names, values, strict=True):
@@ -125,6 +127,22 @@ class SegmentChain:
                     sent += int(value.nbytes)
             runs.append(SegmentRun(seg.index, seg.tier, ms, sent))
         return runs
+
+
+_BUSY_CHUNK = bytes(1 << 16)
+
+
+def keep_busy(seconds: float) -> None:
+    """Occupy this core for ``seconds`` without holding the GIL: an emulated slower device's extra compute.
+
+    A sleep would let the core idle, and on this 2-core VM an idle core makes the next run start cold:
+    mobilenet_v3_small took 1.3 ms back to back but 2.2-4.1 ms after 10-50 ms idle, so a phone emulated by
+    sleeping looked 2x slower than the profile it is predicted from. A phone computing 6x longer is busy.
+    sha256 releases the GIL on large buffers, so servers in the same process keep answering.
+    """
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        hashlib.sha256(_BUSY_CHUNK)
 
 
 def early_exit_answer(manifest: Manifest, available: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
