@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import numpy as np
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
+from dnnsplit.runtime.connection import EdgeConnection, EdgeTimeout, EdgeUnreachable
 from dnnsplit.runtime.link import EmulatedLink
 from dnnsplit.runtime.local import SegmentChain, SegmentRun, early_exit_answer
 from dnnsplit.runtime.wire import CONTENT_TYPE, WireError, decode, encode
@@ -112,8 +113,6 @@ class CollaborativeClient:
         manifest: Manifest | None = None,
         split_at: int | None = None,
     ) -> None:
-        import httpx
-
         if not timeout_s > 0:
             raise UsageError(f"--timeout must be > 0 (got {timeout_s})", "pass 10, say")
         if edge_url is not None and not edge_url.startswith(("http://", "https://")):
@@ -135,10 +134,13 @@ class CollaborativeClient:
             early_exit = lambda available: early_exit_answer(manifest_, available)  # noqa: E731
         self.early_exit = early_exit
         self.timeout_s = timeout_s
-        self.http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)))
+        self.connection = (
+            EdgeConnection(self.edge_url, timeout_s, min(timeout_s, 5.0)) if self.edge_url else None
+        )
 
     def close(self) -> None:
-        self.http.close()
+        if self.connection is not None:
+            self.connection.close()
 
     def __enter__(self) -> CollaborativeClient:
         return self
@@ -178,8 +180,6 @@ class CollaborativeClient:
     def _request(
         self, available: dict[str, np.ndarray], stages: Stages, link: EmulatedLink | None
     ) -> dict[str, np.ndarray]:
-        import httpx
-
         body = encode({t.name: available[t.name] for t in self.boundary}, {"manifest": self.digest})
         stages.up_bytes = len(body)
         headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body))}
@@ -187,7 +187,7 @@ class CollaborativeClient:
             headers["authorization"] = f"Bearer {self.token}"
         marks: dict[str, float] = {}
 
-        def content() -> Any:
+        def content() -> Iterator[bytes]:
             marks["start"] = time.perf_counter()
             if link is None:
                 yield body
@@ -195,23 +195,25 @@ class CollaborativeClient:
                 yield from link.upload(body)
             marks["sent"] = time.perf_counter()
 
-        url = f"{self.edge_url}/v1/infer"
+        assert self.connection is not None
         try:
-            with self.http.stream("POST", url, content=content(), headers=headers) as answer:
-                marks["head"] = time.perf_counter()
-                if answer.status_code == 200 and link is not None:
-                    raw = link.download(answer.iter_raw(), int(answer.headers.get("content-length", 0)))
-                else:
-                    raw = answer.read()
-                marks["end"] = time.perf_counter()
-        except httpx.TimeoutException:
+            answer = self.connection.post("/v1/infer", content, headers)
+            marks["head"] = time.perf_counter()
+            if answer.status == 200 and link is not None:
+                raw = link.download(answer.chunks(), answer.length)
+            else:
+                raw = answer.read()
+            marks["end"] = time.perf_counter()
+        except EdgeTimeout:
+            self.connection.close()
             raise _Unavailable(
                 f"the edge at {self.edge_url} did not answer within {self.timeout_s:g} s"
             ) from None
-        except httpx.HTTPError as exc:
-            raise _Unavailable(f"the edge at {self.edge_url} is unreachable ({_reason(exc)})") from None
-        if answer.status_code != 200:
-            self._refused(answer.status_code, raw)
+        except EdgeUnreachable as exc:
+            self.connection.close()
+            raise _Unavailable(f"the edge at {self.edge_url} is unreachable ({exc})") from None
+        if answer.status != 200:
+            self._refused(answer.status, raw)
         sent = marks.get("sent", marks["head"])
         stages.upload_ms = (sent - marks["start"]) * 1000
         stages.remote_ms = (marks["head"] - sent) * 1000
@@ -258,8 +260,3 @@ class CollaborativeClient:
 
 class _Unavailable(Exception):
     """The edge could not give an answer: the client falls back to local execution."""
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
