@@ -7,9 +7,10 @@ the bytes it sends on (what would cross the network in a collaborative deploymen
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ class SegmentChain:
             values = session.run(names, feed)
             elapsed = time.perf_counter() - start
             if self.slowdown > 1:
-                keep_busy(elapsed * (self.slowdown - 1))
+                stretch(functools.partial(session.run, names, feed), elapsed, self.slowdown)
             ms = (time.perf_counter() - start) * 1000
             sent = 0
             for name, value in zip(names, values, strict=True):
@@ -132,14 +133,23 @@ class SegmentChain:
 _BUSY_CHUNK = bytes(1 << 16)
 
 
-def keep_busy(seconds: float) -> None:
-    """Occupy this core for ``seconds`` without holding the GIL: an emulated slower device's extra compute.
+def stretch(run: Callable[[], object], elapsed_s: float, slowdown: float) -> None:
+    """Make one run of ``elapsed_s`` last ``slowdown`` times as long: a device that much slower.
 
-    A sleep would let the core idle, and on this 2-core VM an idle core makes the next run start cold:
-    mobilenet_v3_small took 1.3 ms back to back but 2.2-4.1 ms after 10-50 ms idle, so a phone emulated by
-    sleeping looked 2x slower than the profile it is predicted from. A phone computing 6x longer is busy.
-    sha256 releases the GIL on large buffers, so servers in the same process keep answering.
+    The run is repeated (slowdown - 1 whole times), then the fraction is spent busy. Sleeping instead let
+    the core idle, and on this 2-core VM an idle core starts the next run cold: mobilenet_v3_small took
+    1.3 ms back to back but 2.2-4.1 ms after 10-50 ms idle, so a phone emulated by sleeping looked twice as
+    slow as the profile it is predicted from, which is measured back to back. Repeating keeps the CPU in
+    the state the profiler measured: a phone computing 6x longer is busy computing.
     """
+    repeats = int(slowdown) - 1
+    for _ in range(repeats):
+        run()
+    keep_busy(elapsed_s * (slowdown - 1 - repeats))
+
+
+def keep_busy(seconds: float) -> None:
+    """Occupy this core for ``seconds`` without holding the GIL (sha256 releases it on large buffers)."""
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         hashlib.sha256(_BUSY_CHUNK)
