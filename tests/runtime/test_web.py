@@ -8,6 +8,7 @@ Skipped where Chromium, Playwright or the vendored onnxruntime-web (``make web``
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,28 @@ def test_serve_flag_errors_are_one_line(cli, two_tier: Path, tmp_path: Path) -> 
     assert code == 2 and "add --web" in err and "Traceback" not in err
     code, _out, err = cli("serve", two_tier, "--web", "--profile-model", "torchvision:resnet18")
     assert code == 2 and "--profiles-dir" in err
+
+
+def test_browser_profile_is_a_valid_profile_that_plan_takes(cli, tiny_onnx: Path, tmp_path: Path) -> None:
+    browser_file, host_file = tmp_path / "browser.json", tmp_path / "host.json"
+    code, _out, err = cli(
+        "profile", tiny_onnx, "--runtime", "browser", "--threads", "2", "--repeat", "10",
+        "--output", browser_file,
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(browser_file.read_text())
+    assert doc["schema"] == "dnnsplit/profile@1"
+    device = doc["device"]
+    assert device["runtime"] == "browser" and device["backend"] == "wasm"
+    assert device["browser"].startswith(("Chromium", "Google Chrome", "HeadlessChrome"))
+    assert device["versions"]["onnxruntime-web"] and device["threads"] == 2
+    layers = doc["layers"]
+    assert [la["op"] for la in layers][:2] == ["Conv", "Relu"]
+    assert all(la["latency_ms"] >= 0 for la in layers) and layers[0]["latency_ms"] > 0
+    total = sum(la["latency_ms"] for la in layers)
+    assert 0.85 <= total / doc["total"]["latency_ms"] <= 1.15, (total, doc["total"])
+    assert cli("profile", tiny_onnx, "--threads", "2", "--repeat", "5", "--output", host_file)[0] == 0
+    code, out, err = cli("plan", host_file, "--profile", f"mobile={browser_file}", "--format", "json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["devices"]["mobile"]["compute"] == f"measured: {browser_file}"
