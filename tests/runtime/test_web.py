@@ -205,3 +205,41 @@ def test_browser_profile_is_a_valid_profile_that_plan_takes(cli, tiny_onnx: Path
     assert code == 0, err
     plan = json.loads(out)
     assert plan["devices"]["mobile"]["compute"] == f"measured: {browser_file}"
+
+
+def test_profile_page_posts_a_phone_profile_back(two_tier: Path, tiny_model, tmp_path: Path, browser) -> None:
+    from dnnsplit.profiling.profile import Profile
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "phones"))
+    with serving(two_tier, settings) as server:
+        page.goto(f"{server.url}/web/profile.html")
+        page.fill("#repeat", "5")
+        page.click("#start")
+        page.wait_for_selector("#status[data-state=done], #status[data-state=error]", timeout=120_000)
+        assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
+        saved = page.evaluate("window.dnnsplitSaved")
+    files = list((tmp_path / "phones").iterdir())
+    assert [str(f) for f in files] == [saved["file"]]
+    profile = Profile.load(files[0])
+    assert profile.device["runtime"] == "browser" and profile.device["backend"] == "wasm"
+    assert [la.name for la in profile.layers] == [la.name for la in tiny_model.graph.layers]
+    assert profile.settings["repeat"] == 5 and saved["layers"] == len(profile.layers)
+    assert 0.85 <= profile.layer_sum_ratio <= 1.15
+
+
+def test_profiles_post_refuses_garbage(two_tier: Path, tmp_path: Path) -> None:
+    import httpx
+
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
+        answer = httpx.post(f"{server.url}/web/profiles", json={"events": []})
+        assert answer.status_code == 404 and "--profiles-dir" in answer.json()["error"]
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "p"))
+    with serving(two_tier, settings) as server:
+        answer = httpx.post(f"{server.url}/web/profiles", json={"events": []})
+        assert answer.status_code == 422 and "whole_ms" in answer.json()["error"]
+        assert httpx.post(f"{server.url}/web/profiles", content=b"{").status_code == 400
+        assert list((tmp_path / "p").iterdir()) == []

@@ -110,8 +110,16 @@ def web_app(service: Any, directory: str | Path) -> Any:
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
+    from dnnsplit.runtime.web.profiles import ProfileStation, profile_routes
+
     check_vendor()
     config = page_config(service)
+    settings = service.settings
+    station = (
+        ProfileStation.open(service.manifest, settings.profiles_dir, settings.profile_model)
+        if settings.profiles_dir
+        else None
+    )
     files = {seg["file"]: Path(directory) / seg["file"] for seg in config["mobile"]}
 
     async def config_json(request: Request) -> Response:
@@ -136,6 +144,7 @@ def web_app(service: Any, directory: str | Path) -> Any:
         Route("/config.json", config_json, methods=["GET"]),
         Route("/segments/{name}", segment, methods=["GET"]),
         Route("/vendor/{name}", vendor, methods=["GET"]),
+        *profile_routes(station),
     ]
     routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True)))
     return Starlette(
