@@ -7,6 +7,7 @@ directory is a fresh temporary one each time.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -41,6 +42,21 @@ def find_chromium() -> Path | None:
     return None
 
 
+_DRIVER: Any = None
+
+
+def _driver() -> Any:
+    """One Playwright driver per process: its sync API cannot be started twice in a thread, and a caller
+    (a test holding a page open) may profile in the meantime."""
+    global _DRIVER
+    if _DRIVER is None:
+        from playwright.sync_api import sync_playwright
+
+        _DRIVER = sync_playwright().start()
+        atexit.register(_DRIVER.stop)
+    return _DRIVER
+
+
 @contextmanager
 def chromium_page(timeout_s: float = 60.0) -> Iterator[tuple[Any, list[str]]]:
     """A new page in headless Chromium and the list its console messages are appended to."""
@@ -52,14 +68,13 @@ def chromium_page(timeout_s: float = 60.0) -> Iterator[tuple[Any, list[str]]]:
         )
     try:
         from playwright.sync_api import Error as PlaywrightError
-        from playwright.sync_api import sync_playwright
     except ImportError:
         raise UsageError(
             "the browser runtime needs the playwright package", "pip install 'dnnsplit[web]'"
         ) from None
-    with tempfile.TemporaryDirectory(prefix="dnnsplit-chromium-") as profile, sync_playwright() as pw:
+    with tempfile.TemporaryDirectory(prefix="dnnsplit-chromium-") as profile:
         try:
-            context = pw.chromium.launch_persistent_context(
+            context = _driver().chromium.launch_persistent_context(
                 profile, executable_path=str(executable), headless=True, args=list(FLAGS)
             )
         except PlaywrightError as exc:

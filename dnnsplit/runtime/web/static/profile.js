@@ -54,25 +54,26 @@ export async function profileModel({ model, inputShape, warmup = 5, repeat = 20,
   const total = 2 * (warmup + repeat);
   let done = 0;
   const tick = (stage) => onProgress(stage, ++done, total);
-  // Whole-model latency as a user's session runs it: no profiler attached.
-  let rt = await createSessions([model], { prefer: backend, threads });
-  const { ort } = rt;
-  let session = rt.sessions[0];
+  // Two sessions of the model, one with the profiler, run in turns: the whole-model times (no profiler,
+  // as a user's session runs) and the trace see the same conditions, even on a phone that heats up and
+  // throttles or a machine whose load changes halfway (measured one after the other, a loaded 2-core host
+  // gave layer sums of 0.37x the whole model).
+  const plain = await createSessions([model], { prefer: backend, threads });
+  const { ort } = plain;
+  const traced = await createSessions([model], { prefer: plain.backend, threads, options: { enableProfiling: true } });
+  const rt = traced;
+  const session = traced.sessions[0];
   const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', randomInput(inputShape), inputShape) };
   const whole = [];
   for (let i = 0; i < warmup + repeat; i++) {
     const t0 = performance.now();
-    await session.run(feeds);
+    await plain.sessions[0].run(feeds);
     if (i >= warmup) whole.push(performance.now() - t0);
     tick('measuring the whole model');
-  }
-  await session.release();
-  rt = await createSessions([model], { prefer: rt.backend, threads, options: { enableProfiling: true } });
-  session = rt.sessions[0];
-  for (let i = 0; i < warmup + repeat; i++) {
     await session.run(feeds);
     tick('measuring per layer');
   }
+  await plain.sessions[0].release();
   const events = await captureTrace(session);
   await session.release();
   return {
