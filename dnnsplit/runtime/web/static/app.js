@@ -151,6 +151,9 @@ export async function classify(source) {
 }
 
 async function startCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error('the camera needs a secure page (HTTPS or localhost): browsers allow getUserMedia only there; pick a file instead');
+  }
   const video = $('video');
   video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' }, audio: false });
   video.hidden = false;
