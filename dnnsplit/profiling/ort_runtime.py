@@ -125,14 +125,21 @@ def measurement_from_trace(
 def nodes_from_trace(events: list[dict[str, Any]]) -> list[OptNode]:
     """The optimised nodes a trace names, in first-run order, when the optimised model itself is not at
     hand (onnxruntime-web keeps it inside the browser): names and op types, no tensor names, so each
-    node is mapped back through its name only (onnxruntime names a fused node after the node it absorbed
-    the others into)."""
+    node is mapped back through its name (onnxruntime names a fused node after the node it absorbed the
+    others into)."""
     seen: dict[str, str] = {}
-    for e in events:
+    for e in sorted(events, key=lambda e: e.get("ts", 0)):
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
             name = e["name"][: -len("_kernel_time")]
             seen.setdefault(name, str((e.get("args") or {}).get("op_name", "")))
-    return [(name, op, [], []) for name, op in seen.items()]
+    # Nodes onnxruntime-web made up (``HardSigmoid_122`` from a decomposed HardSwish) match no layer by
+    # name; chained in execution order, each is charged to its nearest named neighbour, as native helper
+    # kernels are through their tensors.
+    names = list(seen)
+    return [
+        (name, seen[name], [f"trace:{names[i - 1]}"] if i else [], [f"trace:{name}"])
+        for i, name in enumerate(names)
+    ]
 
 
 def _kernel_times_per_run(
