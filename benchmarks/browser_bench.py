@@ -43,6 +43,8 @@ def sizes(path: Path) -> dict[str, int]:
 
 def profile(model: str, runtime: str, threads: int, repeat: int, work: Path) -> dict[str, Any]:
     out = work / f"{model.split(':')[-1]}-{runtime}.json"
+    if out.exists():  # a rerun with the same --work keeps what it measured
+        return json.loads(out.read_text())
     run_cli(
         [
             "profile",
@@ -108,31 +110,17 @@ def downloads(work: Path) -> dict[str, Any]:
     model = ["torchvision:resnet18", "--num-classes", "10", "--input-shape", "1x3x32x32"]
     branch = work / "branch"
     # Sizes do not depend on the weights' values: one epoch of branch training is enough to write the files.
-    run_cli(
-        [
-            "branch",
-            *model,
-            "--data",
-            "digits",
-            "--epochs",
-            "1",
-            "--at",
-            "maxpool",
-            "--output",
-            str(branch),
-            "--force",
-            "--max-accuracy-drop",
-            "1",
-            "--threads",
-            "1",
-            "--format",
-            "json",
-        ]
-    )
+    if not (branch / "branch.yaml").exists():
+        run_cli(["branch", *model, "--data", "digits", "--epochs", "1", "--at", "maxpool", "--output", str(branch),
+                 "--force", "--max-accuracy-drop", "1", "--threads", "1", "--format", "json"])  # fmt: skip
     import yaml
 
-    branch_doc = yaml.safe_load((branch / "branch.yaml").read_text())
-    cut = branch_doc["boundary"]["name"]
+    at = yaml.safe_load((branch / "branch.yaml").read_text())["at"]
+    # The single cut right after the branch point's module (``layer1.0`` -> nodes under /layer1/layer1.0/).
+    parts = at.split(".")
+    prefix = "/" + "/".join(".".join(parts[: i + 1]) for i in range(len(parts))) + "/"
+    _, proc = run_cli(["cuts", *model, "--single", "--format", "json"])
+    cut = [c for c in json.loads(proc.stdout)["cuts"] if c["after"].startswith(prefix)][-1]["tensors"][0]
     at_branch = work / "split-at-branch"
     run_cli(["split", *model, "--cut", cut, "--output", str(at_branch), "--force"])
     profile_file, plan_file, planned = work / "r18.json", work / "plan.yaml", work / "split-4g"

@@ -53,7 +53,7 @@ function clip8(v) {
 function resample(rgb, width, height, outW, outH) {
   const horiz = coefficients(width, outW);
   const vert = coefficients(height, outH);
-  let src = rgb, w = width, h = height;
+  let src = rgb, w = width;
   const needH = outW !== width, needV = outH !== height;
   let firstRow = 0;
   if (needH) {
@@ -75,7 +75,7 @@ function resample(rgb, width, height, outW, outH) {
         tmp[q] = clip8(s0); tmp[q + 1] = clip8(s1); tmp[q + 2] = clip8(s2);
       }
     }
-    src = tmp; w = outW; h = rows;
+    src = tmp; w = outW;
   }
   if (!needV) return src;
   const out = new Uint8Array(outW * outH * 3);
@@ -92,7 +92,6 @@ function resample(rgb, width, height, outW, outH) {
       out[q] = clip8(s0); out[q + 1] = clip8(s1); out[q + 2] = clip8(s2);
     }
   }
-  void h;
   return out;
 }
 
