@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench clean web
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,10 +13,25 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# The browser client's runtime: onnxruntime-web from the npm registry, pinned by web/package-lock.json, copied
+# into the package (served by `dnnsplit serve --web`, loaded by `profile --runtime browser`): no CDN at run time.
+# wasm backend: ort.wasm + the plain SIMD/threads build; WebGPU: ort.webgpu + its asyncify build.
+VENDOR := dnnsplit/runtime/web/static/vendor
+ORT_DIST := web/node_modules/onnxruntime-web/dist
+ORT_FILES := ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm \
+	ort.webgpu.min.mjs ort-wasm-simd-threaded.asyncify.mjs ort-wasm-simd-threaded.asyncify.wasm
+web: $(VENDOR)/.installed
+$(VENDOR)/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --ignore-scripts
+	mkdir -p $(VENDOR)
+	cp $(addprefix $(ORT_DIST)/,$(ORT_FILES)) $(VENDOR)/
+	cp web/node_modules/onnxruntime-web/package.json $(VENDOR)/onnxruntime-web.package.json
+	touch $@
+
 # The demo: resnet18 for the 10 digits at 32x32, trained on the digits bundled with scikit-learn, then
 # profile -> plan (mobile-web / edge / cloud over 4G) -> split -> run, and an early-exit branch.
 DEMO_MODEL := $(DEMO_OUT)/resnet18-digits.pt
-demo: $(STAMP)
+demo: $(STAMP) web
 	mkdir -p $(DEMO_OUT)
 	test -f $(DEMO_MODEL) || $(BIN)/dnnsplit train torchvision:resnet18 --num-classes 10 --input-shape 1x3x32x32 \
 		--data digits --output $(DEMO_MODEL)
@@ -33,7 +48,7 @@ demo: $(STAMP)
 	$(BIN)/dnnsplit plan $(DEMO_OUT)/profile.json --network 4g --branch $(DEMO_OUT)/branch
 	@echo "demo: wrote $(DEMO_OUT)/: resnet18-digits.pt, profile.json/png, plan.yaml, sweep.png, segments/, branch/, exits.png"
 
-test: $(STAMP)
+test: $(STAMP) web
 	$(BIN)/ruff check dnnsplit tests benchmarks
 	$(BIN)/python -m pytest -q
 
@@ -43,12 +58,13 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check dnnsplit tests benchmarks
 
-bench: $(STAMP)
+bench: $(STAMP) web
 	$(BIN)/python benchmarks/profile_wall_time.py
 	$(BIN)/python benchmarks/plan_solver.py
 	$(BIN)/python benchmarks/split_chain.py
 	$(BIN)/python benchmarks/branch_exit.py
 	$(BIN)/python benchmarks/prune_variants.py
+	$(BIN)/python benchmarks/browser_bench.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache web/node_modules $(VENDOR) test-artifacts

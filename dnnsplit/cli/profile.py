@@ -32,6 +32,7 @@ from dnnsplit.fileio import format_for_path
 class Runtime(StrEnum):
     onnxruntime = "onnxruntime"
     torch = "torch"
+    browser = "browser"
 
 
 class Group(StrEnum):
@@ -50,6 +51,10 @@ Examples:
   dnnsplit profile model.onnx --threads 2 --repeat 50 --output profile.json
 
   dnnsplit profile torchvision:resnet50 --runtime torch --format csv > layers.csv
+
+  # inside headless Chromium (the system's), with onnxruntime-web's wasm backend
+  dnnsplit profile torchvision:mobilenet_v3_small --runtime browser --threads 2 --output browser.json
+  dnnsplit plan profile.json --profile mobile=browser.json
 """
 
 
@@ -57,7 +62,11 @@ Examples:
 def profile(
     model: ModelArg,
     runtime: Annotated[
-        Runtime, typer.Option(help="Where to measure: onnxruntime (CPU) or eager torch.")
+        Runtime,
+        typer.Option(
+            help="Where to measure: onnxruntime (CPU), eager torch, or browser (onnxruntime-web in "
+            "headless Chromium: the system's /usr/bin/chromium, never a download)."
+        ),
     ] = Runtime.onnxruntime,
     group: Annotated[
         Group, typer.Option(help="Rows per ONNX node, per module call, or per top-level block.")

@@ -69,7 +69,9 @@ def top_classes(manifest: Any, results: dict[str, Any], top: int) -> list[dict[s
     probs = np.exp(logits - logits.max())
     probs /= probs.sum()
     order = np.argsort(-probs)[: max(top, 1)]
-    names = _categories(manifest.model, len(logits))
+    from dnnsplit.runtime.labels import class_names
+
+    names = class_names(manifest.model, len(logits))
     return [
         {
             "class": int(i),
@@ -87,17 +89,3 @@ def classes_table(title: str, classes: list[dict[str, Any]]) -> Any:
         ["class", "name", "probability"],
         [[c["class"], c["name"] or "-", f"{c['probability']:.4f}"] for c in classes],
     )
-
-
-def _categories(model: dict[str, Any], count: int) -> list[str] | None:
-    """ImageNet class names for a torchvision model with its 1000 classes; None otherwise."""
-    source = str(model.get("source") or "")
-    if not source.startswith("torchvision:"):
-        return None
-    from torchvision.models import get_model_weights
-
-    try:
-        names = list(get_model_weights(source.split(":", 1)[1]).DEFAULT.meta["categories"])
-    except (ValueError, KeyError, AttributeError):
-        return None
-    return names if len(names) == count else None

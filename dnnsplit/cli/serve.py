@@ -21,6 +21,14 @@ Examples:
 
   curl -s localhost:8080/healthz; curl -s localhost:8080/metrics
 
+  # the browser client: open http://HOST:8080/web/ on the phone (mobile segment in onnxruntime-web)
+  dnnsplit serve segments/ --tier edge --web
+  dnnsplit serve branch/ --tier edge --web                       # early exit on the phone when confident
+
+  # a phone profiles itself at /web/profile.html; the profiles land in phone-profiles/
+  dnnsplit serve segments/ --tier edge --web --profiles-dir phone-profiles/
+  dnnsplit plan profile.json --profile mobile=phone-profiles/PROFILE.json
+
 Endpoints: POST /v1/infer (safetensors in and out), GET /healthz, GET /v1/manifest, GET /metrics.
 SIGTERM or Ctrl-C stops accepting requests and lets the ones in flight finish.
 """
@@ -59,6 +67,27 @@ def serve(
         typer.Option(help="Emulate the link to --next: a preset or up=MBPS,down=MBPS,rtt=MS."),
     ] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    web: Annotated[
+        bool,
+        typer.Option(
+            "--web",
+            help="Also serve the browser client at /web/: the mobile segment runs in the phone's browser "
+            "(onnxruntime-web) and offloads here.",
+        ),
+    ] = False,
+    profiles_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --web: /web/profile.html profiles the whole model in the visitor's browser and the "
+            "profile is saved here (for `plan --profile mobile=FILE`).",
+        ),
+    ] = None,
+    profile_model: Annotated[
+        str | None,
+        typer.Option(
+            help="With --profiles-dir: the MODEL the phone profiles (default: the split's source model).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the segments of one TIER of DIRECTORY over HTTP until SIGTERM."""
     from dnnsplit.partition.network import parse_link
@@ -79,6 +108,9 @@ def serve(
         timeout_s=timeout,
         link=parse_link(link) if link else None,
         access_log=access_log,
+        web=web,
+        profiles_dir=str(profiles_dir) if profiles_dir else None,
+        profile_model=profile_model,
     )
     settings.check()
     manifest = Manifest.load(directory)
@@ -89,11 +121,12 @@ def serve(
         later = manifest.segments[service.last + 1].tier
         after = f"; {later} at {next_url}" if next_url else f"; no --next: answers carry the {later} boundary"
     auth = ", bearer token required" if token else ""
+    page = f"; browser client at {where}/web/" if web else ""
 
     def ready() -> None:
         err.print(
             f"serving {service.tier} ({route.describe(manifest, service.indices)}) on {where}{after}{auth}; "
-            f"max body {service.max_body / 1e6:.1f} MB",
+            f"max body {service.max_body / 1e6:.1f} MB{page}",
             highlight=False,
         )
 

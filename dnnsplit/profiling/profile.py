@@ -16,7 +16,7 @@ from dnnsplit.profiling.measure import Measurement
 
 SCHEMA = "dnnsplit/profile@1"
 GROUPS = ("node", "module", "block")
-RUNTIMES = ("onnxruntime", "torch")
+RUNTIMES = ("onnxruntime", "torch", "browser")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from dnnsplit.errors import UsageError
 from dnnsplit.models import ExportedModel, ModelOptions, export_model, load_model
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.profiling.graph import LayerGraph, TensorSpec, load_layer_graph
-from dnnsplit.profiling.measure import ProgressFn, no_progress
+from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress
 from dnnsplit.profiling.profile import GROUPS, RUNTIMES, Profile, build_rows
 from dnnsplit.profiling.sysinfo import host_info
 
@@ -94,6 +95,28 @@ def profile_prepared(
             repeat=settings.repeat,
             progress=progress,
         )
+    elif settings.runtime == "browser":
+        from dnnsplit.profiling.browser_runtime import (
+            browser_device,
+            measurement_from_browser,
+            run_in_browser,
+        )
+        from dnnsplit.profiling.sysinfo import cpu_model
+
+        result = run_in_browser(
+            prepared.exported.path,
+            shape,
+            threads=threads,
+            warmup=settings.warmup,
+            repeat=settings.repeat,
+            progress=progress,
+        )
+        return build_profile(
+            prepared,
+            measurement_from_browser(prepared.graph, result),
+            browser_device(result, cpu_model()),
+            settings,
+        )
     else:
         from dnnsplit.profiling.ort_runtime import measure_onnxruntime
 
@@ -106,11 +129,20 @@ def profile_prepared(
             repeat=settings.repeat,
             progress=progress,
         )
+    return build_profile(prepared, measurement, host_info(settings.runtime, threads), settings)
+
+
+def build_profile(
+    prepared: PreparedModel, measurement: Measurement, device: dict[str, Any], settings: ProfileSettings
+) -> Profile:
+    """The profile of ``prepared`` from a measurement on ``device`` (any runtime, or a phone's browser)."""
     graph = prepared.graph
     first = graph.inputs[0]
+    shape = prepared.exported.input_shape
+    threads = int(device.get("threads") or settings.resolved_threads)
     return Profile(
         model=prepared.model_block(),
-        device=host_info(settings.runtime, threads),
+        device=device,
         input=TensorSpec(first.name, first.shape, first.dtype),
         input_shape=tuple(shape),
         outputs=list(graph.outputs),

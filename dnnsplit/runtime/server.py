@@ -60,6 +60,9 @@ class ServeSettings:
     slowdown: float = 1.0  # stretch compute to emulate a slower device
     graceful_s: int = 30  # SIGTERM: how long in-flight requests may take to finish
     access_log: bool = False
+    web: bool = False  # also serve the browser client under /web (dnnsplit/runtime/web)
+    profiles_dir: str | None = None  # where /web/profile.html's posted profiles are saved
+    profile_model: str | None = None  # the MODEL that page profiles (default: the split's source)
 
     def check(self) -> None:
         if self.max_batch < 1:
@@ -74,6 +77,12 @@ class ServeSettings:
             raise UsageError(
                 f"binding {self.host} exposes the server beyond this machine without authentication",
                 "pass --token SECRET (or set DNNSPLIT_TOKEN), or bind 127.0.0.1",
+            )
+        if self.profiles_dir is not None and not self.web:
+            raise UsageError("--profiles-dir is for the browser client's profiling page", "add --web")
+        if self.profile_model is not None and self.profiles_dir is None:
+            raise UsageError(
+                "--profile-model names what /web/profile.html profiles", "add --profiles-dir DIR"
             )
         if self.next_url is not None and not self.next_url.startswith(("http://", "https://")):
             raise UsageError(f"--next '{self.next_url}' is not an http(s) URL", "pass http://HOST:PORT")
@@ -152,6 +161,7 @@ class TierService:
 
     def __init__(self, manifest: Manifest, directory: str | Path, settings: ServeSettings) -> None:
         settings.check()
+        self.directory = Path(directory)
         self.manifest = manifest
         self.settings = settings
         if settings.segments is not None:
@@ -438,13 +448,24 @@ def create_app(service: TierService) -> Any:
         yield
         await service.close()
 
+    routes: list[Any] = [
+        Route("/v1/infer", infer, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/manifest", manifest, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if service.settings.web:
+        from starlette.responses import RedirectResponse
+        from starlette.routing import Mount
+
+        from dnnsplit.runtime.web.routes import web_app
+
+        async def home(request: Request) -> Response:
+            return RedirectResponse("/web/")
+
+        routes += [Route("/", home, methods=["GET"]), Mount("/web", app=web_app(service, service.directory))]
     return Starlette(
-        routes=[
-            Route("/v1/infer", infer, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/v1/manifest", manifest, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-        ],
+        routes=routes,
         middleware=[Middleware(_CountStatuses, metrics=service.metrics)],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

@@ -1,0 +1,153 @@
+"""``serve --web``: the browser client's routes, mounted under ``/web`` beside the tier's API.
+
+``/web/`` is the page (static files, gzip), ``/web/config.json`` what it needs to know about the split (the
+mobile segments to download, the tensors to send, the early-exit outputs, class names), ``/web/segments/FILE``
+the mobile tier's segment files (only those: the edge's weights stay on the edge). Answers carry COOP/COEP
+so the page is cross-origin isolated: onnxruntime-web's threads need SharedArrayBuffer, which needs that.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import mimetypes
+from pathlib import Path
+from typing import Any
+
+from dnnsplit.errors import UsageError
+from dnnsplit.runtime import route
+from dnnsplit.runtime.labels import class_names
+from dnnsplit.runtime.web import STATIC, VENDOR, check_vendor
+
+# Debian's mimetypes lacks .mjs; a module script served as text/plain is refused by the browser.
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("application/wasm", ".wasm")
+
+ISOLATION = {
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-embedder-policy": "require-corp",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+
+def page_config(service: Any) -> dict[str, Any]:
+    """What the page needs about the split: what to download, run, send and show."""
+    manifest = service.manifest
+    local = route.local_prefix(manifest)
+    if not local:
+        raise UsageError(
+            "--web needs a split whose first segment is the mobile tier's", "split with a mobile tier"
+        )
+    boundary = route.crossing(manifest, len(local)) if len(local) < len(manifest.segments) else []
+    first = manifest.outputs[0]
+    count = 1
+    for d in first.shape[1:]:
+        count *= int(d)
+    return {
+        "split": service.digest,
+        "input": {"name": manifest.input.name, "shape": [1, *manifest.input.shape[1:]]},
+        "mobile": [
+            {
+                "file": manifest.segments[i].file,
+                "url": f"segments/{manifest.segments[i].file}",
+                "bytes": manifest.segments[i].bytes,
+            }
+            for i in local
+        ],
+        "boundary": [t.to_dict() for t in boundary],
+        "first_output": first.name,
+        "early_exit": dict(manifest.early_exit) if manifest.early_exit else None,
+        "labels": class_names(manifest.model, count),
+        "infer_url": "/v1/infer",
+        "token_required": service.settings.token is not None,
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _gzipped(path: Path, mtime_ns: int) -> bytes:
+    # Level 6: the 14 MB wasm runtime compresses in ~0.5 s once (level 9 takes 3x as long for 1% less);
+    # kept in memory so every later page load gets it at once.
+    return gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
+
+
+def send_file(request: Any, path: Path, media_type: str) -> Any:
+    """A large static file, gzip-compressed (once, then cached) when the client accepts it."""
+    from starlette.responses import FileResponse, Response
+
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        body = _gzipped(path, path.stat().st_mtime_ns)
+        return Response(
+            body, media_type=media_type, headers={"content-encoding": "gzip", "vary": "accept-encoding"}
+        )
+    return FileResponse(path, media_type=media_type)
+
+
+class _Isolate:
+    """ASGI middleware: the cross-origin isolation headers on every answer under /web."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def add_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.encode(), v.encode()) for k, v in ISOLATION.items()]
+                headers.append((b"cache-control", b"no-cache"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, add_headers)
+
+
+def web_app(service: Any, directory: str | Path) -> Any:
+    """The Starlette sub-app mounted at /web."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    from dnnsplit.runtime.web.profiles import ProfileStation, profile_routes
+
+    check_vendor()
+    config = page_config(service)
+    settings = service.settings
+    station = (
+        ProfileStation.open(service.manifest, settings.profiles_dir, settings.profile_model)
+        if settings.profiles_dir
+        else None
+    )
+    files = {seg["file"]: Path(directory) / seg["file"] for seg in config["mobile"]}
+
+    async def config_json(request: Request) -> Response:
+        return JSONResponse(config)
+
+    async def segment(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in files:
+            return JSONResponse(
+                {"error": f"'{name}' is not a mobile segment of this split", "code": "not_found"},
+                status_code=404,
+            )
+        return send_file(request, files[name], "application/octet-stream")
+
+    async def vendor(request: Request) -> Response:
+        path = VENDOR / request.path_params["name"]
+        if "/" in request.path_params["name"] or not path.is_file():
+            return JSONResponse({"error": "not found", "code": "not_found"}, status_code=404)
+        return send_file(request, path, mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+
+    routes: list[Any] = [
+        Route("/config.json", config_json, methods=["GET"]),
+        Route("/segments/{name}", segment, methods=["GET"]),
+        Route("/vendor/{name}", vendor, methods=["GET"]),
+        *profile_routes(station),
+    ]
+    routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True)))
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(GZipMiddleware, minimum_size=1024), Middleware(_Isolate)],
+    )

@@ -1,0 +1,183 @@
+// The phone's side of collaborative inference in the browser: download the mobile segment(s), run them on
+// an image, stop there when the early-exit branch is confident, else send the boundary tensors to the edge
+// (POST /v1/infer, the Python client's wire format) and show the top-5 with the time of every stage.
+
+import { createSessions, run } from './runtime.js';
+import { pixels, toTensor } from './preprocess.js';
+import { CONTENT_TYPE, decode, encode } from './wire.js';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const state = { config: null, rt: null, stages: {} };
+
+const size = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} kB`);
+
+function setStatus(text, kind = 'busy') {
+  const el = $('status');
+  el.textContent = text;
+  el.dataset.state = kind;
+}
+
+async function download(url) {
+  const t0 = performance.now();
+  const answer = await fetch(url);
+  if (!answer.ok) throw new Error(`GET ${url}: ${answer.status}`);
+  const bytes = await answer.arrayBuffer();
+  return { bytes, ms: performance.now() - t0 };
+}
+
+async function load() {
+  setStatus('loading the split…');
+  const answer = await fetch('config.json');
+  if (!answer.ok) throw new Error(`GET config.json: ${answer.status}`);
+  const config = await answer.json();
+  state.config = config;
+  const files = await Promise.all(config.mobile.map((seg) => download(seg.url)));
+  state.stages.download_ms = files.reduce((a, f) => a + f.ms, 0);
+  state.stages.download_bytes = files.reduce((a, f) => a + f.bytes.byteLength, 0);
+  state.rt = await createSessions(files.map((f) => f.bytes), { prefer: params.get('backend') || 'auto' });
+  $('backend').textContent = `${state.rt.backend} (onnxruntime-web ${state.rt.version}, ${state.rt.threads} thread(s))${state.rt.note ? ' — ' + state.rt.note : ''}`;
+  $('backend').dataset.backend = state.rt.backend;
+  $('split').textContent = `split ${config.split}: ${config.mobile.map((s) => s.file).join(', ')} here (${size(state.stages.download_bytes)}), the rest on the edge${config.early_exit ? '; early exit when the branch is confident' : ''}`;
+  setStatus('ready: pick an image or use the camera', 'ready');
+}
+
+// The mobile segments on one input tensor; every tensor made so far, by name.
+async function runMobile(x) {
+  const { config, rt } = state;
+  const available = { [config.input.name]: { dtype: 'float32', shape: config.input.shape, data: x } };
+  const t0 = performance.now();
+  for (let i = 0; i < rt.sessions.length; i++) Object.assign(available, await run(rt.ort, rt.sessions[i], available));
+  return { available, ms: performance.now() - t0 };
+}
+
+function exitsEarly(available) {
+  const spec = state.config.early_exit;
+  if (!spec || !(spec.flag in available)) return null;
+  if (!available[spec.flag].data.every((v) => v)) return null;
+  return { [spec.answers]: available[spec.logits] };
+}
+
+async function offload(available) {
+  const { config } = state;
+  const boundary = Object.fromEntries(config.boundary.map((t) => [t.name, available[t.name]]));
+  const body = encode(boundary, { manifest: config.split });
+  const headers = { 'content-type': CONTENT_TYPE };
+  const token = params.get('token') || $('token').value;
+  if (token) headers.authorization = `Bearer ${token}`;
+  const url = new URL(config.infer_url, location.href).href + `?r=${Date.now()}`;
+  const t0 = performance.now();
+  const answer = await fetch(url, { method: 'POST', body, headers });
+  const raw = await answer.arrayBuffer();
+  const t1 = performance.now();
+  if (!answer.ok) {
+    let reason = '';
+    try { reason = JSON.parse(new TextDecoder().decode(raw)).error; } catch { reason = answer.statusText; }
+    throw new Error(`the edge answered ${answer.status}: ${reason}`);
+  }
+  const { tensors, metadata } = decode(raw);
+  if (metadata.complete === 'false') throw new Error('the edge has no next tier for the rest of the split (--next)');
+  // Stages from Resource Timing (same origin, so every mark is there) and the edge's Server-Timing.
+  const entry = performance.getEntriesByName(url).pop();
+  // What the edge spent: its own compute, plus its round trip to the tiers behind it when there are some.
+  const timing = Object.fromEntries((entry?.serverTiming || []).map((s) => [s.name, s.duration]));
+  const edgeMs = (timing['compute-edge'] || 0) + (timing.forward || 0);
+  const waited = entry ? entry.responseStart - entry.requestStart : t1 - t0;
+  return {
+    tensors,
+    stages: {
+      upload_ms: Math.max(0, waited - edgeMs),
+      edge_ms: edgeMs,
+      return_ms: entry ? entry.responseEnd - entry.responseStart : 0,
+      request_ms: t1 - t0,
+      up_bytes: body.byteLength,
+      down_bytes: raw.byteLength,
+    },
+  };
+}
+
+function softmaxTop(logits, k) {
+  let max = -Infinity;
+  for (const v of logits) max = Math.max(max, v);
+  const exps = Array.from(logits, (v) => Math.exp(v - max));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((p, i) => ({ class: i, probability: p / sum, logit: logits[i] }))
+    .sort((a, b) => b.probability - a.probability).slice(0, k);
+}
+
+function show(result) {
+  const { config } = state;
+  const rows = result.top.map((c) => `<tr><td>${c.class}</td><td>${config.labels ? config.labels[c.class] : '-'}</td><td>${c.probability.toFixed(4)}</td></tr>`);
+  $('top').innerHTML = `<tr><th>class</th><th>name</th><th>probability</th></tr>${rows.join('')}`;
+  $('top1').textContent = String(result.top[0].class);
+  $('path').textContent = result.path === 'early-exit' ? 'early exit on this device (the edge was not asked)' : 'offloaded to the edge';
+  $('path').dataset.path = result.path;
+  const s = result.stages;
+  const fmt = (v) => (v === undefined ? '-' : `${v.toFixed(2)} ms`);
+  $('stages').innerHTML = [
+    ['download of the model (once)', fmt(s.download_ms) + ` (${size(s.download_bytes)})`],
+    ['mobile compute', fmt(s.mobile_ms)],
+    ['upload', result.path === 'edge' ? fmt(s.upload_ms) + ` (${size(s.up_bytes)})` : '-'],
+    ['edge', result.path === 'edge' ? fmt(s.edge_ms) : '-'],
+    ['return', result.path === 'edge' ? fmt(s.return_ms) + ` (${size(s.down_bytes)})` : '-'],
+    ['total (this image)', fmt(s.total_ms)],
+  ].map(([a, b]) => `<tr><td>${a}</td><td>${b}</td></tr>`).join('');
+  window.dnnsplitResult = result;
+}
+
+// One image (a File, Blob or video frame) through the split; the result is also left in window.dnnsplitResult.
+export async function classify(source) {
+  const { config } = state;
+  setStatus('running…');
+  const t0 = performance.now();
+  const image = await pixels(source);
+  const x = toTensor(image.data, image.width, image.height, config.input.shape);
+  const { available, ms } = await runMobile(x);
+  const stages = { download_ms: state.stages.download_ms, download_bytes: state.stages.download_bytes, mobile_ms: ms };
+  let outputs = exitsEarly(available);
+  let path = 'early-exit';
+  if (!outputs) {
+    const remote = await offload(available);
+    outputs = remote.tensors;
+    Object.assign(stages, remote.stages);
+    path = 'edge';
+  }
+  stages.total_ms = performance.now() - t0;
+  const logits = outputs[config.first_output].data;
+  const result = { path, top: softmaxTop(logits, 5), logits: Array.from(logits), stages, backend: state.rt.backend };
+  show(result);
+  setStatus('done', 'done');
+  return result;
+}
+
+async function startCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error('the camera needs a secure page (HTTPS or localhost): browsers allow getUserMedia only there; pick a file instead');
+  }
+  const video = $('video');
+  video.srcObject = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' }, audio: false });
+  video.hidden = false;
+  await video.play();
+  $('snap').hidden = false;
+}
+
+function guard(fn) {
+  return async (...args) => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      setStatus(`error: ${err.message || err}`, 'error');
+      console.error(err);
+    }
+  };
+}
+
+$('file').addEventListener('change', guard(async (e) => {
+  const file = e.target.files[0];
+  if (!file) return;
+  $('preview').src = URL.createObjectURL(file);
+  await classify(file);
+}));
+$('camera').addEventListener('click', guard(startCamera));
+$('snap').addEventListener('click', guard(async () => classify($('video'))));
+window.dnnsplit = { classify, ready: guard(load)() };

@@ -1,0 +1,247 @@
+"""The browser client end to end, in the system's headless Chromium on loopback: the page runs the mobile
+segment in onnxruntime-web and offloads to a live edge, or answers on the phone when the branch is confident;
+``profile --runtime browser`` measures a model inside Chromium and writes a profile that ``plan`` takes.
+
+Skipped where Chromium, Playwright or the vendored onnxruntime-web (``make web``) is missing, except in CI
+(CI=true), where a missing piece is a failure: ``.ci/run`` installs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dnnsplit.runtime.web import REQUIRED, VENDOR
+from dnnsplit.runtime.web.browser import find_chromium
+
+
+def _missing() -> str | None:
+    if find_chromium() is None:
+        return "no chromium (apt-get install -y chromium)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "no playwright (pip install -e '.[test]')"
+    if not all((VENDOR / name).is_file() for name in REQUIRED):
+        return "no vendored onnxruntime-web (make web)"
+    return None
+
+
+MISSING = _missing()
+if MISSING and os.environ.get("CI") == "true":
+    raise RuntimeError(f"browser tests cannot run in CI: {MISSING}")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[tuple[Any, list[str]]]:
+    from dnnsplit.runtime.web.browser import chromium_page
+
+    with chromium_page() as (page, console):
+        yield page, console
+
+
+@pytest.fixture(scope="module")
+def artifacts() -> Path:
+    directory = Path(os.environ.get("DNNSPLIT_TEST_ARTIFACTS", "test-artifacts"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _png(path: Path, pixels: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path
+
+
+def _open_page(page: Any, url: str) -> None:
+    page.goto(f"{url}/web/")
+    page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
+    assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#status")
+
+
+def _classify(page: Any, image: Path) -> dict[str, Any]:
+    page.evaluate("document.getElementById('status').dataset.state = 'busy'")
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("#status[data-state=done], #status[data-state=error]")
+    assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
+    return page.evaluate("window.dnnsplitResult")
+
+
+def _reference(directory: Path, image: Path) -> tuple[dict[str, np.ndarray], bool]:
+    """What `dnnsplit run DIR --input IMAGE` computes: the chain in onnxruntime, and whether it exited."""
+    from dnnsplit.runtime.local import SegmentChain
+    from dnnsplit.runtime.preprocess import load_image
+
+    chain = SegmentChain.load(directory)
+    x = load_image(image, chain.manifest.input.shape)
+    outputs, runs = chain.run(x)
+    return outputs, len(runs) == 1 and chain.manifest.early_exit is not None
+
+
+def test_page_offloads_to_the_edge_and_matches_run(
+    two_tier: Path, tmp_path: Path, browser, artifacts
+) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    # An odd size and aspect: the page's resize and centre crop must be Pillow's to the bit.
+    image = _png(tmp_path / "noise.png", np.random.default_rng(3).integers(0, 256, (45, 61, 3)))
+    expected, _ = _reference(two_tier, image)
+    logits = expected["logits"][0]
+    with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
+        _open_page(page, server.url)
+        assert page.get_attribute("#backend", "data-backend") == "wasm"  # headless, --disable-gpu
+        result = _classify(page, image)
+        served = server.service.served
+    assert result["path"] == "edge" and served == 1
+    assert [c["class"] for c in result["top"]] == list(np.argsort(-logits)[:5])
+    np.testing.assert_allclose(result["logits"], logits, rtol=1e-5, atol=1e-5)
+    assert page.inner_text("#top1") == str(int(np.argmax(logits)))
+    stages = result["stages"]
+    assert stages["up_bytes"] > 32768 and stages["down_bytes"] > 40  # the 8x32x32 boundary; 10 logits back
+    assert stages["mobile_ms"] > 0 and stages["edge_ms"] > 0 and stages["download_bytes"] > 0
+    page.screenshot(path=str(artifacts / "web-offload.png"), full_page=True)
+
+
+def _digit_images(tmp_path: Path, directory: Path) -> tuple[Path, Path]:
+    """A digit the branch answers on the phone, and one it sends to the edge (per the Python chain)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images
+    exits = offloads = None
+    for i, digit in enumerate(digits[:200]):
+        gray = np.kron(digit / 16.0 * 255.0, np.ones((4, 4)))  # 8x8 -> 32x32
+        image = _png(tmp_path / f"digit{i}.png", np.repeat(gray[:, :, None], 3, axis=2))
+        _, exited = _reference(directory, image)
+        if exited and exits is None:
+            exits = image
+        if not exited and offloads is None:
+            offloads = image
+        if exits and offloads:
+            return exits, offloads
+    pytest.fail("no digit exits early or none goes to the edge: the branch fixture changed")
+
+
+def test_confident_branch_answers_without_the_edge(
+    tiny_branch: Path, tmp_path: Path, browser, artifacts
+) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    exits, offloads = _digit_images(tmp_path, tiny_branch)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    with serving(tiny_branch, ServeSettings(tier="edge", web=True)) as server:
+        _open_page(page, server.url)
+        early = _classify(page, exits)
+        assert server.service.served == 0
+        assert not [u for u in requests if "/v1/infer" in u]
+        assert page.get_attribute("#path", "data-path") == "early-exit"
+        page.screenshot(path=str(artifacts / "web-early-exit.png"), full_page=True)
+        remote = _classify(page, offloads)
+        assert server.service.served == 1
+    expected, _ = _reference(tiny_branch, exits)
+    assert early["path"] == "early-exit"
+    assert early["top"][0]["class"] == int(np.argmax(next(iter(expected.values()))[0]))
+    expected, _ = _reference(tiny_branch, offloads)
+    assert remote["path"] == "edge"
+    np.testing.assert_allclose(remote["logits"], next(iter(expected.values()))[0], rtol=1e-4, atol=1e-4)
+
+
+def test_web_serves_only_the_mobile_segments(two_tier: Path) -> None:
+    import httpx
+
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
+        config = httpx.get(f"{server.url}/web/config.json").json()
+        assert [s["file"] for s in config["mobile"]] == ["01-mobile.onnx"]
+        assert config["boundary"][0]["name"] == "/stem/stem.2/Relu_output_0"
+        mobile = httpx.get(f"{server.url}/web/segments/01-mobile.onnx", headers={"accept-encoding": "gzip"})
+        assert mobile.status_code == 200 and mobile.content == (two_tier / "01-mobile.onnx").read_bytes()
+        assert mobile.headers["content-encoding"] == "gzip"
+        assert httpx.get(f"{server.url}/web/segments/02-edge.onnx").status_code == 404
+        page = httpx.get(f"{server.url}/web/")
+        assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+        runtime = httpx.get(f"{server.url}/web/vendor/ort-wasm-simd-threaded.wasm")
+        assert runtime.headers["content-type"] == "application/wasm"
+
+
+def test_serve_flag_errors_are_one_line(cli, two_tier: Path, tmp_path: Path) -> None:
+    code, _out, err = cli("serve", two_tier, "--profiles-dir", tmp_path)
+    assert code == 2 and "add --web" in err and "Traceback" not in err
+    code, _out, err = cli("serve", two_tier, "--web", "--profile-model", "torchvision:resnet18")
+    assert code == 2 and "--profiles-dir" in err
+
+
+def test_browser_profile_is_a_valid_profile_that_plan_takes(cli, tiny_onnx: Path, tmp_path: Path) -> None:
+    browser_file, host_file = tmp_path / "browser.json", tmp_path / "host.json"
+    code, _out, err = cli(
+        "profile", tiny_onnx, "--runtime", "browser", "--threads", "1", "--repeat", "20",
+        "--output", browser_file,
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(browser_file.read_text())
+    assert doc["schema"] == "dnnsplit/profile@1"
+    device = doc["device"]
+    assert device["runtime"] == "browser" and device["backend"] == "wasm"
+    assert device["browser"].startswith(("Chromium", "Google Chrome", "HeadlessChrome"))
+    assert device["versions"]["onnxruntime-web"] and device["threads"] == 1
+    layers = doc["layers"]
+    assert [la["op"] for la in layers][:2] == ["Conv", "Relu"]
+    assert all(la["latency_ms"] >= 0 for la in layers) and layers[0]["latency_ms"] > 0
+    total = sum(la["latency_ms"] for la in layers)
+    # One thread: with two on this 2-core machine, a kernel waits for its slower thread whenever the other
+    # core is busy, and per-layer medians stop adding up to the whole model's median.
+    assert 0.85 <= total / doc["total"]["latency_ms"] <= 1.15, (total, doc["total"])
+    assert cli("profile", tiny_onnx, "--threads", "2", "--repeat", "5", "--output", host_file)[0] == 0
+    code, out, err = cli("plan", host_file, "--profile", f"mobile={browser_file}", "--format", "json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["devices"]["mobile"]["compute"] == f"measured: {browser_file}"
+
+
+def test_profile_page_posts_a_phone_profile_back(two_tier: Path, tiny_model, tmp_path: Path, browser) -> None:
+    from dnnsplit.profiling.profile import Profile
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "phones"))
+    with serving(two_tier, settings) as server:
+        page.goto(f"{server.url}/web/profile.html")
+        page.fill("#repeat", "5")
+        page.click("#start")
+        page.wait_for_selector("#status[data-state=done], #status[data-state=error]", timeout=120_000)
+        assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
+        saved = page.evaluate("window.dnnsplitSaved")
+    files = list((tmp_path / "phones").iterdir())
+    assert [str(f) for f in files] == [saved["file"]]
+    profile = Profile.load(files[0])
+    assert profile.device["runtime"] == "browser" and profile.device["backend"] == "wasm"
+    assert [la.name for la in profile.layers] == [la.name for la in tiny_model.graph.layers]
+    assert profile.settings["repeat"] == 5 and saved["layers"] == len(profile.layers)
+    assert profile.layer_sum_ms > 0 and saved["latency_ms"] == pytest.approx(profile.latency_ms, abs=1e-5)
+
+
+def test_profiles_post_refuses_garbage(two_tier: Path, tmp_path: Path) -> None:
+    import httpx
+
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
+        answer = httpx.post(f"{server.url}/web/profiles", json={"events": []})
+        assert answer.status_code == 404 and "--profiles-dir" in answer.json()["error"]
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "p"))
+    with serving(two_tier, settings) as server:
+        answer = httpx.post(f"{server.url}/web/profiles", json={"events": []})
+        assert answer.status_code == 422 and "whole_ms" in answer.json()["error"]
+        assert httpx.post(f"{server.url}/web/profiles", content=b"{").status_code == 400
+        assert list((tmp_path / "p").iterdir()) == []
