@@ -179,7 +179,10 @@ def _headline(o: Any) -> str:
     if o.name == "profile":
         return f"{r.get('layers')} layers, {r.get('latency_ms', 0):.2f} ms on this host"
     if o.name == "branch":
-        return f"exit rate {r.get('exit_rate', 0):.1%}, accuracy {r.get('accuracy', 0):.4f}"
+        ok = (r.get("validation") or {}).get("passed", True)
+        return f"exit rate {r.get('exit_rate', 0):.1%}, accuracy {r.get('accuracy', 0):.4f}" + (
+            "" if ok else " (onnxruntime mismatches: see the report)"
+        )
     if o.name == "prune":
         return f"{len(r.get('variants', []))} variants"
     if o.name == "plan":

@@ -73,14 +73,12 @@ def _budgets_section(budgets: list[BudgetResult]) -> list[str]:
     rows = []
     for b in budgets:
         op = {"max": "<=", "min": ">=", "check": ""}[b.kind]
-        limit = (
-            "not enforced" if b.limit is None and b.kind != "check" else f"{op} {b.limit:g} {b.unit}".strip()
-        )
         if b.kind == "check":
-            limit = "chained segments = whole model"
-        verdict = "holds" if b.holds else "**MISSED**"
-        if b.limit is None and b.kind != "check":
-            verdict = "-"
+            limit, verdict = "chained segments = whole model", "holds" if b.holds else "**MISSED**"
+        elif b.limit is None:
+            limit, verdict = "not enforced", "-"
+        else:
+            limit, verdict = f"{op} {b.limit:g} {b.unit}".strip(), "holds" if b.holds else "**MISSED**"
         actual = (
             "-"
             if b.actual is None
@@ -162,7 +160,7 @@ def _plans_section(plans: dict[str, dict[str, Any]], layout: Layout, config: Pip
     rows = []
     for label, doc in plans.items():
         pred = doc["predicted"]
-        layers = pred.get("breakdown", {}).get("layers") or {}
+        layers = pred.get("layers") or {}
         speed = doc.get("speedup")
         rows.append(
             [
@@ -241,6 +239,14 @@ def _branch_section(layout: Layout, shipped: dict[str, Any]) -> list[str]:
         "![exit curve](exits.png)",
         "",
     ]
+    v = doc.validation
+    if not v.get("passed", True):
+        lines += [
+            f"**Note:** onnxruntime and PyTorch disagree on {v.get('exit_mismatches')} exit decision(s) and "
+            f"{v.get('answer_mismatches')} answer(s) of {v.get('samples')} test samples (binarized layers "
+            "flip sign near zero); the branch is not in the shipped segments. More `branch.epochs` help.",
+            "",
+        ]
     block = shipped.get("branch")
     if block:
         plain = shipped["predicted"]["latency_ms"]
@@ -286,7 +292,8 @@ def _prune_section(layout: Layout, config: PipelineConfig) -> list[str]:
         "## Pruning",
         "",
         f"Channel-pruned variants for the phone ({config.tiers['mobile']}) over {net}, each fine-tuned by "
-        "distillation; latency is end to end with the best partition for that variant.",
+        "distillation; latency is end to end over mobile and edge with the best partition for that variant, "
+        f"from profiles measured with {config.prune.threads} onnxruntime thread(s).",
         "",
         "![accuracy vs latency](pareto.png)",
         "",

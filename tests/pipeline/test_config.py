@@ -41,13 +41,13 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     ("old", "new", "key", "needle", "hint"),
     [
         (
-            "  latency_ms: 100",
-            "  latncy_ms: 100",
+            "  latency_ms: 60",
+            "  latncy_ms: 60",
             "budgets.latncy_ms",
             "unknown key",
             "did you mean 'latency_ms'",
         ),
-        ("  epochs: 4\n", "  epochs: four\n", "train.epochs", "expected an integer", "write e.g."),
+        ("  epochs: 4\n  lr", "  epochs: four\n  lr", "train.epochs", "expected an integer", "write e.g."),
         ("  repeat: 20", "  repeat: 0", "profile.repeat", "out of range", "at least 1"),
         (
             "  mobile: mobile-web",
@@ -146,8 +146,8 @@ def test_cli_check_and_errors_exit_2(cli, tmp_path: Path) -> None:
     assert code == 0 and "ok" in stdout, stderr
     bad = (
         DEMO.read_text()
-        .replace("  latency_ms: 100", "  latncy_ms: 100")
-        .replace("  epochs: 4\n", "  epochs: x\n")
+        .replace("  latency_ms: 60", "  latncy_ms: 60")
+        .replace("  epochs: 4\n  lr", "  epochs: x\n  lr")
     )
     path = _write(tmp_path, bad)
     code, stdout, stderr = cli("pipeline", str(path), "--check")
