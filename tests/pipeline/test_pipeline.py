@@ -159,3 +159,24 @@ def test_missed_budgets_exit_1_naming_each(cli, first_run: tuple[Path, dict]) ->
     assert len(line) == 1 and "2 budget(s) missed" in line[0]
     assert "latency_ms" in line[0] and "(budget <= 0.001 ms)" in line[0] and "accuracy" in line[0]
     assert "**MISSED**" in (config.parent / "out" / "report.md").read_text()
+
+
+def test_given_weights_skip_training_and_stages_can_be_off(
+    cli, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "dnnsplit.yaml"
+    config.write_text(
+        f"schema: dnnsplit/pipeline@1\noutput: out\nmodel: {{source: {tiny_checkpoint}}}\ndata: digits\n"
+        "tiers: {mobile: mobile-web, cloud: cloud}\nlinks: {mobile-cloud: wifi}\n"
+        "profile: {threads: 1, warmup: 1, repeat: 3}\nbudgets: {accuracy: 0.5}\n"
+    )
+    code, summary, stderr = _run(cli, config)
+    assert code == 0, stderr
+    stages = {s["name"]: s for s in summary["stages"]}
+    assert stages["branch"]["status"] == stages["prune"]["status"] == "off"
+    assert stages["train"]["status"] == "ran" and not (tmp_path / "out" / "model.pt").exists()
+    accuracy = next(b for b in summary["budgets"] if b["name"] == "accuracy")
+    assert accuracy["holds"] and accuracy["actual"] > 0.5  # the given checkpoint, measured on the test split
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "weights given in the config" in report and "## Pruning" not in report
+    assert "mobile (mobile-web) -> cloud (cloud)" in report
