@@ -28,25 +28,13 @@ $(VENDOR)/.installed: web/package.json web/package-lock.json
 	cp web/node_modules/onnxruntime-web/package.json $(VENDOR)/onnxruntime-web.package.json
 	touch $@
 
-# The demo: resnet18 for the 10 digits at 32x32, trained on the digits bundled with scikit-learn, then
-# profile -> plan (mobile-web / edge / cloud over 4G) -> split -> run, and an early-exit branch.
-DEMO_MODEL := $(DEMO_OUT)/resnet18-digits.pt
+# The demo: `dnnsplit pipeline` on the built-in config (the file `dnnsplit init` writes): resnet18 for the
+# 10 digits at 32x32 trained on the digits bundled with scikit-learn, profiled, branched, pruned, planned
+# for mobile-web / edge / cloud over 4G and split, with a report. A second run skips the unchanged stages.
+DEMO_CONFIG := dnnsplit/pipeline/demo.yaml
 demo: $(STAMP) web
-	mkdir -p $(DEMO_OUT)
-	test -f $(DEMO_MODEL) || $(BIN)/dnnsplit train torchvision:resnet18 --num-classes 10 --input-shape 1x3x32x32 \
-		--data digits --output $(DEMO_MODEL)
-	$(BIN)/dnnsplit profile $(DEMO_MODEL) --threads 2 --output $(DEMO_OUT)/profile.json --plot $(DEMO_OUT)/profile.png
-	$(BIN)/dnnsplit plan $(DEMO_OUT)/profile.json --tiers mobile,edge,cloud --network 4g \
-		--output $(DEMO_OUT)/plan.yaml --sweep-bandwidth 0.1:100:20 --plot $(DEMO_OUT)/sweep.png
-	$(BIN)/dnnsplit split $(DEMO_MODEL) --plan $(DEMO_OUT)/plan.yaml --output $(DEMO_OUT)/segments --force
-	$(BIN)/python -c "from dnnsplit.training.data import load_data; import numpy as np; \
-		x, y = load_data('digits', (1, 3, 32, 32), augment=False).test[0]; np.save('$(DEMO_OUT)/digit.npy', x.numpy()); \
-		print('demo input: a test digit labelled', y)"
-	$(BIN)/dnnsplit run $(DEMO_OUT)/segments --input $(DEMO_OUT)/digit.npy
-	test -f $(DEMO_OUT)/branch/branch.yaml || $(BIN)/dnnsplit branch $(DEMO_MODEL) --data digits \
-		--output $(DEMO_OUT)/branch --plot $(DEMO_OUT)/exits.png
-	$(BIN)/dnnsplit plan $(DEMO_OUT)/profile.json --network 4g --branch $(DEMO_OUT)/branch
-	@echo "demo: wrote $(DEMO_OUT)/: resnet18-digits.pt, profile.json/png, plan.yaml, sweep.png, segments/, branch/, exits.png"
+	$(BIN)/dnnsplit pipeline $(DEMO_CONFIG) --output $(DEMO_OUT)
+	@echo "demo: the report is $(DEMO_OUT)/report.md (plots beside it; segments in $(DEMO_OUT)/segments/)"
 
 test: $(STAMP) web
 	$(BIN)/ruff check dnnsplit tests benchmarks

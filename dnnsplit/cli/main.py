@@ -11,6 +11,7 @@ from dnnsplit.cli import cuts as cuts_cmd
 from dnnsplit.cli import devices as devices_cmd
 from dnnsplit.cli import infer as infer_cmd
 from dnnsplit.cli import models as models_cmd
+from dnnsplit.cli import pipeline as pipeline_cmd
 from dnnsplit.cli import plan as plan_cmd
 from dnnsplit.cli import profile as profile_cmd
 from dnnsplit.cli import prune as prune_cmd
@@ -55,6 +56,8 @@ app.command(name="select", epilog=prune_cmd.SELECT_EXAMPLES)(prune_cmd.select)
 _register(devices_cmd, "devices")
 app.add_typer(rl_cmd.app, name="rl", epilog=rl_cmd.EXAMPLES)
 _register(models_cmd, "models")
+app.command(name="init", epilog=pipeline_cmd.INIT_EXAMPLES)(pipeline_cmd.init)
+app.command(name="pipeline", epilog=pipeline_cmd.PIPELINE_EXAMPLES)(pipeline_cmd.pipeline)
 
 
 def _version(value: bool) -> None:

@@ -163,7 +163,7 @@ def plan(
     """
     from dnnsplit.partition import Constraints, link_names, parse_link, parse_objective, parse_tiers, solve
     from dnnsplit.partition.from_profile import problem_from_profile, tier_devices
-    from dnnsplit.partition.plan_file import PlanContext, plan_document
+    from dnnsplit.partition.plan_file import PlanContext, device_block, plan_document
     from dnnsplit.partition.sweep import parse_sweep
     from dnnsplit.partition.sweep import sweep_bandwidth as run_sweep
     from dnnsplit.profiling import ProfileSettings
@@ -246,7 +246,7 @@ def plan(
             "latency_ms": profile.latency_ms,
         },
         devices={
-            t: _device_block(spec, profile_paths.get(t))
+            t: device_block(spec, profile_paths.get(t))
             for t, spec in tier_devices(tier_list, devices).items()
         },
     )
@@ -391,17 +391,6 @@ def _pairs(items: list[str] | None, option: str, tiers: tuple[str, ...]) -> dict
             raise UsageError(f"{option} gives tier '{tier}' twice", "give each tier once")
         result[tier] = value.strip()
     return result
-
-
-def _device_block(spec: Any, measured: str | None) -> dict[str, Any]:
-    """A tier's device in plan.yaml, with where its compute times came from."""
-    block: dict[str, Any] = {"name": spec.name, "latency_scale": spec.latency_scale}
-    block["compute"] = f"measured: {measured}" if measured else f"host profile x {spec.latency_scale:g}"
-    if spec.compute_power_w is not None:
-        block["compute_power_w"] = spec.compute_power_w
-    if spec.idle_power_w is not None:
-        block["idle_power_w"] = spec.idle_power_w
-    return block
 
 
 def _ms(value: float | None) -> str:

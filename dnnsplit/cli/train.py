@@ -62,23 +62,11 @@ def load_for_training(
     trust_pickle: bool,
     augment: bool = True,
 ):  # noqa: ANN201 - (LoadedModel, DataSplits); typed where they are defined
-    """Load MODEL and the data it trains or is tested on; the class counts must agree."""
-    from dnnsplit.models import load_model
-    from dnnsplit.training.data import DataSpec, load_data
+    """MODEL and its data from the command-line options (the library's load_for_training)."""
+    from dnnsplit.training.run import load_for_training as load
 
-    spec = DataSpec.parse(data)  # before loading a model: a bad --data fails at once
     options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
-    loaded = load_model(model, options)
-    if loaded.module is None:
-        raise UsageError(
-            f"{model} is an ONNX file; training needs a PyTorch model",
-            "pass torchvision:NAME, package.module:factory or a .pt checkpoint",
-        )
-    if loaded.input_shape is None:
-        raise UsageError(f"no input shape is known for {model}", "pass --input-shape, e.g. 1x3x32x32")
-    # The split is fixed (seed 0) whatever --seed says: eval must never test on another run's training data.
-    splits = load_data(spec, loaded.input_shape, seed=0, augment=augment)
-    return loaded, splits
+    return load(model, data, options, augment=augment)
 
 
 @guarded
@@ -103,9 +91,8 @@ def train(
     The checkpoint holds the best validation epoch and is rewritten after every epoch, so Ctrl-C leaves
     the last good one behind.
     """
-    from dnnsplit.training.checkpoint import arch_reference, save_checkpoint
-    from dnnsplit.training.data import check_classes
-    from dnnsplit.training.train import TrainSettings, accuracy, train_classifier
+    from dnnsplit.training.run import train_to_checkpoint
+    from dnnsplit.training.train import TrainSettings
 
     if epochs < 1:
         raise UsageError(f"--epochs must be at least 1 (got {epochs})", "pass --epochs 15, say")
@@ -116,54 +103,17 @@ def train(
     loaded, splits = load_for_training(
         model, data, input_shape, seed, weights, num_classes, arch, trust_pickle
     )
-    module = loaded.module
-    assert module is not None and loaded.input_shape is not None
-    import torch
-
-    with torch.no_grad():
-        classes = int(module.eval()(torch.zeros((2, *loaded.input_shape[1:]))).shape[1])
-    check_classes(splits, classes)
-    reference = arch_reference(loaded)
     settings = TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, workers=workers)
-
-    def checkpoint(best, record) -> None:  # noqa: ANN001
-        save_checkpoint(
-            output,
-            best,
-            reference,
-            classes,
-            loaded.input_shape,
-            {"data": splits.source, "epochs_done": record.epoch},
-        )
-
     with progress_bar() as update:
-        result = train_classifier(
-            module,
+        outcome = train_to_checkpoint(
+            loaded,
             splits,
             settings,
+            output,
             progress=lambda stage, done, total, msg: update(f"{stage} {msg}", done, total),
-            on_epoch=checkpoint,
         )
-        test_acc = accuracy(module, splits.loader("test", 256))
-    save_checkpoint(
-        output,
-        module,
-        reference,
-        classes,
-        loaded.input_shape,
-        {"data": splits.source, "epochs_done": epochs, "test_accuracy": test_acc},
-    )
-    report = {
-        "checkpoint": str(output),
-        "arch": reference,
-        "data": splits.source,
-        "sizes": splits.sizes(),
-        "best_epoch": result.best_epoch,
-        "val_accuracy": result.best_val_accuracy,
-        "test_accuracy": test_acc,
-        "seconds": sum(r.seconds for r in result.history),
-        "history": [vars(r) for r in result.history],
-    }
+    result, reference, test_acc = outcome.result, outcome.arch, outcome.test_accuracy
+    report = outcome.to_dict(splits)
     if fmt != Format.table:
         print_document(report, fmt.value)
         return
@@ -200,21 +150,14 @@ def eval(  # noqa: A001 - the command is called eval
     trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Print MODEL's top-1 accuracy on a split of --data (default: the test split)."""
-    import torch
-
-    from dnnsplit.training.data import check_classes
-    from dnnsplit.training.train import accuracy
+    from dnnsplit.training.run import split_accuracy
 
     if split not in ("train", "val", "test"):
         raise UsageError(f"unknown split '{split}'", "use train, val or test")
     loaded, splits = load_for_training(
         model, data, input_shape, seed, weights, num_classes, arch, trust_pickle, augment=False
     )
-    module = loaded.module
-    assert module is not None and loaded.input_shape is not None
-    with torch.no_grad():
-        check_classes(splits, int(module.eval()(torch.zeros((2, *loaded.input_shape[1:]))).shape[1]))
-    acc = accuracy(module, splits.loader(split, 256))
+    acc = split_accuracy(loaded, splits, split)
     report = {
         "model": model,
         "data": splits.source,

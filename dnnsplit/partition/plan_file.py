@@ -70,6 +70,17 @@ class PlanContext:
     compress: str | None = None  # boundary codec the tensor bytes assume (fp16, int8), as split will use
 
 
+def device_block(spec: Any, measured: str | None = None) -> dict[str, Any]:
+    """A tier's device in plan.yaml (plain data), with where its compute times came from."""
+    block: dict[str, Any] = {"name": spec.name, "latency_scale": spec.latency_scale}
+    block["compute"] = f"measured: {measured}" if measured else f"host profile x {spec.latency_scale:g}"
+    if spec.compute_power_w is not None:
+        block["compute_power_w"] = spec.compute_power_w
+    if spec.idle_power_w is not None:
+        block["idle_power_w"] = spec.idle_power_w
+    return block
+
+
 def stretches(problem: Problem, assignment: tuple[int, ...]) -> list[Stretch]:
     """The assignment as maximal runs of consecutive layers (topological order) on the same tier."""
     runs: list[Stretch] = []
