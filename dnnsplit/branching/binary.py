@@ -16,7 +16,7 @@ weights as a plain initializer that :mod:`dnnsplit.branching.packing` then store
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.nn import functional as F
 
 
@@ -62,9 +62,10 @@ class BinaryConv2d(nn.Conv2d):
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         self.input_threshold = nn.Parameter(torch.zeros(self.in_channels))
+        self.binary_input = True  # False: binary weights over real inputs (see BINARY_ACTIVATIONS)
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> BinaryConv2d:
+    def from_conv(cls, conv: nn.Conv2d, binary_input: bool = True) -> BinaryConv2d:
         layer = cls(
             conv.in_channels,
             conv.out_channels,
@@ -80,10 +81,11 @@ class BinaryConv2d(nn.Conv2d):
             layer.weight.copy_(conv.weight)
             if conv.bias is not None:
                 layer.bias.copy_(conv.bias)
+        layer.binary_input = binary_input
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xb = binarize_input(x, self.input_threshold, self.training)
+        xb = binarize_input(x, self.input_threshold, self.training) if self.binary_input else x
         signs, scale = binary_weight(self.weight)
         w = _ste_weight(self.weight, signs) if self.training else signs
         y = F.conv2d(xb, w, None, self.stride, self.padding, self.dilation, self.groups)
@@ -99,10 +101,12 @@ class BinaryLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.input_threshold = nn.Parameter(torch.zeros(in_features))
+        self.binary_input = True
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> BinaryLinear:
+    def from_linear(cls, linear: nn.Linear, binary_input: bool = True) -> BinaryLinear:
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        layer.binary_input = binary_input
         with torch.no_grad():
             layer.weight.copy_(linear.weight)
             if linear.bias is not None:
@@ -112,7 +116,12 @@ class BinaryLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Features are the last dimension of a Linear input, whatever comes before them.
         shifted = x - self.input_threshold
-        xb = _SignSTE.apply(shifted) if self.training else torch.where(shifted >= 0, 1.0, -1.0)
+        if not self.binary_input:
+            xb = x
+        elif self.training:
+            xb = _SignSTE.apply(shifted)
+        else:
+            xb = torch.where(shifted >= 0, 1.0, -1.0)
         signs, scale = binary_weight(self.weight)
         w = _ste_weight(self.weight, signs) if self.training else signs
         y = F.linear(xb, w) * scale
@@ -122,6 +131,13 @@ class BinaryLinear(nn.Linear):
 
 
 BINARY_LAYERS = (BinaryConv2d, BinaryLinear)
+
+# What ``--activations`` accepts. "binary": +/-1 inputs and weights (XNOR-Net), the default. "real": +/-1
+# weights over real-valued inputs (BinaryConnect): the file is as small (it holds weights, not
+# activations) and without a threshold per input channel smaller still; what it gives up is XNOR/popcount
+# compute, which onnxruntime does not have anyway. mobilenet_v2 needs it: its binary-activation branch
+# stayed at chance on digits (see docs/benchmarks/branch.md).
+BINARY_ACTIVATIONS = ("binary", "real")
 
 
 # Not 1/2: levels form a lattice (zero padding mixes odd and even sums), and the midpoint of two
@@ -197,7 +213,7 @@ def calibrate_thresholds(module: nn.Module, *inputs: torch.Tensor, median: bool 
         layer.input_threshold.copy_(torch.tensor(settled, dtype=layer.input_threshold.dtype))
 
     for layer in module.modules():
-        if isinstance(layer, BINARY_LAYERS):
+        if isinstance(layer, BINARY_LAYERS) and layer.binary_input:
             handles.append(layer.register_forward_pre_hook(pre_hook))
     was_training = module.training
     module.eval()
@@ -222,7 +238,10 @@ class _FrozenBinary(nn.Module):
         signs, scale = binary_weight(layer.weight.detach())
         self.register_buffer("signs", signs.clone())
         self.register_buffer("scale", scale.clone())
-        self.register_buffer("threshold", layer.input_threshold.detach().clone())
+        # Real inputs need no threshold: leaving it out keeps it out of the file.
+        self.binary_input = layer.binary_input
+        threshold = layer.input_threshold.detach().clone() if layer.binary_input else None
+        self.register_buffer("threshold", threshold)
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
 
 
@@ -233,7 +252,7 @@ class FrozenBinaryConv2d(_FrozenBinary):
         self.padding = layer.padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xb = torch.where(x >= self.threshold.view(1, -1, 1, 1), 1.0, -1.0)
+        xb = x if self.threshold is None else torch.where(x >= self.threshold.view(1, -1, 1, 1), 1.0, -1.0)
         y = F.conv2d(xb, self.signs, None, self.stride, self.padding, self.dilation, self.groups)
         y = y * self.scale.view(1, -1, 1, 1)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
@@ -241,13 +260,55 @@ class FrozenBinaryConv2d(_FrozenBinary):
 
 class FrozenBinaryLinear(_FrozenBinary):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xb = torch.where(x >= self.threshold, 1.0, -1.0)
+        xb = x if self.threshold is None else torch.where(x >= self.threshold, 1.0, -1.0)
         y = torch.matmul(xb, self.signs.t()) * self.scale
         return y if self.bias is None else y + self.bias
 
 
+@torch.no_grad()
+def fold_batchnorms(gm: fx.GraphModule) -> int:
+    """Fold each BatchNorm2d that directly follows a frozen binary convolution into its scale and bias.
+
+    The convolution already multiplies by a scale per output channel, so an eval-mode BatchNorm after it
+    (``gain * (y - mean) + beta``) costs nothing to absorb: the scale becomes ``scale * gain`` and the bias
+    ``gain * (bias - mean) + beta``. The file then carries 2 floats per channel instead of 5; for
+    mobilenet_v2, whose many thin layers make BatchNorm 311 kB of a 734 kB mobile.onnx, that matters.
+    Returns the number of BatchNorms folded.
+    """
+    modules = dict(gm.named_modules())
+    folded = 0
+    for node in list(gm.graph.nodes):
+        bn = modules.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or bn.running_mean is None or bn.running_var is None:
+            continue
+        source = node.args[0]
+        is_module = isinstance(source, fx.Node) and source.op == "call_module"
+        conv = modules.get(source.target) if is_module else None
+        if not isinstance(conv, FrozenBinaryConv2d) or len(source.users) != 1:
+            continue
+        gain = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            gain = gain * bn.weight
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(conv.scale)
+        shift = (bias - bn.running_mean) * gain
+        conv.scale = conv.scale * gain
+        conv.bias = shift + bn.bias if bn.bias is not None else shift
+        node.replace_all_uses_with(source)
+        gm.graph.erase_node(node)
+        folded += 1
+    if folded:
+        gm.graph.lint()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return folded
+
+
 def freeze(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` with every binary layer in its export form (same outputs in eval mode)."""
+    """A copy of ``module`` with every binary layer in its export form (same outputs in eval mode).
+
+    In a traced module (the branch is one), BatchNorms right after a binary convolution are folded
+    into it (:func:`fold_batchnorms`).
+    """
     import copy
 
     frozen = copy.deepcopy(module).eval()
@@ -260,6 +321,7 @@ def freeze(module: nn.Module) -> nn.Module:
             continue
         parent_path, _, name = path.rpartition(".")
         setattr(frozen.get_submodule(parent_path) if parent_path else frozen, name, replacement)
-    if hasattr(frozen, "recompile"):
+    if isinstance(frozen, fx.GraphModule):
         frozen.recompile()
+        fold_batchnorms(frozen)
     return frozen

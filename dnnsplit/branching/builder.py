@@ -34,8 +34,11 @@ def _call_order(gm: fx.GraphModule) -> list[str]:
     return [str(n.target) for n in gm.graph.nodes if n.op == "call_module"]
 
 
-def binarize(rest: fx.GraphModule) -> tuple[fx.GraphModule, BranchLayers]:
-    """A binarized deep copy of ``rest``; ``rest`` itself is left as it is."""
+def binarize(rest: fx.GraphModule, binary_inputs: bool = True) -> tuple[fx.GraphModule, BranchLayers]:
+    """A binarized deep copy of ``rest``; ``rest`` itself is left as it is.
+
+    ``binary_inputs=False`` binarizes the weights only; each layer then takes its input as it is.
+    """
     branch = copy.deepcopy(rest)
     modules = dict(branch.named_modules())
     called = [p for p in _call_order(branch) if isinstance(modules.get(p), nn.Conv2d | nn.Linear)]
@@ -50,9 +53,9 @@ def binarize(rest: fx.GraphModule) -> tuple[fx.GraphModule, BranchLayers]:
             and layer.padding_mode == "zeros"
             and isinstance(layer.padding, tuple)
         ):
-            _set_submodule(branch, path, BinaryConv2d.from_conv(layer))
+            _set_submodule(branch, path, BinaryConv2d.from_conv(layer, binary_inputs))
         elif isinstance(layer, nn.Linear):
-            _set_submodule(branch, path, BinaryLinear.from_linear(layer))
+            _set_submodule(branch, path, BinaryLinear.from_linear(layer, binary_inputs))
         else:
             continue
         binary.append(path)
@@ -70,8 +73,10 @@ def binary_weight_count(module: nn.Module) -> int:
 
 
 @torch.no_grad()
-def prepare_branch(rest: fx.GraphModule, features: torch.Tensor) -> tuple[fx.GraphModule, BranchLayers]:
+def prepare_branch(
+    rest: fx.GraphModule, features: torch.Tensor, binary_inputs: bool = True
+) -> tuple[fx.GraphModule, BranchLayers]:
     """Binarize ``rest`` and set its input thresholds from ``features`` (a batch of stem outputs)."""
-    branch, layers = binarize(rest)
+    branch, layers = binarize(rest, binary_inputs)
     calibrate_thresholds(branch, features)
     return branch, layers

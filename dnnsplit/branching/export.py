@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from dnnsplit.branching.binary import freeze
-from dnnsplit.branching.packing import PackReport, pack_model
+from dnnsplit.branching.packing import PackReport, compact_names, pack_model
 from dnnsplit.models.export import OPSET
 
 INPUT = "input"
@@ -84,6 +84,7 @@ def export_branch(
     _export(MobileModel(stem, freeze(branch), threshold), example, mobile_path, [INPUT], list(MOBILE_OUTPUTS))
     model = onnx.load(str(mobile_path))
     report = pack_model(model)
+    compact_names(model)
     onnx.save(model, str(mobile_path))
     onnx.checker.check_model(str(mobile_path))
     with torch.no_grad():

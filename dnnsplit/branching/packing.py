@@ -117,3 +117,36 @@ def pack_model(model: onnx.ModelProto) -> PackReport:
     del graph.node[:]
     graph.node.extend(new_nodes + nodes)  # the unpacking runs first: every consumer comes after it
     return PackReport(len(names), weights, float_bytes, packed_bytes)
+
+
+def compact_names(model: onnx.ModelProto) -> int:
+    """Give every node, initializer and intermediate tensor of ``model`` a short name (in place).
+
+    The exporter's names (``/branch/features.17/conv.2/Mul_output_0``) take more room than many of the
+    weights once those are bits: 147 kB of a 694 kB mobilenet_v2 mobile.onnx. The graph's inputs and
+    outputs keep their names (they are the file's interface). Returns the bytes saved.
+    """
+    graph = model.graph
+    subgraph = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+    if any(a.type in subgraph for n in graph.node for a in n.attribute):
+        return 0  # subgraphs may refer to outer names: leave such a model as it is
+    before = model.ByteSize()
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    renamed: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if name in keep:
+            return name
+        if name not in renamed:
+            renamed[name] = f"v{len(renamed)}"
+        return renamed[name]
+
+    for init in graph.initializer:
+        init.name = short(init.name)
+    for i, node in enumerate(graph.node):
+        node.name = f"n{i}"
+        node.input[:] = [short(n) for n in node.input]
+        node.output[:] = [short(n) for n in node.output]
+    for info in graph.value_info:
+        info.name = short(info.name)
+    return before - model.ByteSize()

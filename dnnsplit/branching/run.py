@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnnsplit.branching.binary import calibrate_thresholds, freeze
+from dnnsplit.branching.binary import BINARY_ACTIVATIONS, calibrate_thresholds, freeze
 from dnnsplit.branching.branch_file import (
     FILE,
     BoundaryTensor,
@@ -60,6 +60,7 @@ CALIBRATION_BATCH = 256
 @dataclass(frozen=True)
 class BranchSettings:
     at: str | None = None
+    activations: str = "binary"  # or "real": binary weights over real inputs (BINARY_ACTIVATIONS)
     max_accuracy_drop: float = 0.01
     train: BranchTrainSettings = BranchTrainSettings()
     force: bool = False
@@ -68,6 +69,11 @@ class BranchSettings:
 
     def check(self) -> None:
         check_max_drop(self.max_accuracy_drop)
+        if self.activations not in BINARY_ACTIVATIONS:
+            raise UsageError(
+                f"--activations must be one of {', '.join(BINARY_ACTIVATIONS)} (got '{self.activations}')",
+                "pass --activations binary (XNOR-Net) or real (binary weights only)",
+            )
         if self.train.epochs < 1:
             raise UsageError(
                 f"--epochs must be at least 1 (got {self.train.epochs})", "pass --epochs 30, say"
@@ -136,7 +142,7 @@ def _check_output(directory: Path, force: bool, fingerprint: str) -> bool:
 
 
 def _fingerprint(model_sha: str, settings: BranchSettings, data: str, at: str) -> str:
-    payload = json.dumps([model_sha, asdict(settings.train), data, at], sort_keys=True)
+    payload = json.dumps([model_sha, asdict(settings.train), data, at, settings.activations], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -221,7 +227,7 @@ def _make(
         stem, rest = copy.deepcopy(stem), copy.deepcopy(rest)
     calibration = _stack(data.loader("train", 64), CALIBRATION_BATCH)
     with torch.no_grad():
-        branch, layers = prepare_branch(rest, stem(calibration))
+        branch, layers = prepare_branch(rest, stem(calibration), settings.activations == "binary")
     state_dir = directory / STATE_DIR
     state_file = state_dir / "state.pt"
     state, optimizer_state, start_epoch = BranchTrainState(), None, 0
@@ -349,6 +355,7 @@ def _make(
             validation={"split": "test", **asdict(validation), "passed": validation.passed},
             training={
                 **asdict(settings.train),
+                "activations": settings.activations,
                 "epochs_run": state.epoch,
                 "best_val_branch_accuracy": state.best_val_accuracy,
                 "binary_layers": len(binary_layers(branch)),

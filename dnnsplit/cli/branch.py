@@ -37,6 +37,8 @@ Examples:
 
   dnnsplit branch mnv2.pt --data imagefolder:photos/ --at features.2 --max-accuracy-drop 0.005 -o b/
 
+  dnnsplit branch mnv2.pt --data digits --activations real -o b/   # binary weights, real inputs
+
   dnnsplit plan profile.json --branch r18-branch/   # expected latency with the measured exit rate
 """
 
@@ -57,6 +59,13 @@ def branch(
             "--at", help="Module path after which the branch starts (default: end of the first conv stage)."
         ),
     ] = None,
+    activations: Annotated[
+        str,
+        typer.Option(
+            help="binary: +/-1 inputs and weights (XNOR-Net); real: +/-1 weights over real inputs "
+            "(BinaryConnect; as small a file, and what mobilenet_v2 needs to learn).",
+        ),
+    ] = "binary",
     list_points: Annotated[
         bool, typer.Option("--list-points", help="List the valid branch points and exit.")
     ] = False,
@@ -135,6 +144,7 @@ def branch(
 
     settings = BranchSettings(
         at=at,
+        activations=activations,
         max_accuracy_drop=max_accuracy_drop,
         train=BranchTrainSettings(
             epochs=epochs,

@@ -115,6 +115,10 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(cli, tiny_checkpoint: Pat
     )
     assert_usage_error(cli("branch", tiny_checkpoint, "--data", "mnist", "-o", out), "unknown data source")
     assert_usage_error(
+        cli("branch", tiny_checkpoint, "--data", "digits", "-o", out, "--activations", "ternary"),
+        "--activations must be one of binary, real",
+    )
+    assert_usage_error(
         cli(
             "branch",
             "torchvision:resnet18",
@@ -200,3 +204,19 @@ def test_run_and_infer_take_the_early_exit(cli, tiny_branch: Path, tmp_path: Pat
     code, stdout, _ = cli("run", tiny_branch, "--input", tmp_path / "x.npy", "--format", "json")
     assert code == 0
     assert json.loads(stdout)["early_exit"] == (len(chain.run(data.test[0][0][None].numpy())[1]) == 1)
+
+
+def test_real_activations_branch_has_binary_weights_and_no_thresholds(cli, tiny_checkpoint: Path, tmp_path) -> None:
+    out = tmp_path / "real"
+    code, stdout, stderr = cli(
+        "branch", tiny_checkpoint, "--data", "digits", "--epochs", "2", "--activations", "real",
+        "--max-accuracy-drop", "0.02", "--threads", "1", "-o", out, "--format", "json",
+    )
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    assert doc["training"]["activations"] == "real"
+    assert doc["validation"]["passed"]
+    mobile = onnx.load(str(out / "mobile.onnx"))
+    assert not any(n.op_type == "GreaterOrEqual" for n in mobile.graph.node)
+    assert any(i.data_type == onnx.TensorProto.UINT8 for i in mobile.graph.initializer)  # weights as bits
+    assert doc["sizes"]["mobile_onnx_bytes"] < doc["sizes"]["full_model_bytes"]
