@@ -111,6 +111,25 @@ def test_page_offloads_to_the_edge_and_matches_run(
     page.screenshot(path=str(artifacts / "web-offload.png"), full_page=True)
 
 
+def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, browser) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    image = _png(tmp_path / "noise.png", np.random.default_rng(5).integers(0, 256, (32, 32, 3)))
+    with serving(two_tier, ServeSettings(tier="edge", web=True, token="s3cret")) as server:
+        # No GPU in headless Chromium (--disable-gpu): asking for WebGPU must end on wasm, saying why.
+        page.goto(f"{server.url}/web/?backend=webgpu&token=s3cret")
+        page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
+        assert page.get_attribute("#backend", "data-backend") == "wasm"
+        assert "webgpu failed" in page.inner_text("#backend")
+        assert _classify(page, image)["path"] == "edge"  # the token from ?token= reached the edge
+        page.goto(f"{server.url}/web/?backend=wasm")  # no token: the edge refuses, the page says so
+        page.wait_for_selector("#status[data-state=ready]")
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("#status[data-state=error]")
+        assert "401" in page.inner_text("#status")
+
+
 def _digit_images(tmp_path: Path, directory: Path) -> tuple[Path, Path]:
     """A digit the branch answers on the phone, and one it sends to the edge (per the Python chain)."""
     from sklearn.datasets import load_digits
