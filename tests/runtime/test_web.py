@@ -130,6 +130,34 @@ def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, b
         assert "401" in page.inner_text("#status")
 
 
+def test_camera_frame_goes_through_the_split(two_tier: Path, artifacts) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+    from dnnsplit.runtime.web.browser import chromium_page
+
+    # Chromium's fake camera (a moving test pattern) stands in for the phone's, permission granted.
+    fake = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    with (
+        serving(two_tier, ServeSettings(tier="edge", web=True)) as server,
+        chromium_page(extra_args=fake) as (
+            page,
+            _console,
+        ),
+    ):
+        _open_page(page, server.url)
+        page.click("#camera")
+        page.wait_for_selector("#snap:not([hidden])")
+        page.click("#snap")
+        page.wait_for_selector("#status[data-state=done], #status[data-state=error]")
+        assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
+        result = page.evaluate("window.dnnsplitResult")
+        assert server.service.served == 1
+        page.screenshot(path=str(artifacts / "web-camera.png"), full_page=True)
+    assert result["path"] == "edge" and len(result["top"]) == 5 and len(result["logits"]) == 10
+    probabilities = [c["probability"] for c in result["top"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-9
+    assert result["top"][0]["class"] == int(np.argmax(result["logits"]))
+
+
 def _digit_images(tmp_path: Path, directory: Path) -> tuple[Path, Path]:
     """A digit the branch answers on the phone, and one it sends to the edge (per the Python chain)."""
     from sklearn.datasets import load_digits
