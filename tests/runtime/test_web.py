@@ -111,6 +111,24 @@ def test_page_offloads_to_the_edge_and_matches_run(
     page.screenshot(path=str(artifacts / "web-offload.png"), full_page=True)
 
 
+def test_a_jpeg_photo_gives_the_logits_of_run(two_tier: Path, tmp_path: Path, browser) -> None:
+    """A larger JPEG (decoded by Chromium and by Pillow, both libjpeg-turbo) downscaled 8x."""
+    from PIL import Image
+
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    pixels = np.random.default_rng(4).integers(0, 256, (300, 400, 3)).astype(np.uint8)
+    pixels[100:200, 100:300] = (200, 30, 30)
+    image = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(image, quality=85)
+    expected, _ = _reference(two_tier, image)
+    with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
+        _open_page(page, server.url)
+        result = _classify(page, image)
+    np.testing.assert_allclose(result["logits"], expected["logits"][0], rtol=1e-5, atol=1e-5)
+
+
 def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, browser) -> None:
     from dnnsplit.runtime.server import ServeSettings, serving
 
