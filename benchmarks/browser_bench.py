@@ -180,6 +180,11 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         "Reproduce: `make web && .venv/bin/python benchmarks/browser_bench.py`",
         "",
+        "Per op type: the sum of its layers' median times in each profile. The last column scales each "
+        "profile's layers to its own whole-model median first: on a busy host the per-layer medians can add "
+        "up to less than the whole model's, and the scaled ratio then compares "
+        "each op's part of a real run.",
+        "",
     ]
     for c in data["compare"]:
         lines += [
