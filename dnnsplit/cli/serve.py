@@ -122,6 +122,8 @@ def serve(
         after = f"; {later} at {next_url}" if next_url else f"; no --next: answers carry the {later} boundary"
     auth = ", bearer token required" if token else ""
     page = f"; browser client at {where}/web/" if web else ""
+    if profiles_dir:
+        page += f" (phone profiles from /web/profile.html saved in {profiles_dir})"
 
     def ready() -> None:
         err.print(

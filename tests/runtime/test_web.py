@@ -288,7 +288,7 @@ def test_profile_page_posts_a_phone_profile_back(two_tier: Path, tiny_model, tmp
         assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
         saved = page.evaluate("window.dnnsplitSaved")
     files = list((tmp_path / "phones").iterdir())
-    assert [str(f) for f in files] == [saved["file"]]
+    assert [str(f) for f in files] == [saved["file"]] and files[0].name.startswith("tiny_cnn-wasm-")
     profile = Profile.load(files[0])
     assert profile.device["runtime"] == "browser" and profile.device["backend"] == "wasm"
     assert [la.name for la in profile.layers] == [la.name for la in tiny_model.graph.layers]
@@ -310,3 +310,8 @@ def test_profiles_post_refuses_garbage(two_tier: Path, tmp_path: Path) -> None:
         assert answer.status_code == 422 and "whole_ms" in answer.json()["error"]
         assert httpx.post(f"{server.url}/web/profiles", content=b"{").status_code == 400
         assert list((tmp_path / "p").iterdir()) == []
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "p"), token="s3cret")
+    with serving(two_tier, settings) as server:
+        assert httpx.post(f"{server.url}/web/profiles", json={"events": []}).status_code == 401
+        authorized = {"authorization": "Bearer s3cret"}
+        assert httpx.post(f"{server.url}/web/profiles", json={}, headers=authorized).status_code == 422

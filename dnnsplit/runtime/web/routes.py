@@ -144,7 +144,7 @@ def web_app(service: Any, directory: str | Path) -> Any:
         Route("/config.json", config_json, methods=["GET"]),
         Route("/segments/{name}", segment, methods=["GET"]),
         Route("/vendor/{name}", vendor, methods=["GET"]),
-        *profile_routes(station),
+        *profile_routes(station, service),
     ]
     routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True)))
     return Starlette(

@@ -180,4 +180,6 @@ $('file').addEventListener('change', guard(async (e) => {
 }));
 $('camera').addEventListener('click', guard(startCamera));
 $('snap').addEventListener('click', guard(async () => classify($('video'))));
+// The profiling page needs the same token to post its profile.
+if (params.get('token')) $('profile-link').search = `?token=${encodeURIComponent(params.get('token'))}`;
 window.dnnsplit = { classify, ready: guard(load)() };
