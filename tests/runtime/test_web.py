@@ -129,6 +129,24 @@ def test_a_jpeg_photo_gives_the_logits_of_run(two_tier: Path, tmp_path: Path, br
     np.testing.assert_allclose(result["logits"], expected["logits"][0], rtol=1e-5, atol=1e-5)
 
 
+def test_three_tiers_the_edge_forwards_to_the_cloud(three_tier: Path, tmp_path: Path, browser) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    image = _png(tmp_path / "noise.png", np.random.default_rng(8).integers(0, 256, (40, 40, 3)))
+    expected, _ = _reference(three_tier, image)
+    with (
+        serving(three_tier, ServeSettings(tier="cloud")) as cloud,
+        serving(three_tier, ServeSettings(tier="edge", web=True, next_url=cloud.url)) as edge,
+    ):
+        _open_page(page, edge.url)
+        result = _classify(page, image)
+        assert edge.service.served == 1 and cloud.service.served == 1
+    np.testing.assert_allclose(result["logits"], expected["logits"][0], rtol=1e-5, atol=1e-5)
+    # The edge's part includes its round trip to the cloud (Server-Timing: compute-edge + forward).
+    assert result["stages"]["edge_ms"] > 0
+
+
 def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, browser) -> None:
     from dnnsplit.runtime.server import ServeSettings, serving
 

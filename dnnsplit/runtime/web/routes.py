@@ -59,6 +59,7 @@ def page_config(service: Any) -> dict[str, Any]:
         "early_exit": dict(manifest.early_exit) if manifest.early_exit else None,
         "labels": class_names(manifest.model, count),
         "infer_url": "/v1/infer",
+        "tier": service.tier,  # its Server-Timing entry is compute-<tier>
         "token_required": service.settings.token is not None,
     }
 
