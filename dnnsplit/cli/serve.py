@@ -29,7 +29,8 @@ Examples:
   dnnsplit serve segments/ --tier edge --web --profiles-dir phone-profiles/
   dnnsplit plan profile.json --profile mobile=phone-profiles/PROFILE.json
 
-Endpoints: POST /v1/infer (safetensors in and out), GET /healthz, GET /v1/manifest, GET /metrics.
+Endpoints: POST /v1/infer (safetensors in and out), GET /healthz, GET /v1/manifest, GET /metrics;
+with --web also /web/ (the page, its config and the mobile segments) and POST /web/profiles.
 SIGTERM or Ctrl-C stops accepting requests and lets the ones in flight finish.
 """
 
@@ -113,6 +114,10 @@ def serve(
         profile_model=profile_model,
     )
     settings.check()
+    if web:
+        from dnnsplit.runtime.web import check_vendor
+
+        check_vendor()  # before binding the port: a missing `make web` is one clear line
     manifest = Manifest.load(directory)
     service = TierService(manifest, directory, settings)
     where = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
@@ -122,6 +127,8 @@ def serve(
         after = f"; {later} at {next_url}" if next_url else f"; no --next: answers carry the {later} boundary"
     auth = ", bearer token required" if token else ""
     page = f"; browser client at {where}/web/" if web else ""
+    if profiles_dir:
+        page += f" (phone profiles from /web/profile.html saved in {profiles_dir})"
 
     def ready() -> None:
         err.print(

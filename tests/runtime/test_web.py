@@ -111,6 +111,89 @@ def test_page_offloads_to_the_edge_and_matches_run(
     page.screenshot(path=str(artifacts / "web-offload.png"), full_page=True)
 
 
+def test_a_jpeg_photo_gives_the_logits_of_run(two_tier: Path, tmp_path: Path, browser) -> None:
+    """A larger JPEG (decoded by Chromium and by Pillow, both libjpeg-turbo) downscaled 8x."""
+    from PIL import Image
+
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    pixels = np.random.default_rng(4).integers(0, 256, (300, 400, 3)).astype(np.uint8)
+    pixels[100:200, 100:300] = (200, 30, 30)
+    image = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).save(image, quality=85)
+    expected, _ = _reference(two_tier, image)
+    with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
+        _open_page(page, server.url)
+        result = _classify(page, image)
+    np.testing.assert_allclose(result["logits"], expected["logits"][0], rtol=1e-5, atol=1e-5)
+
+
+def test_three_tiers_the_edge_forwards_to_the_cloud(three_tier: Path, tmp_path: Path, browser) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    image = _png(tmp_path / "noise.png", np.random.default_rng(8).integers(0, 256, (40, 40, 3)))
+    expected, _ = _reference(three_tier, image)
+    with (
+        serving(three_tier, ServeSettings(tier="cloud")) as cloud,
+        serving(three_tier, ServeSettings(tier="edge", web=True, next_url=cloud.url)) as edge,
+    ):
+        _open_page(page, edge.url)
+        result = _classify(page, image)
+        assert edge.service.served == 1 and cloud.service.served == 1
+    np.testing.assert_allclose(result["logits"], expected["logits"][0], rtol=1e-5, atol=1e-5)
+    # The edge's part includes its round trip to the cloud (Server-Timing: compute-edge + forward).
+    assert result["stages"]["edge_ms"] > 0
+
+
+def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, browser) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    image = _png(tmp_path / "noise.png", np.random.default_rng(5).integers(0, 256, (32, 32, 3)))
+    with serving(two_tier, ServeSettings(tier="edge", web=True, token="s3cret")) as server:
+        # No GPU in headless Chromium (--disable-gpu): asking for WebGPU must end on wasm, saying why.
+        page.goto(f"{server.url}/web/?backend=webgpu&token=s3cret")
+        page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
+        assert page.get_attribute("#backend", "data-backend") == "wasm"
+        assert "webgpu failed" in page.inner_text("#backend")
+        assert _classify(page, image)["path"] == "edge"  # the token from ?token= reached the edge
+        page.goto(f"{server.url}/web/?backend=wasm")  # no token: the edge refuses, the page says so
+        page.wait_for_selector("#status[data-state=ready]")
+        page.set_input_files("#file", str(image))
+        page.wait_for_selector("#status[data-state=error]")
+        assert "401" in page.inner_text("#status")
+
+
+def test_camera_frame_goes_through_the_split(two_tier: Path, artifacts) -> None:
+    from dnnsplit.runtime.server import ServeSettings, serving
+    from dnnsplit.runtime.web.browser import chromium_page
+
+    # Chromium's fake camera (a moving test pattern) stands in for the phone's, permission granted.
+    fake = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+    with (
+        serving(two_tier, ServeSettings(tier="edge", web=True)) as server,
+        chromium_page(extra_args=fake) as (
+            page,
+            _console,
+        ),
+    ):
+        _open_page(page, server.url)
+        page.click("#camera")
+        page.wait_for_selector("#snap:not([hidden])")
+        page.click("#snap")
+        page.wait_for_selector("#status[data-state=done], #status[data-state=error]")
+        assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
+        result = page.evaluate("window.dnnsplitResult")
+        assert server.service.served == 1
+        page.screenshot(path=str(artifacts / "web-camera.png"), full_page=True)
+    assert result["path"] == "edge" and len(result["top"]) == 5 and len(result["logits"]) == 10
+    probabilities = [c["probability"] for c in result["top"]]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-9
+    assert result["top"][0]["class"] == int(np.argmax(result["logits"]))
+
+
 def _digit_images(tmp_path: Path, directory: Path) -> tuple[Path, Path]:
     """A digit the branch answers on the phone, and one it sends to the edge (per the Python chain)."""
     from sklearn.datasets import load_digits
@@ -223,7 +306,7 @@ def test_profile_page_posts_a_phone_profile_back(two_tier: Path, tiny_model, tmp
         assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
         saved = page.evaluate("window.dnnsplitSaved")
     files = list((tmp_path / "phones").iterdir())
-    assert [str(f) for f in files] == [saved["file"]]
+    assert [str(f) for f in files] == [saved["file"]] and files[0].name.startswith("tiny_cnn-wasm-")
     profile = Profile.load(files[0])
     assert profile.device["runtime"] == "browser" and profile.device["backend"] == "wasm"
     assert [la.name for la in profile.layers] == [la.name for la in tiny_model.graph.layers]
@@ -245,3 +328,8 @@ def test_profiles_post_refuses_garbage(two_tier: Path, tmp_path: Path) -> None:
         assert answer.status_code == 422 and "whole_ms" in answer.json()["error"]
         assert httpx.post(f"{server.url}/web/profiles", content=b"{").status_code == 400
         assert list((tmp_path / "p").iterdir()) == []
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "p"), token="s3cret")
+    with serving(two_tier, settings) as server:
+        assert httpx.post(f"{server.url}/web/profiles", json={"events": []}).status_code == 401
+        authorized = {"authorization": "Bearer s3cret"}
+        assert httpx.post(f"{server.url}/web/profiles", json={}, headers=authorized).status_code == 422

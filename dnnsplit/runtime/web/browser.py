@@ -58,8 +58,11 @@ def _driver() -> Any:
 
 
 @contextmanager
-def chromium_page(timeout_s: float = 60.0) -> Iterator[tuple[Any, list[str]]]:
-    """A new page in headless Chromium and the list its console messages are appended to."""
+def chromium_page(
+    timeout_s: float = 60.0, extra_args: tuple[str, ...] = ()
+) -> Iterator[tuple[Any, list[str]]]:
+    """A new page in headless Chromium and the list its console messages are appended to
+    (``extra_args``: more Chromium flags, e.g. a fake camera for tests)."""
     executable = find_chromium()
     if executable is None:
         raise UsageError(
@@ -75,7 +78,7 @@ def chromium_page(timeout_s: float = 60.0) -> Iterator[tuple[Any, list[str]]]:
     with tempfile.TemporaryDirectory(prefix="dnnsplit-chromium-") as profile:
         try:
             context = _driver().chromium.launch_persistent_context(
-                profile, executable_path=str(executable), headless=True, args=list(FLAGS)
+                profile, executable_path=str(executable), headless=True, args=[*FLAGS, *extra_args]
             )
         except PlaywrightError as exc:
             first = (str(exc).strip().splitlines() or [""])[0]

@@ -23,6 +23,7 @@ class ProfileStation:
 
     prepared: Any  # profiling.run.PreparedModel
     directory: Path
+    name: str  # for the page and the file names
 
     @classmethod
     def open(cls, manifest: Any, directory: str | Path, model: str | None) -> ProfileStation:
@@ -33,6 +34,7 @@ class ProfileStation:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--profiles-dir {out} is a file", "pass a directory")
         out.mkdir(parents=True, exist_ok=True)
+        name = None
         if model is None:
             # The split's own export, when it is still where split left it: the phone then profiles exactly
             # the graph the host profile and the plan were made from.
@@ -43,12 +45,14 @@ class ProfileStation:
                     "pass --profile-model MODEL (the model you split)",
                 )
             model = str(onnx)
-        return cls(prepare_model(model), out)
+            name = manifest.model.get("name")  # the export's file name is a hash
+        prepared = prepare_model(model)
+        return cls(prepared, out, str(name or prepared.loaded.name))
 
     def config(self) -> dict[str, Any]:
         exported = self.prepared.exported
         return {
-            "name": self.prepared.loaded.name,
+            "name": self.name,
             "model_url": "profile/model.onnx",
             "bytes": exported.path.stat().st_size,
             "input_shape": [1, *exported.input_shape[1:]],
@@ -68,7 +72,7 @@ class ProfileStation:
         device = browser_device(result)
         profile = build_profile(self.prepared, measurement, device, settings)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = self.directory / f"{self.prepared.loaded.name}-{device['backend']}-{stamp}.json"
+        path = self.directory / f"{self.name}-{device['backend']}-{stamp}.json"
         for n in range(2, 100):
             if not path.exists():
                 break
@@ -83,7 +87,7 @@ class ProfileStation:
         }
 
 
-def profile_routes(station: ProfileStation | None) -> list[Any]:
+def profile_routes(station: ProfileStation | None, service: Any) -> list[Any]:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -103,8 +107,14 @@ def profile_routes(station: ProfileStation | None) -> list[Any]:
         return send_file(request, station.prepared.exported.path, "application/octet-stream")
 
     async def post(request: Request) -> Response:
+        from dnnsplit.runtime.wire import WireError
+
         if station is None:
             return JSONResponse(off, status_code=404)
+        try:
+            service.authorize(request.headers)  # it writes files here: the same token as /v1/infer
+        except WireError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
         body = await request.body()
         if len(body) > MAX_POST_BYTES:
             return JSONResponse({"error": "profile too large", "code": "too_large"}, status_code=413)

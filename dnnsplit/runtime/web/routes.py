@@ -59,6 +59,7 @@ def page_config(service: Any) -> dict[str, Any]:
         "early_exit": dict(manifest.early_exit) if manifest.early_exit else None,
         "labels": class_names(manifest.model, count),
         "infer_url": "/v1/infer",
+        "tier": service.tier,  # its Server-Timing entry is compute-<tier>
         "token_required": service.settings.token is not None,
     }
 
@@ -144,7 +145,7 @@ def web_app(service: Any, directory: str | Path) -> Any:
         Route("/config.json", config_json, methods=["GET"]),
         Route("/segments/{name}", segment, methods=["GET"]),
         Route("/vendor/{name}", vendor, methods=["GET"]),
-        *profile_routes(station),
+        *profile_routes(station, service),
     ]
     routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True)))
     return Starlette(

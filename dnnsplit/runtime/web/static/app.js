@@ -65,6 +65,7 @@ async function offload(available) {
   const headers = { 'content-type': CONTENT_TYPE };
   const token = params.get('token') || $('token').value;
   if (token) headers.authorization = `Bearer ${token}`;
+  // A URL of its own per request, so its Resource Timing entry is found by name.
   const url = new URL(config.infer_url, location.href).href + `?r=${Date.now()}`;
   const t0 = performance.now();
   const answer = await fetch(url, { method: 'POST', body, headers });
@@ -79,9 +80,10 @@ async function offload(available) {
   if (metadata.complete === 'false') throw new Error('the edge has no next tier for the rest of the split (--next)');
   // Stages from Resource Timing (same origin, so every mark is there) and the edge's Server-Timing.
   const entry = performance.getEntriesByName(url).pop();
+  performance.clearResourceTimings(); // the buffer holds 250 entries: a long camera session would fill it
   // What the edge spent: its own compute, plus its round trip to the tiers behind it when there are some.
   const timing = Object.fromEntries((entry?.serverTiming || []).map((s) => [s.name, s.duration]));
-  const edgeMs = (timing['compute-edge'] || 0) + (timing.forward || 0);
+  const edgeMs = (timing[`compute-${config.tier}`] || 0) + (timing.forward || 0);
   const waited = entry ? entry.responseStart - entry.requestStart : t1 - t0;
   return {
     tensors,
@@ -180,4 +182,6 @@ $('file').addEventListener('change', guard(async (e) => {
 }));
 $('camera').addEventListener('click', guard(startCamera));
 $('snap').addEventListener('click', guard(async () => classify($('video'))));
+// The profiling page needs the same token to post its profile.
+if (params.get('token')) $('profile-link').search = `?token=${encodeURIComponent(params.get('token'))}`;
 window.dnnsplit = { classify, ready: guard(load)() };

@@ -23,7 +23,10 @@ async function start() {
       onProgress: (stage, done, total) => { setStatus(`${stage}…`); $('progress').value = done / total; },
     });
     setStatus('sending the profile…');
-    const answer = await fetch('profiles', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(measured) });
+    const headers = { 'content-type': 'application/json' };
+    const token = new URLSearchParams(location.search).get('token');
+    if (token) headers.authorization = `Bearer ${token}`;
+    const answer = await fetch('profiles', { method: 'POST', headers, body: JSON.stringify(measured) });
     const saved = await answer.json();
     if (!answer.ok) throw new Error(saved.error || answer.statusText);
     $('summary').innerHTML = [

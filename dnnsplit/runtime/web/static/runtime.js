@@ -33,7 +33,9 @@ export async function createSessions(models, { prefer = 'auto', threads = 0, opt
       const sessions = [];
       for (const bytes of models) {
         sessions.push(await ort.InferenceSession.create(new Uint8Array(bytes), {
-          executionProviders: backend === 'webgpu' ? ['webgpu', 'wasm'] : ['wasm'],
+          // Only the chosen provider: were WebGPU to fail, onnxruntime would quietly run everything on wasm
+          // while the page said WebGPU. Nodes the WebGPU provider lacks still run on its CPU fallback.
+          executionProviders: [backend],
           graphOptimizationLevel: 'all',
           ...options,
         }));
