@@ -84,16 +84,9 @@ def split(
 
     Exit 1 when the chained segments differ from the whole model by more than --tolerance.
     """
-    from dnnsplit.models.export import file_sha256
     from dnnsplit.partition.plan_file import load_plan
     from dnnsplit.profiling import prepare_model
-    from dnnsplit.splitting.split import (
-        SplitSettings,
-        prepare_output,
-        segments_from_cut_lists,
-        segments_from_plan,
-        split_model,
-    )
+    from dnnsplit.splitting.split import SplitSettings, prepare_output, split_prepared
 
     if (plan is None) == (not cut):
         raise UsageError(
@@ -118,24 +111,7 @@ def split(
     options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     with progress_bar() as progress:
         prepared = prepare_model(model, options, progress)
-        sha = prepared.exported.sha256
-        if plan_file is not None:
-            segment_of, tiers = segments_from_plan(prepared.graph, plan_file, sha)
-            origin = {"plan": str(plan), "plan_sha256": file_sha256(plan)}
-        else:
-            segment_of, tiers = segments_from_cut_lists(prepared.graph, cut_lists)
-            origin = {"cuts": cut_lists}
-        result = split_model(
-            prepared.exported.path,
-            prepared.graph,
-            segment_of,
-            tiers,
-            prepared.model_block(),
-            origin,
-            output,
-            settings,
-            progress,
-        )
+        result = split_prepared(prepared, output, settings, progress, plan, plan_file, cut_lists)
     manifest = result.manifest
     if fmt != Format.table:
         print_document(manifest.to_dict(), fmt.value)

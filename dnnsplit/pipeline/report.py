@@ -216,6 +216,8 @@ def _plot_plans(plans: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set_xticks(x + width * (len(names) - 1) / 2)
     ax.set_xticklabels(labels)
     ax.set_yscale("log")
+    # bars start well below the fastest one: on a log axis the default limit hides the shortest bars
+    ax.set_ylim(bottom=min(v for row in values for v in row if v > 0) / 3)
     ax.set_ylabel("predicted end-to-end latency (ms)")
     ax.set_title("optimal plan vs baselines per network")
     ax.legend(fontsize=8)

@@ -448,10 +448,9 @@ class Pipeline:
         return {"split": self.config.section("split")}, self._model_files() + [self.layout.plan]
 
     def _split(self) -> dict[str, Any]:
-        from dnnsplit.models.export import file_sha256
         from dnnsplit.partition.plan_file import load_plan
         from dnnsplit.profiling import prepare_model
-        from dnnsplit.splitting.split import SplitSettings, segments_from_plan, split_model
+        from dnnsplit.splitting.split import SplitSettings, split_prepared
 
         s = self.config.split
         settings = SplitSettings(
@@ -461,18 +460,8 @@ class Pipeline:
         plan_file = load_plan(self.layout.plan)
         spec, options = self.model_ref()
         prepared = prepare_model(spec, options, self.reporter.progress)
-        segment_of, tiers = segments_from_plan(prepared.graph, plan_file, prepared.exported.sha256)
-        origin = {"plan": str(self.layout.plan), "plan_sha256": file_sha256(self.layout.plan)}
-        result = split_model(
-            prepared.exported.path,
-            prepared.graph,
-            segment_of,
-            tiers,
-            prepared.model_block(),
-            origin,
-            self.layout.segments,
-            settings,
-            self.reporter.progress,
+        result = split_prepared(
+            prepared, self.layout.segments, settings, self.reporter.progress, self.layout.plan, plan_file
         )
         manifest = result.manifest
         v = manifest.validation

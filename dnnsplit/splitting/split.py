@@ -104,6 +104,37 @@ def prepare_output(directory: Path, force: bool) -> None:
         raise UsageError(f"the parent of '{directory}' does not exist", "create it first")
 
 
+def split_prepared(
+    prepared: Any,
+    output: Path,
+    settings: SplitSettings,
+    progress: ProgressFn = lambda _s, _d, _t: None,
+    plan: Path | None = None,
+    plan_file: PlanFile | None = None,
+    cut_lists: Sequence[Sequence[str]] = (),
+) -> SplitResult:
+    """Split a PreparedModel by a plan file (``plan`` and its loaded ``plan_file``) or by cut lists:
+    what ``dnnsplit split`` and the pipeline's split stage both do."""
+    sha = prepared.exported.sha256
+    if plan_file is not None and plan is not None:
+        segment_of, tiers = segments_from_plan(prepared.graph, plan_file, sha)
+        origin: dict[str, Any] = {"plan": str(plan), "plan_sha256": file_sha256(plan)}
+    else:
+        segment_of, tiers = segments_from_cut_lists(prepared.graph, [list(c) for c in cut_lists])
+        origin = {"cuts": [list(c) for c in cut_lists]}
+    return split_model(
+        prepared.exported.path,
+        prepared.graph,
+        segment_of,
+        tiers,
+        prepared.model_block(),
+        origin,
+        output,
+        settings,
+        progress,
+    )
+
+
 def split_model(
     onnx_path: Path,
     graph: LayerGraph,
