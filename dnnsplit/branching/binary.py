@@ -132,12 +132,6 @@ class BinaryLinear(nn.Linear):
 
 BINARY_LAYERS = (BinaryConv2d, BinaryLinear)
 
-# What ``--activations`` accepts. "binary": +/-1 inputs and weights (XNOR-Net), the default. "real": +/-1
-# weights over real-valued inputs (BinaryConnect): the file is as small (it holds weights, not
-# activations) and without a threshold per input channel smaller still; what it gives up is XNOR/popcount
-# compute, which onnxruntime does not have anyway. mobilenet_v2 needs it: its binary-activation branch
-# stayed at chance on digits (see docs/benchmarks/branch.md).
-BINARY_ACTIVATIONS = ("binary", "real")
 
 
 # Not 1/2: levels form a lattice (zero padding mixes odd and even sums), and the midpoint of two

@@ -13,6 +13,13 @@ from dnnsplit.errors import UsageError
 SCHEMA = "dnnsplit/branch@1"
 FILE = "branch.yaml"
 
+# What ``--activations`` accepts. "binary": +/-1 inputs and weights (XNOR-Net), the default. "real": +/-1
+# weights over real-valued inputs (BinaryConnect): the file is as small (it holds weights, not
+# activations) and without a threshold per input channel smaller still; what it gives up is XNOR/popcount
+# compute, which onnxruntime does not have anyway. mobilenet_v2 needs it: its binary-activation branch
+# stayed at chance on digits (see docs/benchmarks/branch.md).
+BINARY_ACTIVATIONS = ("binary", "real")
+
 
 @dataclass(frozen=True)
 class BranchAccuracy:

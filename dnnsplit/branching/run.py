@@ -24,8 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnnsplit.branching.binary import BINARY_ACTIVATIONS, calibrate_thresholds, freeze
+from dnnsplit.branching.binary import calibrate_thresholds, freeze
 from dnnsplit.branching.branch_file import (
+    BINARY_ACTIVATIONS,
     FILE,
     BoundaryTensor,
     BranchAccuracy,

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from dnnsplit.branching.branch_file import BINARY_ACTIVATIONS
 from dnnsplit.errors import UsageError
 
 SCHEMA = "dnnsplit/pipeline@1"
@@ -91,6 +92,7 @@ class BranchConfig:
     at: str | None = None
     epochs: int = 30
     max_accuracy_drop: float = 0.01
+    activations: str = "binary"  # or "real": binary weights over real inputs (`branch --activations`)
 
 
 @dataclass(frozen=True)
@@ -387,6 +389,7 @@ _SECTIONS: dict[str, dict[str, tuple[Check, bool]]] = {
         "at": (_optional(_STR), False),
         "epochs": (_number(1, integer=True, example="30"), False),
         "max_accuracy_drop": (_number(0, 1, example="0.01"), False),
+        "activations": (_choice(BINARY_ACTIVATIONS), False),
     },
     "prune": {
         "enabled": (_BOOL, False),

@@ -344,6 +344,7 @@ class Pipeline:
         b = self.config.branch
         settings = BranchSettings(
             at=b.at,
+            activations=b.activations,
             max_accuracy_drop=b.max_accuracy_drop,
             train=BranchTrainSettings(epochs=b.epochs, seed=self.config.model.seed),
             force=True,  # the pipeline owns OUT/branch

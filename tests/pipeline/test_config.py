@@ -35,6 +35,9 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     assert cfg.plan.networks == ("4g", "wifi", "3g")
     assert cfg.model.source == "torchvision:resnet18" and not cfg.model.trained
     assert cfg.budgets.accuracy == 0.9 and cfg.output == tmp_path / "out"
+    assert cfg.branch.activations == "binary"
+    real = load_config(_demo_with(tmp_path, "  activations: binary ", "  activations: real "))
+    assert real.branch.activations == "real"
 
 
 @pytest.mark.parametrize(
@@ -79,6 +82,7 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
             "one folder per class",
         ),
         ("  compress: null", "  compress: fp8", "split.compress", "unknown value", "fp16, int8"),
+        ("  activations: binary ", "  activations: ternary ", "branch.activations", "unknown value", "binary, real"),
         ("  levels: 2 ", "  levels: 2\n  budgets_ms: [10]\n", "prune", "either levels or budgets_ms", "e.g."),
     ],
 )
