@@ -4,7 +4,7 @@ Weights: ``sign(W)`` times one real scale per output channel (the mean of ``|W|`
 one bit per weight plus a float per channel. Inputs: ``where(x >= t, 1, -1)`` with a learned threshold
 ``t`` per input channel. The threshold matters: the branch keeps the backbone's ReLUs and BatchNorms
 (real-valued), so a layer's input is often >= 0 everywhere and a threshold at 0 would make it all +1.
-The threshold starts where it splits each channel closest to half/half (:func:`calibrate_thresholds`).
+The threshold starts at each channel's median (:func:`calibrate_thresholds`), which balances the bits.
 
 ``where`` rather than ``sign``: sign gives 0 at 0 (a third value) and is missing from onnxruntime-web's
 WebGPU kernels. Convolutions keep their zero padding, as XNOR-Net and Larq do: a bit kernel handles
@@ -162,32 +162,12 @@ def _off_the_levels(values: torch.Tensor, threshold: float) -> float:
     return float(hit.max()) + OFF_LEVEL * (float(above.min()) - float(hit.max()))  # just below: keep -1
 
 
-def _balanced_start(values: torch.Tensor) -> float:
-    """A threshold that splits ``values`` as close to half +1, half -1 as their levels allow.
-
-    The median alone is not it when many values are equal: after a ReLU, often more than half of a
-    channel is exactly 0, the median is 0, and a threshold moved just below 0 makes the channel +1 for
-    every sample (it carries nothing). Put the threshold on whichever side of that mass of equal values
-    balances the bits better: just above the zeros, the bit says "zero or positive".
-    """
-    levels, counts = torch.unique(values, return_counts=True)
-    if levels.numel() <= 1:
-        return float(values.median()) if values.numel() else 0.0
-    # at_or_above[i]: how many values are >= levels[i]; a threshold between levels[i-1] and levels[i]
-    # makes exactly those +1.
-    at_or_above = counts.flip(0).cumsum(0).flip(0)
-    share = at_or_above.to(torch.float64) / values.numel()
-    i = int((share - 0.5).abs()[1:].argmin()) + 1  # i >= 1: some values are on each side
-    return float(levels[i - 1] + OFF_LEVEL * (levels[i] - levels[i - 1]))
-
-
 @torch.no_grad()
 def calibrate_thresholds(module: nn.Module, *inputs: torch.Tensor, median: bool = True) -> int:
     """Set every binary layer's input thresholds from one forward pass over ``inputs``.
 
-    ``median=True`` starts each channel where it splits what it receives closest to half/half, between
-    two observed levels (:func:`_balanced_start`); ``median=False`` keeps the learned thresholds and only
-    moves each off any activation level it sits on (see :func:`_off_the_levels`).
+    ``median=True`` starts each channel at the median of what it receives (balanced bits); either way
+    each threshold is then moved off any activation level it sits on (see :func:`_off_the_levels`).
     Each layer is set before it computes, so later layers see the new binarization of earlier ones.
     Returns the number of layers set.
     """
@@ -199,11 +179,8 @@ def calibrate_thresholds(module: nn.Module, *inputs: torch.Tensor, median: bool 
             channels = x.transpose(0, 1).flatten(1)
         else:
             channels = x.reshape(-1, x.shape[-1]).transpose(0, 1)
-        if median:
-            settled = [_balanced_start(channels[c]) for c in range(channels.shape[0])]
-        else:
-            start = layer.input_threshold.detach()
-            settled = [_off_the_levels(channels[c], float(start[c])) for c in range(channels.shape[0])]
+        start = channels.median(dim=1).values if median else layer.input_threshold.detach().clone()
+        settled = [_off_the_levels(channels[c], float(start[c])) for c in range(channels.shape[0])]
         layer.input_threshold.copy_(torch.tensor(settled, dtype=layer.input_threshold.dtype))
 
     for layer in module.modules():

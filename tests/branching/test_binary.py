@@ -95,24 +95,6 @@ def test_thresholds_start_at_the_median_so_bits_are_balanced() -> None:
     assert 0.45 <= share <= 0.55
 
 
-def test_thresholds_split_a_relu_channel_between_zero_and_positive() -> None:
-    # Over half of a ReLU's outputs are exactly 0, so the median is 0. A threshold just below 0 would
-    # make every sample +1 (the bit carries nothing); the balanced start puts it just above the zeros.
-    model = nn.Sequential(nn.ReLU(), _conv())
-    torch.manual_seed(0)
-    x = torch.randn(32, 4, 6, 6) - 0.4  # about 66% negative: zeros after the ReLU
-    calibrate_thresholds(model, x)
-    relu = torch.relu(x)
-    xb = binarize_input(relu, model[1].input_threshold, training=False)
-    share = float((xb > 0).float().mean())
-    assert abs(share - float((relu > 0).float().mean())) < 1e-6  # +1 exactly where the ReLU passed
-    assert 0.25 < share < 0.45
-    assert bool((model[1].input_threshold > 0).all())
-    per_channel = relu.transpose(0, 1).flatten(1)
-    smallest_positive = torch.where(per_channel > 0, per_channel, torch.inf).min(dim=1).values
-    assert bool((model[1].input_threshold < smallest_positive).all())
-
-
 def test_frozen_export_form_computes_the_same() -> None:
     model = nn.Sequential(_conv(), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), BinaryLinear(6 * 25, 5)).eval()
     x = torch.randn(3, 4, 5, 5)
