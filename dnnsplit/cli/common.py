@@ -126,13 +126,9 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on stderr, driven by the library's (stage, done, total) callbacks."""
-    if not enabled or not err.is_terminal and os.environ.get("DNNSPLIT_PROGRESS") != "1":
-        yield lambda _s, _d, _t: None
-        return
-    with Progress(
+def new_progress() -> Progress:
+    """The one look of every progress display: spinner, description, bar, done/total, elapsed, on stderr."""
+    return Progress(
         SpinnerColumn(),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -140,7 +136,16 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
         TimeElapsedColumn(),
         console=err,
         transient=True,
-    ) as progress:
+    )
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar on stderr, driven by the library's (stage, done, total) callbacks."""
+    if not enabled or not err.is_terminal and os.environ.get("DNNSPLIT_PROGRESS") != "1":
+        yield lambda _s, _d, _t: None
+        return
+    with new_progress() as progress:
         task = progress.add_task("starting", total=None)
 
         def update(stage: str, done: int, total: int) -> None:

@@ -9,17 +9,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
-from dnnsplit.cli.common import Format, err, guarded, out, print_document
+from dnnsplit.cli.common import Format, err, guarded, new_progress, out, print_document
 from dnnsplit.errors import BudgetError, UsageError
 
 PIPELINE_EXAMPLES = """
@@ -103,15 +96,7 @@ def pipeline(
     start = time.perf_counter()
     show = fmt == Format.table and (err.is_terminal or os.environ.get("DNNSPLIT_PROGRESS") == "1")
     if show:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        ) as progress:
+        with new_progress() as progress:
             runner.reporter = _Display(progress)  # type: ignore[assignment]
             outcomes = runner.run()
     else:
