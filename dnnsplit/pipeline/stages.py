@@ -23,6 +23,7 @@ import yaml
 from dnnsplit import __version__
 from dnnsplit.errors import UsageError
 from dnnsplit.fileio import write_text_atomic
+from dnnsplit.models.export import file_sha256
 from dnnsplit.models.loading import ModelOptions
 from dnnsplit.pipeline.config import PipelineConfig
 
@@ -95,14 +96,6 @@ class Layout:
         return self.root / STATE_FILE
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _folder_digest(path: Path) -> str:
     """An ImageFolder by its listing (names, sizes, mtimes): hashing every image costs more than a stage."""
     h = hashlib.sha256()
@@ -123,7 +116,7 @@ def input_hash(stage: str, config: Any, files: list[Path]) -> str:
     )
     for path in files:
         h.update(str(path.name).encode())
-        h.update((_folder_digest(path) if path.is_dir() else file_digest(path)).encode())
+        h.update((_folder_digest(path) if path.is_dir() else file_sha256(path)).encode())
     return h.hexdigest()
 
 
