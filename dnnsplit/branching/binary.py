@@ -115,13 +115,10 @@ class BinaryLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Features are the last dimension of a Linear input, whatever comes before them.
-        shifted = x - self.input_threshold
-        if not self.binary_input:
-            xb = x
-        elif self.training:
-            xb = _SignSTE.apply(shifted)
-        else:
-            xb = torch.where(shifted >= 0, 1.0, -1.0)
+        xb = x
+        if self.binary_input:
+            shifted = x - self.input_threshold
+            xb = _SignSTE.apply(shifted) if self.training else torch.where(shifted >= 0, 1.0, -1.0)
         signs, scale = binary_weight(self.weight)
         w = _ste_weight(self.weight, signs) if self.training else signs
         y = F.linear(xb, w) * scale
@@ -131,7 +128,6 @@ class BinaryLinear(nn.Linear):
 
 
 BINARY_LAYERS = (BinaryConv2d, BinaryLinear)
-
 
 
 # Not 1/2: levels form a lattice (zero padding mixes odd and even sums), and the midpoint of two
@@ -210,7 +206,6 @@ class _FrozenBinary(nn.Module):
         self.register_buffer("signs", signs.clone())
         self.register_buffer("scale", scale.clone())
         # Real inputs need no threshold: leaving it out keeps it out of the file.
-        self.binary_input = layer.binary_input
         threshold = layer.input_threshold.detach().clone() if layer.binary_input else None
         self.register_buffer("threshold", threshold)
         self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone())
