@@ -6,9 +6,9 @@ Targets (issue 6), for resnet18 and mobilenet_v2 at 32x32 trained on the bundled
 * over network {cat1, 3g, 4g, wifi} x device scale {0.5, 1, 2, 4} x 5 budgets: the budget met whenever any
   variant can; against the unpruned model with its own best plan, mean latency and mobile energy >= 1.5x
   lower with accuracy at most 1 point lower.
-The budgets of a context span the fastest variant's latency to the unpruned model's there (log-spaced,
-the unpruned one excluded). Latency is re-measured under /tmp/dnnsplit-timing.lock (1 onnxruntime thread,
-median of 300 runs). Writes docs/benchmarks/prune.{md,json} and prune.png.
+The budgets of a context are log-spaced strictly between the fastest variant's latency and the unpruned
+model's there (at 1/6 ... 5/6 of the way). Latency is re-measured under /tmp/dnnsplit-timing.lock (1
+onnxruntime thread), every variant in turns: 40 rounds of 5 warm-up and 20 timed runs each, the median. Writes docs/benchmarks/prune.{md,json} and prune.png.
 
     python benchmarks/prune_variants.py [--models resnet18,mobilenet_v2] [--work DIR] [--epochs 3]
 """
@@ -65,7 +65,8 @@ def context_grid(directory: Path, profiles: dict[str, Any]) -> dict[str, Any]:
             k0 = min(own, key=lambda k: lat[k])
             l0, e0 = lat[k0], table.lines[k0].energy(s, cw, iw)
             lf = min(lat)
-            budgets = [lf * (l0 / lf) ** (j / 5) for j in range(5)]
+            # Five budgets log-spaced strictly between the fastest variant and the unpruned model.
+            budgets = [lf * (l0 / lf) ** ((j + 1) / 6) for j in range(5)]
             for b in budgets:
                 choice = selector.choose(Request(net, s, b))
                 any_meets = any(x <= b * (1 + 1e-9) for x in lat)
@@ -112,26 +113,50 @@ def context_grid(directory: Path, profiles: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def interleaved_ms(
+    paths: list[Path], shape: tuple[int, ...], rounds: int, block: int, warmup: int
+) -> list[float]:
+    """Median ms of every model, measured in turns: ``rounds`` times, each model runs ``warmup`` runs (its
+    weights back in cache) then ``block`` timed ones. On this shared VM a model that spills the L3 cache
+    (resnet18 unpruned: 45 MB of weights) runs 0.9 ms in one minute and 1.8 ms in another; measured in
+    turns, every variant sees the same minutes, so their order and ratios are not a matter of timing."""
+    from dnnsplit.runtime.local import ort_session
+
+    x = np.random.default_rng(0).standard_normal((1, *shape[1:])).astype(np.float32)
+    sessions = [ort_session(p, 1) for p in paths]
+    feeds = [{s.get_inputs()[0].name: x} for s in sessions]
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for session, feed, out in zip(sessions, feeds, times, strict=True):
+            for _ in range(warmup):
+                session.run(None, feed)
+            for _ in range(block):
+                start = time.perf_counter()
+                session.run(None, feed)
+                out.append((time.perf_counter() - start) * 1000.0)
+    return [float(np.median(t)) for t in times]
+
+
 def remeasure(directory: Path, doc: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
-    """Whole-model latency and per-layer profiles of every variant again, one after another under the lock:
-    the figures taken while pruning shared the CPU with other work at different moments."""
+    """Whole-model latency of every variant again, all in turns under the lock, and per-layer profiles
+    (the context grid's plans): the figures taken while pruning came from different minutes."""
     from dnnsplit.models.export import ExportedModel, file_sha256
     from dnnsplit.models.loading import LoadedModel
     from dnnsplit.profiling.graph import load_layer_graph
     from dnnsplit.profiling.run import PreparedModel, ProfileSettings, profile_prepared
-    from dnnsplit.pruning.measure import whole_ms
 
     shape = tuple(doc["model"]["input_shape"])
-    whole, profiles = {}, {}
+    names = [v["name"] for v in doc["variants"]]
+    profiles = {}
     with timing_lock():
+        ms = interleaved_ms([directory / v["file"] for v in doc["variants"]], shape, 40, 20, 5)
         for v in doc["variants"]:
             path = directory / v["file"]
-            whole[v["name"]] = whole_ms(path, shape, 1, 300, warmup=30)
             loaded = LoadedModel(str(path), "onnx", v["name"], shape, onnx_path=path)
             exported = ExportedModel(path, file_sha256(path), shape, cached=True)
             prepared = PreparedModel(loaded, exported, load_layer_graph(path, shape))
             profiles[v["name"]] = profile_prepared(prepared, ProfileSettings(threads=1, warmup=10, repeat=50))
-    return whole, profiles
+    return dict(zip(names, ms, strict=True)), profiles
 
 
 def bench_model(name: str, work: Path, epochs: int, reuse: bool) -> dict[str, Any]:
@@ -211,6 +236,23 @@ def bench_model(name: str, work: Path, epochs: int, reuse: bool) -> dict[str, An
         for a in aware
         if a["budget_ms"] in uniform
     ]
+    # Equal or lower latency: each latency-aware variant against every uniform one at least as slow.
+    levels = []
+    for a in aware:
+        slower = [u for u in uniform.values() if u["measured_host_ms"] >= a["measured_host_ms"]]
+        best = max(slower, key=lambda u: u["accuracy"], default=None)
+        levels.append(
+            {
+                "variant": a["name"],
+                "measured_ms": a["measured_host_ms"],
+                "accuracy": a["accuracy"],
+                "uniform": None if best is None else best["name"],
+                "uniform_accuracy": None if best is None else best["accuracy"],
+                "uniform_ms": None if best is None else best["measured_host_ms"],
+                "holds": None if best is None else a["accuracy"] >= best["accuracy"],
+            }
+        )
+    compared = [lv for lv in levels if lv["holds"] is not None]
     pruned = [v for v in variants if v["method"] != "original"]
     order_pred = [v["name"] for v in sorted(aware, key=lambda v: v["predicted_host_ms"])]
     order_meas = [v["name"] for v in sorted(aware, key=lambda v: v["measured_host_ms"])]
@@ -220,6 +262,9 @@ def bench_model(name: str, work: Path, epochs: int, reuse: bool) -> dict[str, An
         "settings": doc["settings"],
         "variants": variants,
         "pairs": pairs,
+        "levels": levels,
+        "levels_compared": len(compared),
+        "levels_held": sum(1 for lv in compared if lv["holds"]),
         "all_faster": all(v["measured_host_ms"] < original["measured_host_ms"] for v in pruned),
         "predicted_order_holds": order_pred == order_meas,
         "max_abs_error": max(abs(v["error"]) for v in pruned) if pruned else math.nan,
@@ -258,7 +303,8 @@ def markdown(results: dict[str, Any], host: dict[str, Any], epochs: int) -> str:
         "# `dnnsplit prune` / `select` on digits",
         "",
         f"Machine: {host['cpu']}, {host['cores']} cores (shared with other work while pruning; the latencies "
-        "below were re-measured under a lock: onnxruntime, 1 thread, median of 300 runs). Context pruned for: "
+        "below were re-measured under a lock: onnxruntime, 1 thread, all variants in turns, 40 rounds of 20 "
+        "timed runs each, the median). Context pruned for: "
         "mobile-web phone (latency_scale 6) + edge (0.4) over 4G, `--levels 5 --baseline uniform "
         f"--epochs {epochs}`. Reproduce: `python benchmarks/prune_variants.py`.",
         "",
@@ -294,6 +340,25 @@ def markdown(results: dict[str, Any], host: dict[str, Any], epochs: int) -> str:
             lines.append(
                 f"| {p['budget_ms']:.2f} | {100 * p['aware_accuracy']:.2f}% | {p['aware_ms']:.3f} | "
                 f"{100 * p['uniform_accuracy']:.2f}% | {p['uniform_ms']:.3f} |"
+            )
+        lines += [
+            "",
+            f"At equal or lower measured latency (each latency-aware variant against the most accurate uniform "
+            f"variant at least as slow): held at **{r['levels_held']} of {r['levels_compared']}** levels.",
+            "",
+            "| latency-aware | measured ms | acc | uniform at least as slow | measured ms | acc | held |",
+            "|---|---:|---:|---|---:|---:|---|",
+        ]
+        for lv in r["levels"]:
+            if lv["uniform"] is None:
+                lines.append(
+                    f"| {lv['variant']} | {lv['measured_ms']:.3f} | {100 * lv['accuracy']:.2f}% | "
+                    "(none as slow) | - | - | - |"
+                )
+                continue
+            lines.append(
+                f"| {lv['variant']} | {lv['measured_ms']:.3f} | {100 * lv['accuracy']:.2f}% | {lv['uniform']} | "
+                f"{lv['uniform_ms']:.3f} | {100 * lv['uniform_accuracy']:.2f}% | {lv['holds']} |"
             )
         lines += [
             "",

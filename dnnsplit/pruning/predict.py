@@ -1,6 +1,7 @@
-"""The profile a pruned model would have, predicted from the unpruned model's measured profile.
+"""The profile a pruned model would have, predicted from a measured profile: the unpruned model's, or
+(re-anchored, see ``search``) that of a less pruned model measured on the way.
 
-Conv rows: the measured time times the latency table's ratio (pruned shape / original shape), so what
+Conv rows: the measured time times the latency table's ratio (pruned shape / measured shape), so what
 the runtime does with odd channel counts is in the figure. Other rows (pooling, adds, activations that
 onnxruntime did not fuse, the classifier) scale with the channels of the tensor they read, and every
 output tensor shrinks with its channels: the bytes a plan sends between tiers shrink too.
@@ -13,16 +14,35 @@ from dataclasses import replace
 from dnnsplit.profiling.graph import TensorSpec
 from dnnsplit.profiling.profile import LayerProfile, Profile
 from dnnsplit.pruning.latency_table import ConvShape, LatencyTable
+from dnnsplit.pruning.measure import Measured
 
 _CONV_OPS = ("Conv", "FusedConv")
 
 
 class Predictor:
-    def __init__(self, profile: Profile, full_shapes: dict[str, ConvShape], table: LatencyTable) -> None:
+    """Predicts from ``profile``, measured with the convs at ``full_shapes``; ``whole_ms``: the whole
+    model's measured time the host-time prediction scales (default: the profile's own whole-model time)."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        full_shapes: dict[str, ConvShape],
+        table: LatencyTable,
+        whole_ms: float | None = None,
+    ) -> None:
         self.profile = profile
         self.full = full_shapes
         self.table = table
+        self.whole_ms = profile.latency_ms if whole_ms is None else whole_ms
         self.base_sum = max(profile.layer_sum_ms, 1e-9)
+
+    def rebased(self, measured: Measured, shapes: dict[str, ConvShape]) -> Predictor:
+        """The same table, anchored on ``measured`` (a model with the convs at ``shapes``)."""
+        return Predictor(measured.profile, shapes, self.table, measured.latency_ms)
+
+    def host_ms(self, shapes: dict[str, ConvShape]) -> float:
+        """The whole model's predicted time on the measuring host."""
+        return self.predict(shapes).latency_ms
 
     def conv_ratio(self, name: str, shape: ConvShape) -> float:
         full = self.full[name]
@@ -71,7 +91,7 @@ class Predictor:
         return replace(
             self.profile,
             layers=rows,
-            latency_ms=self.profile.latency_ms * scale,
+            latency_ms=self.whole_ms * scale,
             latency_p90_ms=self.profile.latency_p90_ms * scale,
         )
 

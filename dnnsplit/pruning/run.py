@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from dnnsplit.pruning.latency_table import LatencyTable
 from dnnsplit.pruning.measure import Measured, export_to, measure
 from dnnsplit.pruning.plans import plan_lines
 from dnnsplit.pruning.predict import Predictor
-from dnnsplit.pruning.search import MARGIN, max_pruned_shapes, search
+from dnnsplit.pruning.search import MARGIN, REANCHOR, max_pruned_shapes, search
 from dnnsplit.pruning.select import read_misses, write_misses
 from dnnsplit.pruning.structure import Prunable, conv_shapes
 from dnnsplit.pruning.variants import FILE, NetworkPlan, Variant, VariantsFile
@@ -132,6 +132,7 @@ class _Job:
         self.batches = _batches(data, CALIBRATION_BATCHES)
         self.skipped: dict[str, str] = {}
         self.closest_ms = math.inf  # the lowest end-to-end latency measured so far
+        self.scratch = 0  # models measured on the way
 
     def measure(self, module: nn.Module, name: str) -> Measured:
         return measure(
@@ -148,12 +149,20 @@ class _Job:
             )
         return prunable
 
-    def predicted_host_ms(
-        self, predictor: Predictor, original: Measured, module: nn.Module, spatial: Any
-    ) -> float:
-        """The whole model's time predicted from the table, anchored on the unpruned model's measurement."""
-        profile = predictor.predict(conv_shapes(module, spatial))
-        return original.latency_ms * profile.layer_sum_ms / max(original.profile.layer_sum_ms, 1e-9)
+    def measure_scratch(
+        self, module: nn.Module, network: LinkSpec | None = None, scale: float = 1.0
+    ) -> Measured:
+        """Measure a model on the way (it may become no variant); ``keep`` gives it its variant's name."""
+        self.scratch += 1
+        m = self.measure(module, f"_measured-{self.scratch}")
+        self.closest_ms = min(self.closest_ms, self.context.best(m.profile, network, scale).latency_ms)
+        return m
+
+    def keep(self, m: Measured, name: str) -> Measured:
+        path = self.staging / f"{name}.onnx"
+        os.replace(m.path, path)
+        profile = replace(m.profile, model={**m.profile.model, "onnx": str(path)})
+        return replace(m, path=path, profile=profile)
 
     def latency_aware(
         self,
@@ -164,56 +173,71 @@ class _Job:
         names: Callable[[float], str] | None = None,
     ) -> tuple[list[_Built], list[float]]:
         prunable = self.prunable()
-        predictor = Predictor(original.profile, prunable.full_shapes, self.table)
+        predictor = Predictor(original.profile, prunable.full_shapes, self.table, original.latency_ms)
         built: list[_Built] = []
+        kept: dict[Path, Measured] = {}  # scratch file -> the variant it became
         net_name = (network or self.context.network).name
 
-        def accept(p: Prunable, _predicted: Profile, target: float) -> bool:
+        def reached(p: Prunable, m: Measured, predicted: Profile, target: float) -> None:
             name = names(target) if names else f"lat-{target:g}ms"
-            m = self.measure(p.model, name)
-            ms = self.context.best(m.profile, network, scale).latency_ms
-            self.closest_ms = min(self.closest_ms, ms)
-            if ms > target:
-                self.note(f"measured {ms:.2f} ms > {target:g} ms: pruning on", 0, 1, "")
-                return False
+            if m.path in kept:  # the same model met a second target: a copy under the second name
+                shutil.copyfile(kept[m.path].path, self.staging / "_copy.onnx")
+                variant = self.keep(replace(m, path=self.staging / "_copy.onnx"), name)
+            else:
+                kept[m.path] = variant = self.keep(m, name)
             built.append(
                 _Built(
                     name,
                     "latency-aware",
                     copy.deepcopy(p.model),
-                    m,
-                    self.predicted_host_ms(predictor, original, p.model, p.spatial),
+                    variant,
+                    predicted.latency_ms,
                     {"budget_ms": target, "network": net_name, "device_scale": scale},
                 )
             )
-            return True
 
         result = search(
-            prunable, predictor, self.context, budgets, self.batches, accept, network, scale, self.note
+            prunable,
+            predictor,
+            self.context,
+            budgets,
+            self.batches,
+            lambda p: self.measure_scratch(p.model, network, scale),
+            reached,
+            network,
+            scale,
+            self.note,
         )
         self.table.save()
         return built, result.missed
 
     def uniform_for(self, original: Measured, target: float) -> _Built | None:
-        """The smallest global ratio whose measured latency meets ``target``; None if none does."""
+        """The smallest global ratio whose measured latency meets ``target``; None if none does.
+
+        Ratios are tried in order. Like the latency-aware search, the prediction comes from the table
+        anchored on the latest measured ratio, and a ratio is measured once its prediction is within
+        ``REANCHOR`` of the target, so a pessimistic table does not skip the ratio that meets it.
+        """
         prunable = self.prunable()
-        predictor = Predictor(original.profile, prunable.full_shapes, self.table)
+        predictor = Predictor(original.profile, prunable.full_shapes, self.table, original.latency_ms)
         for ratio in RATIOS:
             module = uniform(self.teacher, self.example, self.num_classes, ratio)
-            predicted = self.context.best(predictor.predict(conv_shapes(module, prunable.spatial))).latency_ms
-            if predicted > target * MARGIN:
+            shapes = conv_shapes(module, prunable.spatial)
+            predicted = predictor.predict(shapes)
+            if self.context.best(predicted).latency_ms * REANCHOR > target:
                 continue
-            name = f"uni-{target:g}ms"
-            m = self.measure(module, name)
+            m = self.measure_scratch(module)
+            predictor = predictor.rebased(m, shapes)
             if self.context.best(m.profile).latency_ms <= target:
-                host = self.predicted_host_ms(predictor, original, module, prunable.spatial)
+                name = f"uni-{target:g}ms"
                 spec = {
                     "budget_ms": target,
                     "network": self.context.network.name,
                     "device_scale": 1.0,
                     "ratio": ratio,
                 }
-                return _Built(name, "uniform", module, m, host, spec)
+                self.table.save()
+                return _Built(name, "uniform", module, self.keep(m, name), predicted.latency_ms, spec)
         self.table.save()
         return None
 

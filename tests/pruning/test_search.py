@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from dnnsplit.models import ModelOptions, load_model
+from dnnsplit.profiling.profile import Profile
 from dnnsplit.pruning.context import Context
 from dnnsplit.pruning.latency_table import ConvShape, LatencyTable
-from dnnsplit.pruning.measure import measure
+from dnnsplit.pruning.measure import Measured, measure
 from dnnsplit.pruning.predict import Predictor
 from dnnsplit.pruning.search import search
 from dnnsplit.pruning.structure import Prunable
@@ -59,15 +60,22 @@ def test_search_meets_the_measured_target(tiny_checkpoint: Path, tmp_path: Path)
     data = load_data("digits", SHAPE, augment=False)
     batches = [next(iter(data.loader("train", 64)))]
     measured: list[float] = []
+    reached: list[tuple[float, float, float]] = []  # (target, measured, predicted before measuring)
 
-    def accept(p: Prunable, _profile: object, goal: float) -> bool:
-        m = measure(loaded, p.model, tmp_path / "pruned.onnx", threads=1)
+    def measure_now(p: Prunable) -> Measured:
+        m = measure(loaded, p.model, tmp_path / f"pruned-{len(measured)}.onnx", threads=1)
         measured.append(context.best(m.profile).latency_ms)
-        return measured[-1] <= goal
+        return m
 
-    result = search(prunable, predictor, context, [target], batches, accept)
+    def on_reached(p: Prunable, m: Measured, predicted: Profile, goal: float) -> None:
+        reached.append((goal, context.best(m.profile).latency_ms, context.best(predicted).latency_ms))
+
+    result = search(prunable, predictor, context, [target], batches, measure_now, on_reached)
     assert result.reached == [target] and not result.missed
-    assert measured[-1] <= target
+    assert result.measurements == len(measured) >= 1
+    assert len(reached) == 1 and reached[0][0] == target and reached[0][1] == measured[-1] <= target
+    # The prediction the variant was accepted on came from the table, not from its own measurement.
+    assert reached[0][2] != reached[0][1]
     assert result.steps and all(s.saved_ms > 0 for s in result.steps)
     assert prunable.model(torch.zeros(SHAPE)).shape == (1, 10)
     # Fewer channels than the start in at least one group, never below one unit.
