@@ -356,7 +356,10 @@ def test_short_training_beats_a_random_policy(trained) -> None:
     assert result["decision_us"]["median"] < 1000
 
 
-def test_training_is_reproducible() -> None:
+def test_training_is_reproducible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger makes its folder
     base = _base()
     runs = [
         train_policy(
@@ -371,6 +374,7 @@ def test_training_is_reproducible() -> None:
     a, b = (r.actor.weights for r in runs)
     assert all(np.array_equal(x[0], y[0]) and np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
     assert runs[0].candidates.assignments == runs[1].candidates.assignments
+    assert not list(tmp_path.glob("SB3-*"))  # training leaves no empty log folder behind
 
 
 def test_plan_with_policy_records_its_gap(trained) -> None:

@@ -110,6 +110,7 @@ def train_policy(
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
 
     check_scenario(scenario.name)
     steps = DEFAULT_TIMESTEPS[scenario.name] if timesteps is None else timesteps
@@ -145,6 +146,8 @@ def train_policy(
             policy_kwargs={"net_arch": NET_ARCH},
             **params,
         )
+        # Without a logger of its own, every learn() leaves an empty /tmp/SB3-<time> folder behind.
+        agent.set_logger(Logger(folder=None, output_formats=[]))
 
         class _Report(BaseCallback):
             def _on_step(self) -> bool:
