@@ -2,6 +2,11 @@
 
 The loop keeps the weights of the best validation epoch (not the last), and after every epoch hands
 them to ``on_epoch`` so a caller can write a checkpoint: Ctrl-C then leaves the last good one behind.
+
+Before each validation the BatchNorm running statistics are recomputed over training batches with the
+weights fixed (PreciseBN). torchvision's mobilenet_v3 and efficientnet keep them with momentum 0.01, a
+moving average far slower than the weights change on a small data set: mobilenet_v3_small trained on
+digits reached 98% on its training batches and 10% (chance) in eval mode with them.
 """
 
 from __future__ import annotations
@@ -73,6 +78,32 @@ def collect_logits(module: nn.Module, loader: DataLoader) -> tuple[torch.Tensor,
             outputs.append(module(images))
             targets.append(labels)
     return torch.cat(outputs), torch.cat(targets)
+
+
+BATCHNORM_BATCHES = 50  # training batches the running statistics are recomputed over (digits: all 17)
+
+
+def recalibrate_batchnorm(
+    module: nn.Module, loader: DataLoader, max_batches: int = BATCHNORM_BATCHES
+) -> None:
+    """Recompute every BatchNorm's running mean and variance as plain averages over up to ``max_batches``
+    batches of ``loader``, the weights unchanged; the module is left in eval mode."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in norms if m.track_running_stats]
+    if norms:
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # None: a cumulative average over the batches seen since the reset
+        module.train()
+        with torch.no_grad():
+            for i, (images, _labels) in enumerate(loader):
+                if i >= max_batches:
+                    break
+                module(images)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+    module.eval()
 
 
 def distillation_loss(
@@ -157,6 +188,7 @@ def train_classifier(
                     len(train_loader),
                     f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}",
                 )
+        recalibrate_batchnorm(module, train_loader)
         val_acc = accuracy(module, val_loader)
         record = EpochRecord(
             epoch, loss_sum / max(seen, 1), correct / max(seen, 1), val_acc, time.perf_counter() - start
