@@ -1,14 +1,13 @@
 """The uniform baseline: torch-pruning's MagnitudePruner with one global ratio for every layer.
 
 This is how torch-pruning is usually driven (a channel ratio, no latency in the loop). For a latency
-target the baseline takes the smallest ratio (in steps of 0.05) whose measured latency meets it, found by
-bisection, so the two methods are compared at the same target with the same fine-tuning.
+target the baseline takes the smallest ratio (in steps of 0.05) whose measured latency meets it, trying
+them in order, so the two methods are compared at the same target with the same fine-tuning.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -33,18 +32,3 @@ def uniform(model: nn.Module, example: torch.Tensor, num_classes: int, ratio: fl
     pruner.step()
     return pruned.eval()
 
-
-def smallest_meeting(count: int, meets: Callable[[int], bool]) -> int | None:
-    """The smallest index in ``range(count)`` for which ``meets`` holds, assuming it holds for every index
-    after one that does (latency falls as the ratio grows); None if it holds for none. Calls ``meets`` at
-    most ceil(log2(count)) + 1 times, and always on the index just before the answer (when there is one)."""
-    if count <= 0 or not meets(count - 1):
-        return None
-    lo, hi = 0, count - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if meets(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo

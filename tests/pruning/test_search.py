@@ -92,3 +92,28 @@ def test_channel_shuffle_fails_naming_the_layer() -> None:
     )
     with pytest.raises(UsageError, match="stage2.0"):
         Prunable(loaded.module, torch.zeros(1, 3, 32, 32), num_classes=10)
+
+
+@pytest.mark.parametrize(
+    ("channels", "block", "unit"),
+    [(64, 16, 16), (512, 16, 64), (144, 16, 16), (96, 16, 16), (64, 8, 8), (24, 16, 3), (16, 16, 2), (8, 1, 1)],
+)
+def test_channel_unit_stays_on_the_runtime_block(channels: int, block: int, unit: int) -> None:
+    from dnnsplit.pruning.structure import channel_unit
+
+    assert channel_unit(channels, block) == unit
+    if channels % block == 0 and channels >= 2 * block:  # every count the group can reach is whole blocks
+        assert all((channels - k * unit) % block == 0 for k in range(channels // unit))
+
+
+def test_channel_block_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dnnsplit.errors import UsageError
+    from dnnsplit.pruning.latency_table import channel_block
+
+    monkeypatch.setenv("DNNSPLIT_CHANNEL_BLOCK", "1")
+    assert channel_block() == 1
+    monkeypatch.setenv("DNNSPLIT_CHANNEL_BLOCK", "sixteen")
+    with pytest.raises(UsageError, match="DNNSPLIT_CHANNEL_BLOCK"):
+        channel_block()
+    monkeypatch.delenv("DNNSPLIT_CHANNEL_BLOCK")
+    assert channel_block() in (8, 16)
