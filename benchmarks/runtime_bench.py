@@ -6,9 +6,9 @@ Targets (issue 8):
 * runtime overhead beyond compute + transfer under 2 ms per hop at p50;
 * 32 concurrent clients for 60 s against one edge server on loopback: zero errors, throughput, p99, flat RSS.
 
-For each model: profile on this machine (2 threads), then for each preset plan with --network PRESET and the
-edge device set to this machine (`--device edge=host`: an edge faster than this machine cannot be emulated
-here), split, and bench (plan, all-local, all-edge). The phone (mobile-web, 6x the host) is emulated by
+For each model and sweep: profile on this machine (2 threads) right before it, then for each preset plan
+with --network PRESET and the edge device set to this machine (`--device edge=host`: an edge faster than
+this machine cannot be emulated here), split, and bench (plan, all-local, all-edge). The phone (mobile-web, 6x the host) is emulated by
 stretching its segments' compute 6x. Writes docs/benchmarks/runtime.{md,json}.
 
     python benchmarks/runtime_bench.py [--models resnet18,mobilenet_v3_small] [--requests 10] [--skip-tbf]
@@ -53,11 +53,13 @@ def pct(x: float | None) -> str:
 
 # -- preparing: profile, plan per preset, split ------------------------------------------------------------
 def prepare(model: str) -> dict[str, Path]:
+    """Profile, plan and split ``model`` now. Called right before each of its sweeps: on this shared VM a
+    model's speed moves with other tenants' memory traffic (mobilenet_v3_small 1.1 ms one minute, 1.9 ms
+    another), so a profile from an earlier run or half an hour before predicts another machine."""
     work = WORK / model
     work.mkdir(parents=True, exist_ok=True)
     profile = work / "profile.json"
-    if not profile.exists():
-        run_cli(["profile", f"torchvision:{model}", "--threads", "2", "--output", str(profile)])
+    run_cli(["profile", f"torchvision:{model}", "--threads", "2", "--output", str(profile)])
     dirs = {}
     for preset in PRESETS:
         plan, out = work / f"plan-{preset}.yaml", work / f"split-{preset}"
@@ -546,7 +548,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores; other work may have shared the "
         "CPU (timed sections ran under a lock the other benchmarks take, not every process does).",
         "",
-        "Plans: `dnnsplit plan profile.json --network PRESET --device edge=host` (phone = mobile-web, 6x the "
+        "Plans: `dnnsplit plan profile.json --network PRESET --device edge=host` on a profile taken right "
+        "before each model's sweep (phone = mobile-web, 6x the "
         "host, emulated by stretching its compute 6x; the edge = this machine). Prediction = the planner's "
         "cost model for the same link; *calibrated* = the same link model with the run's measured compute. "
         f"Target: |error| <= {TARGET:.0%}.",
@@ -621,9 +624,8 @@ def main() -> None:
         return
     data: dict[str, Any] = {"machine": machine(), "sweep": [], "overhead": [], "load": None}
     models = [m for m in args.models.split(",") if m]
-    prepared = {m: prepare(m) for m in models}
     for model in models:
-        data["sweep"] += emulated_sweep(model, prepared[model], args.requests, args.budget)
+        data["sweep"] += emulated_sweep(model, prepare(model), args.requests, args.budget)
     if not args.skip_tbf:
         why = netns_up()
         if why:
@@ -632,7 +634,7 @@ def main() -> None:
         else:
             try:
                 for model in models:
-                    data["sweep"] += tbf_sweep(model, prepared[model], args.requests, args.budget)
+                    data["sweep"] += tbf_sweep(model, prepare(model), args.requests, args.budget)
             finally:
                 netns_down()
     else:
