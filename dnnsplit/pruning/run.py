@@ -32,7 +32,7 @@ from dnnsplit.pruning.baseline import RATIOS, uniform
 from dnnsplit.pruning.checkpoint import channel_attributes, save_pruned
 from dnnsplit.pruning.context import PLANNED_NETWORKS, Context
 from dnnsplit.pruning.finetune import FinetuneSettings, finetune, test_accuracy
-from dnnsplit.pruning.latency_table import LatencyTable, channel_block
+from dnnsplit.pruning.latency_table import ConvShape, LatencyTable, channel_block
 from dnnsplit.pruning.measure import Measured, export_to, measure
 from dnnsplit.pruning.plans import plan_lines
 from dnnsplit.pruning.predict import Predictor
@@ -133,7 +133,8 @@ class _Job:
         self.skipped: dict[str, str] = {}
         self.closest_ms = math.inf  # the lowest end-to-end latency measured so far
         self.scratch = 0  # models measured on the way
-        self.uniform_models: dict[float, tuple[nn.Module, Measured]] = {}  # the baseline, per ratio
+        # The baseline per ratio, measured once (models are rebuilt when chosen: 18 resnet50s do not fit).
+        self.uniform_measured: dict[float, tuple[dict[str, ConvShape], Measured]] = {}
         self.uniform_kept: dict[float, Path] = {}  # ratio -> the variant file it became first
 
     def measure(self, module: nn.Module, name: str) -> Measured:
@@ -227,12 +228,13 @@ class _Job:
         spatial = prunable.spatial
         anchor, anchor_shapes = original, prunable.full_shapes
         for ratio in RATIOS:
-            if ratio not in self.uniform_models:
+            if ratio not in self.uniform_measured:
                 module = uniform(self.teacher, self.example, self.num_classes, ratio)
-                self.uniform_models[ratio] = (module, self.measure_scratch(module))
-            module, m = self.uniform_models[ratio]
-            shapes = conv_shapes(module, spatial)
+                self.uniform_measured[ratio] = (conv_shapes(module, spatial), self.measure_scratch(module))
+            shapes, m = self.uniform_measured[ratio]
             if self.context.best(m.profile).latency_ms <= target:
+                module = uniform(self.teacher, self.example, self.num_classes, ratio)
+                assert conv_shapes(module, spatial) == shapes  # magnitude pruning is deterministic
                 predictor = Predictor(anchor.profile, anchor_shapes, self.table, anchor.latency_ms)
                 predicted = predictor.host_ms(shapes)
                 self.table.save()
@@ -245,7 +247,7 @@ class _Job:
                     shutil.copyfile(self.uniform_kept[ratio], self.staging / "_copy.onnx")
                     kept = self.keep(replace(m, path=self.staging / "_copy.onnx"), name)
                 self.uniform_kept.setdefault(ratio, kept.path)
-                return _Built(name, "uniform", copy.deepcopy(module), kept, predicted, spec)
+                return _Built(name, "uniform", module, kept, predicted, spec)
             anchor, anchor_shapes = m, shapes
         self.table.save()
         return None
