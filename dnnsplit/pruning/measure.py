@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from dnnsplit.models.loading import LoadedModel
 from dnnsplit.profiling.graph import load_layer_graph
 from dnnsplit.profiling.profile import Profile
 from dnnsplit.profiling.run import PreparedModel, ProfileSettings, profile_prepared
+
+SETTLE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ def whole_ms(path: Path, shape: tuple[int, ...], threads: int, repeat: int, warm
 def measure(loaded: LoadedModel, module: nn.Module, path: Path, threads: int, repeat: int = 20) -> Measured:
     """Export, profile per layer (what plans are built from) and time the whole model."""
     exported = export_to(loaded, module, path)
+    # torch's worker threads spin for a while after the export's last parallel region and take a core
+    # from the single-threaded measurement: resnet18 at 32x32 timed 6-15% slower right after torch work
+    # than a moment later.
+    time.sleep(SETTLE_S)
     graph = load_layer_graph(exported.path, exported.input_shape)
     prepared = PreparedModel(loaded, exported, graph)
     settings = ProfileSettings(threads=threads, warmup=5, repeat=repeat)

@@ -45,6 +45,7 @@ MARGIN = 0.97
 # Measure again (and predict from there) once the predicted latency has fallen this far below the last
 # measured one.
 REANCHOR = 0.85
+REANCHOR_PARAMS = 0.9  # ... or once the weights have shrunk this far: the L3 cache effect follows bytes
 MAX_UNITS = 4  # largest step tried per group, in units
 
 ProgressFn = Callable[[str, int, int, str], None]
@@ -123,10 +124,15 @@ def search(
     profile = predictor.predict(shapes)
     plan = context.best(profile, network, scale)
     anchor_ms = plan.latency_ms
+    anchor_params = _params(prunable)
     measured: Measured | None = None  # of the model as it is now, once taken
     total_steps = sum(g.channels // g.unit - 1 for g in prunable.groups)
     while pending:
-        due = plan.latency_ms <= pending[0] * MARGIN or plan.latency_ms < anchor_ms * REANCHOR
+        due = (
+            plan.latency_ms <= pending[0] * MARGIN
+            or plan.latency_ms < anchor_ms * REANCHOR
+            or _params(prunable) < anchor_params * REANCHOR_PARAMS
+        )
         if due and measured is None:
             predicted = profile  # what the table said before measuring: the variant's prediction
             measured = measure(prunable)
@@ -135,6 +141,7 @@ def search(
             profile = measured.profile
             plan = context.best(profile, network, scale)
             anchor_ms = plan.latency_ms
+            anchor_params = _params(prunable)
         if measured is not None:
             if plan.latency_ms <= pending[0]:
                 reached(prunable, measured, predicted, pending[0])
@@ -186,3 +193,7 @@ def search(
     result.missed = pending
     result.final_ms = plan.latency_ms
     return result
+
+
+def _params(prunable: Prunable) -> int:
+    return sum(p.numel() for p in prunable.model.parameters())
