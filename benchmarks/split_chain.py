@@ -27,11 +27,18 @@ from dnnsplit.splitting.split import SplitSettings, segments_from_cut_lists, spl
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v3_small"]
 THREADS = 2
+# Other cut rules and thread counts for the same chains: (rule, threads).
+VARIANTS = [("thirds", 1), ("adds", 2), ("adds", 1)]
 
 
-def two_cuts(graph: Any) -> list[list[str]]:
-    """The single-tensor cuts nearest to 1/3 and 2/3 of the layers: typical mobile/edge/cloud boundaries."""
+def two_cuts(graph: Any, rule: str = "thirds") -> list[list[str]]:
+    """The single-tensor cuts nearest to 1/3 and 2/3 of the layers: typical mobile/edge/cloud boundaries.
+
+    ``rule="adds"``: among the cuts right after a residual Add only (a block's output), so no fusion
+    inside a block is broken by the boundary."""
     single = [c for c in prefix_cuts(graph) if len(c.tensors) == 1]
+    if rule == "adds":
+        single = [c for c in single if graph.producer[c.tensors[0]].endswith("/Add")]
     n = len(graph.layers)
     picks = [min(single, key=lambda c, f=f: abs(c.position - f * n)) for f in (1 / 3, 2 / 3)]
     return [list(c.tensors) for c in picks]
@@ -59,24 +66,25 @@ def paired_ms(first: Any, second: Any, runs: int) -> tuple[float, float, float]:
     return statistics.median(a), statistics.median(b), ratio
 
 
-def chain_row(name: str, runs: int, tmp: Path) -> dict[str, Any]:
+def chain_row(name: str, runs: int, tmp: Path, rule: str = "thirds", threads: int = THREADS) -> dict[str, Any]:
     prepared = prepare_model(f"torchvision:{name}")
-    cuts = two_cuts(prepared.graph)
+    cuts = two_cuts(prepared.graph, rule)
     segment_of, tiers = segments_from_cut_lists(prepared.graph, cuts)
-    out = tmp / name
+    out = tmp / f"{name}-{rule}-{threads}"
     split_model(prepared.exported.path, prepared.graph, segment_of, tiers, {}, {"cuts": cuts}, out)
-    chain = SegmentChain.load(out, threads=THREADS)
-    whole = ort_session(prepared.exported.path, threads=THREADS)
+    chain = SegmentChain.load(out, threads=threads)
+    whole = ort_session(prepared.exported.path, threads=threads)
     x = np.random.default_rng(0).standard_normal(prepared.exported.input_shape).astype(np.float32)
     w, c, ratio = paired_ms(lambda: whole.run(None, {"input": x}), lambda: chain.run(x), runs)
     row = {
         "model": name,
+        "rule": rule,
+        "threads": threads,
         "cut_tensors": cuts,
         "cut_after": [prepared.graph.producer[c[0]] for c in cuts],
         "whole_ms": round(w, 3),
         "chain_ms": round(c, 3),
         "overhead_pct": round(100 * (ratio - 1), 2),
-
     }
     print(row, flush=True)
     return row
@@ -202,9 +210,11 @@ def main() -> None:
         if args.only_digits:
             kept = json.loads((RESULTS / "split.json").read_text())
             chains, wall, packed = kept["chain"], kept["wall"], kept["compress"]
+            variants = kept.get("chain_variants", [])
             args.runs = kept["runs"]
         else:
             chains = [chain_row(m, args.runs, tmp) for m in MODELS]
+            variants = [chain_row(m, args.runs, tmp, r, t) for m in MODELS for r, t in VARIANTS]
             wall = split_wall_time(tmp)
             packed = compression_rows(tmp)
         digits = digits_rows(tmp, work)
@@ -236,10 +246,24 @@ def main() -> None:
         "Where the overhead comes from: onnxruntime's optimised segments hold 3 more `ReorderInput` and 3 more "
         "`ReorderOutput` nodes than the optimised whole model (each boundary leaves and re-enters the NCHWc "
         "layout) and one HardSwish and one Add that a boundary keeps from fusing (mobilenet_v3_small). Call "
-        "overhead is negligible (5 us a `run`). On resnet18/50 that is ~4%; on the 2 ms mobilenet_v3_small "
-        "the same ~0.3 ms is 8-17% from run to run on this 2-core VM: the 5% target is met for resnet18 "
-        "and resnet50 and missed for mobilenet_v3_small. In a deployment each segment runs on its own tier, "
-        "where the network, not this, dominates.",
+        "overhead is negligible (5 us a `run`). On resnet18/50 that is 2-5%; on the 1.3-2 ms "
+        "mobilenet_v3_small the same 0.15-0.35 ms is 7-20% by cut rule, thread count and run (next table; "
+        "one thread each session avoids waking a second pool thread per segment): the 5% target is met for "
+        "resnet18 and resnet50 and missed for mobilenet_v3_small. In a deployment each segment runs on its "
+        "own tier, where the network, not this, dominates.",
+        "",
+        "The same chains with other cut rules and thread counts (*adds*: the cuts right after a residual Add "
+        "nearest 1/3 and 2/3, a block's output, so the boundary breaks no fusion inside a block):",
+        "",
+        "| model | rule | threads | cut after | whole (ms) | chain (ms) | overhead |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in [*[{**c, "rule": "thirds", "threads": THREADS} for c in chains], *variants]:
+        lines.append(
+            f"| {r['model']} | {r['rule']} | {r['threads']} | {' / '.join(r['cut_after'])} | {r['whole_ms']} | "
+            f"{r['chain_ms']} | {r['overhead_pct']:+.1f}% |"
+        )
+    lines += [
         "",
         "## Split + validate wall time (resnet50, 2 cuts, onnxsim, 3 validation inputs, one process start)",
         "",
@@ -281,6 +305,7 @@ def main() -> None:
         "threads": THREADS,
         "runs": args.runs,
         "chain": chains,
+        "chain_variants": variants,
         "wall": wall,
         "compress": packed,
         "digits": digits,
