@@ -258,8 +258,14 @@ def bench_model(name: str, work: Path, epochs: int, reuse: bool) -> dict[str, An
         )
     compared = [lv for lv in levels if lv["holds"] is not None]
     pruned = [v for v in variants if v["method"] != "original"]
-    order_pred = [v["name"] for v in sorted(aware, key=lambda v: v["predicted_host_ms"])]
-    order_meas = [v["name"] for v in sorted(aware, key=lambda v: v["measured_host_ms"])]
+    # In the predicted order: every pair the prediction tells apart is measured the same way round. One
+    # model that met two targets is two variants with the same prediction; their order is a coin toss.
+    order_holds = all(
+        (a["measured_host_ms"] < b["measured_host_ms"]) == (a["predicted_host_ms"] < b["predicted_host_ms"])
+        for i, a in enumerate(aware)
+        for b in aware[i + 1 :]
+        if a["predicted_host_ms"] != b["predicted_host_ms"]
+    )
     return {
         "train_seconds": train_s,
         "prune_seconds": prune_s,
@@ -270,7 +276,7 @@ def bench_model(name: str, work: Path, epochs: int, reuse: bool) -> dict[str, An
         "levels_compared": len(compared),
         "levels_held": sum(1 for lv in compared if lv["holds"]),
         "all_faster": all(v["measured_host_ms"] < original["measured_host_ms"] for v in pruned),
-        "predicted_order_holds": order_pred == order_meas,
+        "predicted_order_holds": order_holds,
         "max_abs_error": max(abs(v["error"]) for v in pruned) if pruned else math.nan,
         "within_15pct": all(abs(v["error"]) <= 0.15 for v in pruned),
         "grid": context_grid(out, profiles),
