@@ -10,7 +10,7 @@ The budgets of a context are log-spaced strictly between the fastest variant's l
 model's there (at 1/6 ... 5/6 of the way). Latency is re-measured under /tmp/dnnsplit-timing.lock (1
 onnxruntime thread), every variant in turns: 40 rounds of 5 warm-up and 20 timed runs each, the median. Writes docs/benchmarks/prune.{md,json} and prune.png.
 
-    python benchmarks/prune_variants.py [--models resnet18,mobilenet_v2] [--work DIR] [--epochs 3]
+    python benchmarks/prune_variants.py [--models resnet18,mobilenet_v2] [--work DIR] [--epochs 15]
 """
 
 from __future__ import annotations
@@ -402,7 +402,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
     parser.add_argument("--work", type=Path, default=None)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--reuse", action="store_true", help="Keep WORK/MODEL-variants when it exists.")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="dnnsplit-prune-"))
