@@ -312,7 +312,7 @@ def markdown(results: dict[str, Any], host: dict[str, Any], epochs: int) -> str:
     lines = [
         "# `dnnsplit prune` / `select` on digits",
         "",
-        f"Machine: {host['cpu']}, {host['cores']} cores (shared with other work while pruning; the latencies "
+        f"Machine: {host['cpu']}, {host['cores']} cores (a VM whose neighbours share its memory bandwidth; the latencies "
         "below were re-measured under a lock: onnxruntime, 1 thread, all variants in turns, 40 rounds of 20 "
         "timed runs each, the median). Context pruned for: "
         "mobile-web phone (latency_scale 6) + edge (0.4) over 4G, `--levels 5 --baseline uniform "
