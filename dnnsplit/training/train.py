@@ -12,6 +12,7 @@ digits reached 98% on its training batches and 10% (chance) in eval mode with th
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -87,22 +88,10 @@ def recalibrate_batchnorm(
     module: nn.Module, loader: DataLoader, max_batches: int = BATCHNORM_BATCHES
 ) -> None:
     """Recompute every BatchNorm's running mean and variance as plain averages over up to ``max_batches``
-    batches of ``loader``, the weights unchanged; the module is left in eval mode."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    norms = [m for m in norms if m.track_running_stats]
-    if norms:
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # None: a cumulative average over the batches seen since the reset
-        module.train()
-        with torch.no_grad():
-            for i, (images, _labels) in enumerate(loader):
-                if i >= max_batches:
-                    break
-                module(images)
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
+    batches of ``loader``, the weights unchanged (torch's ``update_bn``); the module is left in eval mode."""
+    from torch.optim.swa_utils import update_bn
+
+    update_bn(itertools.islice(loader, max_batches), module)
     module.eval()
 
 
