@@ -135,7 +135,7 @@ class _Job:
         self.scratch = 0  # models measured on the way
         # The baseline per ratio, measured once (models are rebuilt when chosen: 18 resnet50s do not fit).
         self.uniform_measured: dict[float, tuple[dict[str, ConvShape], Measured]] = {}
-        self.uniform_kept: dict[float, Path] = {}  # ratio -> the variant file it became first
+        self.kept: dict[Path, Path] = {}  # scratch file -> the variant file it became first
 
     def measure(self, module: nn.Module, name: str) -> Measured:
         return measure(
@@ -162,8 +162,14 @@ class _Job:
         return m
 
     def keep(self, m: Measured, name: str) -> Measured:
+        """``m`` as the variant ``name``: its scratch file renamed, or copied when the same model already
+        became a variant (one model that met two budgets)."""
         path = self.staging / f"{name}.onnx"
-        os.replace(m.path, path)
+        if m.path in self.kept:
+            shutil.copyfile(self.kept[m.path], path)
+        else:
+            os.replace(m.path, path)
+            self.kept[m.path] = path
         profile = replace(m.profile, model={**m.profile.model, "onnx": str(path)})
         return replace(m, path=path, profile=profile)
 
@@ -178,22 +184,16 @@ class _Job:
         prunable = self.prunable()
         predictor = Predictor(original.profile, prunable.full_shapes, self.table, original.latency_ms)
         built: list[_Built] = []
-        kept: dict[Path, Measured] = {}  # scratch file -> the variant it became
         net_name = (network or self.context.network).name
 
         def reached(p: Prunable, m: Measured, predicted: Profile, target: float) -> None:
             name = names(target) if names else f"lat-{target:g}ms"
-            if m.path in kept:  # the same model met a second target: a copy under the second name
-                shutil.copyfile(kept[m.path].path, self.staging / "_copy.onnx")
-                variant = self.keep(replace(m, path=self.staging / "_copy.onnx"), name)
-            else:
-                kept[m.path] = variant = self.keep(m, name)
             built.append(
                 _Built(
                     name,
                     "latency-aware",
                     copy.deepcopy(p.model),
-                    variant,
+                    self.keep(m, name),
                     predicted.latency_ms,
                     {"budget_ms": target, "network": net_name, "device_scale": scale},
                 )
@@ -241,13 +241,7 @@ class _Job:
                 name = f"uni-{target:g}ms"
                 network = self.context.network.name
                 spec = {"budget_ms": target, "network": network, "device_scale": 1.0, "ratio": ratio}
-                if m.path.exists():
-                    kept = self.keep(m, name)
-                else:  # an earlier budget took this ratio's file: a copy under this name
-                    shutil.copyfile(self.uniform_kept[ratio], self.staging / "_copy.onnx")
-                    kept = self.keep(replace(m, path=self.staging / "_copy.onnx"), name)
-                self.uniform_kept.setdefault(ratio, kept.path)
-                return _Built(name, "uniform", module, kept, predicted, spec)
+                return _Built(name, "uniform", module, self.keep(m, name), predicted, spec)
             anchor, anchor_shapes = m, shapes
         self.table.save()
         return None
