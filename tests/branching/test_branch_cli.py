@@ -10,7 +10,7 @@ import onnx
 import pytest
 import yaml
 
-from tests.cli.assertions import assert_usage_error
+from tests.fixtures.assertions import assert_usage_error
 from tests.fixtures.trained import SHAPE, TINY
 
 

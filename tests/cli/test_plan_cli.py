@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.assertions import assert_usage_error
+from tests.fixtures.assertions import assert_usage_error
+from tests.fixtures.cost_model import recompute_by_hand
 from tests.fixtures.profiles import chain_profile
-from tests.partition.test_plan_file import recompute_by_hand
-
-TINY = "tests.fixtures.tiny_models:tiny_cnn"
+from tests.fixtures.tiny_cli import TINY
 
 
 @pytest.fixture()

@@ -11,10 +11,9 @@ import pytest
 import torch
 import yaml
 
-from tests.cli.assertions import assert_usage_error
+from tests.fixtures.assertions import assert_usage_error
+from tests.fixtures.tiny_cli import TINY
 from tests.fixtures.tiny_models import TinyResidual
-
-TINY = "tests.fixtures.tiny_models:tiny_cnn"
 
 
 def test_profile_writes_json_yaml_and_plot(cli, tmp_path: Path) -> None:
@@ -177,9 +176,16 @@ def test_repeat_zero_and_bad_output_names(cli, tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_bad_choice_is_a_usage_error(cli) -> None:
-    code, _, _ = cli("profile", TINY, "--runtime", "tvm")
+def test_bad_choice_is_a_usage_error(cli, tmp_path: Path) -> None:
+    # click refuses a value outside the choices before dnnsplit runs: its message (a usage box, not our one
+    # line) must name the option, the value and every choice, and nothing may be written.
+    out = tmp_path / "p.json"
+    code, _, stderr = cli("profile", TINY, "--runtime", "tvm", "--output", out)
     assert code == 2
+    flat = " ".join(stderr.replace("│", " ").split())
+    assert "Invalid value for '--runtime'" in flat and "'tvm'" in flat
+    assert all(f"'{choice}'" in flat for choice in ("onnxruntime", "torch", "browser")), flat
+    assert not out.exists()
 
 
 def test_devices_lists_presets(cli, tmp_path: Path) -> None:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cli.assertions import assert_usage_error
-from tests.fixtures.profiles import chain_profile
-from tests.partition.test_from_profile import residual_profile
+from tests.fixtures.assertions import assert_usage_error
+from tests.fixtures.profiles import chain_profile, residual_profile
 
 
 @pytest.fixture(scope="module")

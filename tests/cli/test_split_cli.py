@@ -9,41 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.cli.assertions import assert_usage_error
+from tests.fixtures.assertions import assert_usage_error
 from tests.fixtures.profiles import chain_profile
-
-TINY = "tests.fixtures.tiny_models:tiny_cnn"
-SHAPE = ("--input-shape", "1x3x32x32")
-SKIP = "/stem/stem.2/Relu_output_0"
-MAIN = "/conv_b/Conv_output_0"
-
-
-FAST_PROFILE = ("--repeat", "2", "--warmup", "1", "--threads", "1")
-
-
-def plan_tiny(cli, tmp_path: Path, *extra: str) -> Path:
-    """Plan the tiny model so that its stem stays on a very slow phone and the rest goes to the edge."""
-    phone = tmp_path / "phone.yaml"
-    phone.write_text("name: slow-phone\nlatency_scale: 1000\ncompute_power_w: 3\nidle_power_w: 0.5\n")
-    out = tmp_path / "plan.yaml"
-    code, _, stderr = cli(
-        "plan",
-        TINY,
-        *SHAPE,
-        *FAST_PROFILE,
-        "--private-input",
-        "--device",
-        f"mobile={phone}",
-        "--network",
-        "up=1000,down=1000,rtt=1",
-        "--output",
-        out,
-        "--format",
-        "json",
-        *extra,
-    )
-    assert code == 0, stderr
-    return out
+from tests.fixtures.tiny_cli import FAST_PROFILE, MAIN, SHAPE, SKIP, TINY, plan_tiny
 
 
 @pytest.fixture()

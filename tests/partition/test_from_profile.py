@@ -16,46 +16,7 @@ from dnnsplit.partition import (
     solve,
 )
 from dnnsplit.profiling.devices import DeviceSpec
-from dnnsplit.profiling.profile import Profile
-
-
-def _tensor(name: str, *shape: int) -> dict[str, object]:
-    return {"name": name, "shape": [1, *shape], "dtype": "float32"}
-
-
-def _layer(
-    name: str, ms: float, params: int, inputs: list[str], *outputs: dict[str, object]
-) -> dict[str, object]:
-    return {
-        "name": name,
-        "op": "Conv",
-        "latency_ms": ms,
-        "params": params,
-        "inputs": inputs,
-        "outputs": list(outputs),
-    }
-
-
-def residual_profile(scale: float = 1.0) -> Profile:
-    """input -> conv1 -> a; a feeds conv2 and the skip add; conv2 -> b; add(a, b) -> c; fc(c) -> logits."""
-    layers = [
-        _layer("conv1", 2.0 * scale, 1000, ["input"], _tensor("a", 16, 8, 8)),
-        _layer("conv2", 3.0 * scale, 2000, ["a"], _tensor("b", 16, 8, 8)),
-        _layer("add", 0.5 * scale, 0, ["a", "b"], _tensor("c", 16, 8, 8)),
-        _layer("fc", 1.0 * scale, 10_000, ["c"], _tensor("logits", 10)),
-    ]
-    return Profile.from_dict(
-        {
-            "model": {"name": "residual"},
-            "device": {"name": "host"},
-            "input": {"name": "input", "shape": [1, 3, 16, 16], "dtype": "float32"},
-            "outputs": [_tensor("logits", 10)],
-            "group": "node",
-            "settings": {},
-            "total": {"latency_ms": 6.5 * scale},
-            "layers": layers,
-        }
-    )
+from tests.fixtures.profiles import residual_profile
 
 
 def test_builds_costs_tensors_and_defaults() -> None:

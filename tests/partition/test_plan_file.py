@@ -25,44 +25,8 @@ from dnnsplit.partition.sweep import (
     sweep_bandwidth,
     with_uplink,
 )
-from tests.fixtures.profiles import chain_profile
-from tests.partition.test_from_profile import residual_profile
-
-
-def recompute_by_hand(doc: dict) -> tuple[float, float]:
-    """Latency and phone energy from plan.yaml's own numbers, by docs/cost-model.md, without dnnsplit."""
-    tiers = doc["tiers"]
-    links = [doc["links"][f"{a}-{b}"] for a, b in zip(tiers, tiers[1:], strict=False)]
-    tier_of = {la["name"]: tiers.index(la["tier"]) for la in doc["layers"]}
-    compute = [0.0] * len(tiers)
-    for la in doc["layers"]:
-        compute[tier_of[la["name"]]] += la["compute_ms"][la["tier"]]
-    up = [0.0] * len(links)
-    down = [0.0] * len(links)
-    for x in doc["tensors"]:
-        if not x["consumers"]:
-            continue
-        src = 0 if x["producer"] is None else tier_of[x["producer"]]
-        far = max(tier_of[c] for c in x["consumers"])
-        for k in range(src, far):
-            up[k] += x["bytes"] * 8 / (links[k]["up_mbps"] * 1000)
-    returning = [False] * len(links)
-    for name in doc["outputs"]:
-        x = next(t for t in doc["tensors"] if t["name"] == name)
-        for k in range(tier_of[x["producer"]]):
-            down[k] += x["bytes"] * 8 / (links[k]["down_mbps"] * 1000)
-            returning[k] = True
-    top = max(tier_of.values())
-    rtt = sum(link["rtt_ms"] / 2 for k, link in enumerate(links) if top > k)
-    rtt += sum(link["rtt_ms"] / 2 for k, link in enumerate(links) if returning[k])
-    latency = sum(compute) + sum(up) + sum(down) + rtt
-    radio = links[0]["radio_model"]
-    p_up = (radio["a_up_mw_per_mbps"] * links[0]["up_mbps"] + radio["base_mw"]) / 1000
-    p_down = (radio["a_down_mw_per_mbps"] * links[0]["down_mbps"] + radio["base_mw"]) / 1000
-    power = doc["mobile_power"]
-    waiting = latency - compute[0] - up[0] - down[0]
-    energy = power["compute_w"] * compute[0] + p_up * up[0] + p_down * down[0] + power["idle_w"] * waiting
-    return latency, energy
+from tests.fixtures.cost_model import recompute_by_hand
+from tests.fixtures.profiles import chain_profile, residual_profile
 
 
 @pytest.mark.parametrize("tiers", [("mobile", "edge"), ("mobile", "edge", "cloud"), ("mobile", "cloud")])

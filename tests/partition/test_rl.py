@@ -29,8 +29,7 @@ from dnnsplit.partition.rl.multiuser import MultiUserConfig, Simulator
 from dnnsplit.partition.rl.multiuser_env import MultiUserEnv
 from dnnsplit.partition.rl.policy_file import load_policy, save_policy
 from dnnsplit.partition.rl.train import Scenario, default_space, find_candidates, train_policy
-from tests.fixtures.profiles import chain_profile
-from tests.partition.test_from_profile import residual_profile
+from tests.fixtures.profiles import chain_profile, residual_profile
 
 SMALL_SEARCH = {"batch": 100, "min_contexts": 200, "max_contexts": 1000}
 

@@ -1,9 +1,11 @@
 """`dnnsplit pipeline` end to end on a tiny model: report with real figures, stage skipping and --force,
-a missed budget exiting 1 by name. One pipeline directory is shared by the tests, which run in order."""
+a missed budget exiting 1 by name. One first run is shared; each test that runs the pipeline again works on a
+copy of it, so the tests pass in any order."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,14 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return config, json.loads(result.stdout)
 
 
+@pytest.fixture()
+def rerun(first_run: tuple[Path, dict], tmp_path: Path) -> tuple[Path, dict]:
+    """A private copy of the first run's directory: what one test reruns or edits, no other test sees."""
+    config, summary = first_run
+    copy = shutil.copytree(config.parent, tmp_path / "pipeline")
+    return copy / config.name, summary
+
+
 def test_first_run_runs_every_stage_and_holds_the_budgets(first_run: tuple[Path, dict]) -> None:
     config, summary = first_run
     assert _status(summary) == {s: "ran" for s in ("train", "profile", "branch", "prune", "plan", "split")}
@@ -112,16 +122,16 @@ def test_report_has_the_figures_and_plots(first_run: tuple[Path, dict]) -> None:
     assert f"| test accuracy | {accuracy:.4f} |" in report and "| accuracy | >= 0.5 |" in report
 
 
-def test_second_run_skips_every_stage(cli, first_run: tuple[Path, dict]) -> None:
-    config, first = first_run
+def test_second_run_skips_every_stage(cli, rerun: tuple[Path, dict]) -> None:
+    config, first = rerun
     code, summary, stderr = _run(cli, config)
     assert code == 0, stderr
     assert set(_status(summary).values()) == {"skipped"}
     assert summary["budgets"] == first["budgets"]  # figures come from the record and the artifacts
 
 
-def test_a_changed_section_reruns_what_it_feeds(cli, first_run: tuple[Path, dict]) -> None:
-    config, _ = first_run
+def test_a_changed_section_reruns_what_it_feeds(cli, rerun: tuple[Path, dict]) -> None:
+    config, _ = rerun
     config.write_text(config.read_text().replace("networks: [cat1, wifi]", "networks: [cat1, wifi, 3g]"))
     code, summary, stderr = _run(cli, config)
     assert code == 0, stderr
@@ -133,8 +143,8 @@ def test_a_changed_section_reruns_what_it_feeds(cli, first_run: tuple[Path, dict
     assert "| 3g |" in (config.parent / "out" / "report.md").read_text()
 
 
-def test_force_reruns_one_stage(cli, first_run: tuple[Path, dict]) -> None:
-    config, _ = first_run
+def test_force_reruns_one_stage(cli, rerun: tuple[Path, dict]) -> None:
+    config, _ = rerun
     code, summary, stderr = _run(cli, config, "--force", "profile")
     assert code == 0, stderr
     stages = {s["name"]: s for s in summary["stages"]}
@@ -144,8 +154,8 @@ def test_force_reruns_one_stage(cli, first_run: tuple[Path, dict]) -> None:
     assert code == 2 and "unknown stage 'tran'" in stderr
 
 
-def test_missed_budgets_exit_1_naming_each(cli, first_run: tuple[Path, dict]) -> None:
-    config, _ = first_run
+def test_missed_budgets_exit_1_naming_each(cli, rerun: tuple[Path, dict]) -> None:
+    config, _ = rerun
     (config.parent / "tight").mkdir()
     tight = config.parent / "tight" / "dnnsplit.yaml"  # the same stages, tighter budgets
     text = config.read_text().replace("latency_ms: 10000", "latency_ms: 0.001")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from dnnsplit.pruning.select import read_misses
-from tests.cli.assertions import assert_usage_error
+from tests.fixtures.assertions import assert_usage_error
 
 SHAPE = "1x3x48x48"
 

@@ -7,9 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-TINY = "tests.fixtures.tiny_models:tiny_cnn"
-SKIP = "/stem/stem.2/Relu_output_0"  # the residual block's skip path
-RELU = "/relu/Relu_output_0"
+from tests.fixtures.tiny_cli import RELU, SKIP, TINY
 
 
 @pytest.fixture(scope="session")

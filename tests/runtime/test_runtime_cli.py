@@ -19,9 +19,8 @@ import pytest
 
 from dnnsplit.runtime.server import ServeSettings, serving
 from dnnsplit.runtime.wire import encode
-from tests.cli.assertions import assert_usage_error
-from tests.cli.test_split_cli import SHAPE, TINY, plan_tiny
-from tests.runtime.conftest import SKIP
+from tests.fixtures.assertions import assert_usage_error
+from tests.fixtures.tiny_cli import SHAPE, SKIP, TINY, plan_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from dnnsplit.runtime.local import SegmentChain
 from dnnsplit.runtime.server import ServeSettings, serving
 from dnnsplit.runtime.wire import CONTENT_TYPE, decode, encode
 from dnnsplit.splitting.manifest import Manifest
-from tests.runtime.conftest import RELU, SKIP
+from tests.fixtures.tiny_cli import RELU, SKIP
 
 
 def test_two_tier_chain_equals_the_whole_model(two_tier: Path, whole, sample: np.ndarray) -> None:

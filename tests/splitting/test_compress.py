@@ -17,8 +17,7 @@ from dnnsplit.profiling.graph import TensorSpec
 from dnnsplit.runtime.local import SegmentChain, ort_session
 from dnnsplit.splitting.split import SplitSettings, segments_from_cut_lists, split_model
 from tests.fixtures.profiles import chain_profile
-
-SKIP = "/stem/stem.2/Relu_output_0"
+from tests.fixtures.tiny_cli import SKIP
 
 
 @pytest.fixture(scope="module")

@@ -17,10 +17,7 @@ from dnnsplit.splitting.cuts import check_cut, prefix_cuts, segments_from_cuts, 
 from dnnsplit.splitting.extract import plan_segments
 from dnnsplit.splitting.manifest import Manifest
 from dnnsplit.splitting.split import SplitSettings, segments_from_cut_lists, split_model, validate_chain
-
-TINY = "tests.fixtures.tiny_models:tiny_cnn"
-SKIP = "/stem/stem.2/Relu_output_0"  # the residual block's skip path
-MAIN = "/conv_b/Conv_output_0"  # its main path, just before the Add
+from tests.fixtures.tiny_cli import MAIN, SKIP, TINY
 
 
 @pytest.fixture(scope="module")

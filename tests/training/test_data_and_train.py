@@ -11,7 +11,7 @@ import torch
 
 from dnnsplit.errors import UsageError
 from dnnsplit.training.data import DataSpec, load_data
-from tests.cli.assertions import assert_usage_error
+from tests.fixtures.assertions import assert_usage_error
 
 
 def test_digits_split_is_fixed_stratified_and_shaped() -> None:
