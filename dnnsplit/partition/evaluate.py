@@ -6,8 +6,9 @@ Formulas (docs/cost-model.md has the long form):
 * link k is used upward when any layer runs beyond it; then it costs rtt_k / 2 once, plus
   bytes * 8 / up_k for every tensor crossing it (a tensor crosses every link between its producer's tier
   and the farthest tier that consumes it, once per link however many layers consume it there);
-* each model output comes back over every link between its producer's tier and mobile: bytes * 8 / down_k
-  per output, plus rtt_k / 2 once per link that carries any output back;
+* each model output comes back over every link between its producer's tier and mobile: its returned
+  bytes * 8 / down_k (the float32 size even with a boundary codec), plus rtt_k / 2 once per link that
+  carries any output back;
 * latency = compute + uploads + returns (one request, no pipelining);
 * mobile energy = P_compute * mobile compute + P_up * upload time on the mobile link
   + P_down * download time on the mobile link + P_idle * the rest of the latency (waiting).
@@ -158,7 +159,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, str] | Sequence[int]) ->
         x = problem.tensors[o]
         src = 0 if x.producer is None else tiers[x.producer]
         for k in range(src):
-            down[k].append(CutTensor(x.name, x.bytes))
+            down[k].append(CutTensor(x.name, x.returned_bytes))
 
     top = max(tiers, default=0)
     links = []

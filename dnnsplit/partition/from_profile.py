@@ -57,7 +57,8 @@ def problem_from_profile(
     not given default to ``default_links`` (wifi for the mobile's link, a wired backhaul for edge-cloud).
     ``input_bytes`` is what the raw input costs on the wire (a JPEG camera frame, say) when it is sent
     as is; default: the input tensor's own size. ``compress`` (``fp16`` or ``int8``) is what ``split
-    --compress`` does to the float32 tensors sent between segments: they cost half or a quarter.
+    --compress`` does to the float32 tensors sent between segments: they cost half or a quarter; the model
+    outputs still return at their own size (``Tensor.return_bytes``), as the split returns them.
     """
     check_mode(compress)
     if input_bytes is not None and input_bytes < 1:
@@ -157,6 +158,18 @@ def _tensors(
         if t.name not in wanted:
             wanted.append(t.name)
     kept = [name for name in order if consumers[name] or name in wanted]
-    tensors = tuple(Tensor(name, size[name], producer[name], tuple(sorted(consumers[name]))) for name in kept)
+    # split --compress encodes only what one segment sends to another; the model outputs go back to the
+    # caller as the model makes them (float32 logits), so their return is charged at full size.
+    full = {t.name: t.bytes for la in profile.layers for t in la.outputs}
+    tensors = tuple(
+        Tensor(
+            name,
+            size[name],
+            producer[name],
+            tuple(sorted(consumers[name])),
+            full[name] if name in wanted and full.get(name, size[name]) != size[name] else None,
+        )
+        for name in kept
+    )
     position = {name: j for j, name in enumerate(kept)}
     return tensors, tuple(position[name] for name in wanted)

@@ -11,8 +11,9 @@ Layout (docs/cost-model.md explains the formulas):
   where its compute times came from), ``links`` (with the radio model's
   coefficients), ``mobile_power``, ``objective``, ``constraints``;
 * ``layers``: per layer its ``tier``, its ``compute_ms`` on every tier and its ``weight_bytes``;
-* ``tensors``: name, bytes, producer and consumers (layer names; producer null for the model input);
-  ``outputs``: the tensors that return to mobile;
+* ``tensors``: name, bytes, producer and consumers (layer names; producer null for the model input), and
+  ``return_bytes`` for a model output that comes back at another size than it would cross upward (its
+  float32 size when ``compress`` shrinks the boundaries); ``outputs``: the tensors that return to mobile;
 * ``stretches``: the assignment as contiguous runs of layers on one tier, in topological order;
 * ``cut_tensors``: per link, the tensors sent up it (each once) and the outputs sent back down;
 * ``predicted``: ``latency_ms``, ``energy_mj``, ``objective`` and ``breakdown``; ``baselines``: name -> the
@@ -201,6 +202,7 @@ def plan_document(plan: Plan, context: PlanContext | None = None) -> dict[str, A
                 "bytes": x.bytes,
                 "producer": None if x.producer is None else names[x.producer],
                 "consumers": [names[i] for i in x.consumers],
+                **({} if x.return_bytes is None else {"return_bytes": x.return_bytes}),
             }
             for x in p.tensors
         ],
@@ -285,6 +287,7 @@ def problem_fields(problem: Problem) -> dict[str, Any]:
                 "bytes": x.bytes,
                 "producer": None if x.producer is None else names[x.producer],
                 "consumers": [names[i] for i in x.consumers],
+                **({} if x.return_bytes is None else {"return_bytes": x.return_bytes}),
             }
             for x in problem.tensors
         ],
@@ -315,6 +318,7 @@ def problem_from_document(doc: Mapping[str, Any]) -> Problem:
             int(x["bytes"]),
             None if x.get("producer") is None else layer_index(str(x["producer"])),
             tuple(sorted({layer_index(str(c)) for c in x.get("consumers", [])})),
+            None if x.get("return_bytes") is None else int(x["return_bytes"]),
         )
         for x in doc["tensors"]
     )

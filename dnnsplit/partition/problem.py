@@ -56,6 +56,13 @@ class Tensor:
     bytes: int
     producer: int | None  # layer index; None for the model input (on mobile from the start)
     consumers: tuple[int, ...]  # layer indices, sorted, no repeats
+    # What a model output costs on its way back, when that differs from ``bytes`` (what it costs going up):
+    # a boundary codec shrinks the tensors sent between segments, but outputs return as float32.
+    return_bytes: int | None = None
+
+    @property
+    def returned_bytes(self) -> int:
+        return self.bytes if self.return_bytes is None else self.return_bytes
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ class Problem:
             if la.weight_bytes < 0:
                 raise UsageError(f"layer '{la.name}' has negative weight bytes", "fix the profile")
         for x in self.tensors:
-            if x.bytes < 0:
+            if x.bytes < 0 or x.returned_bytes < 0:
                 raise UsageError(f"tensor '{x.name}' has negative size", "fix the profile")
             if any(c < 0 or c >= n for c in x.consumers) or list(x.consumers) != sorted(set(x.consumers)):
                 raise UsageError(f"tensor '{x.name}' has bad consumer indices", "fix the problem")

@@ -64,7 +64,7 @@ def cost_terms(problem: Problem, objective: Objective | None = None) -> CostTerm
     down_ms_per_byte = np.array([8.0 / (link.down_mbps * 1000.0) for link in problem.links])
     sizes = np.array([x.bytes for x in problem.tensors], dtype=float)
     crossing = sizes[:, None] * (up_ms_per_byte * up_price)[None, :]
-    out_sizes = np.array([problem.tensors[o].bytes for o in problem.outputs], dtype=float)
+    out_sizes = np.array([problem.tensors[o].returned_bytes for o in problem.outputs], dtype=float)
     returning = out_sizes[:, None] * (down_ms_per_byte * down_price)[None, :]
     half_rtt = np.array([link.rtt_ms / 2 for link in problem.links])
     return CostTerms(
