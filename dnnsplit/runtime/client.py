@@ -126,6 +126,9 @@ class CollaborativeClient:
         self.results = route.results_from(self.manifest, 0)
         self.digest = route.digest(self.manifest)
         self.chain = SegmentChain(self.manifest, directory, threads, self.local, slowdown)
+        # The fallback runs the edge's segments here: a file that is not the manifest's would answer
+        # something else, so it is refused now (one line, exit 2), not in the middle of a request.
+        self.chain.verify(self.remote)
         self.edge_url = edge_url.rstrip("/") if edge_url else None
         self.token = token
         self.link = EmulatedLink(link) if link else None

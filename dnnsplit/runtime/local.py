@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dnnsplit.errors import UsageError
+from dnnsplit.splitting.integrity import verify_segments
 from dnnsplit.splitting.manifest import Manifest
 
 
@@ -53,6 +54,8 @@ class SegmentChain:
     ``indices`` loads only some segments up front (a tier's server); the others load on first use (a
     client falling back to running the edge's segments itself). ``slowdown`` > 1 stretches every segment's
     compute by sleeping, to emulate a slower device on this machine (bench: a phone 6x slower than the host).
+    No file is opened before ``splitting.integrity`` found it inside the directory with the manifest's size
+    and sha256 (every manifest path is checked up front, each file's contents before its first load).
     """
 
     def __init__(
@@ -68,6 +71,8 @@ class SegmentChain:
         self.threads = threads
         self.slowdown = slowdown
         self.sessions: dict[int, Any] = {}
+        self.paths: dict[int, Path] = {}  # the segments whose files were verified
+        verify_segments(manifest, self.directory, indices=())
         for i in range(len(manifest.segments)) if indices is None else indices:
             self.session(i)
 
@@ -79,13 +84,30 @@ class SegmentChain:
     def input_name(self) -> str:
         return self.manifest.input.name
 
+    def verify(self, indices: Iterable[int]) -> None:
+        """Check the files of ``indices`` against the manifest now (a client that may fall back to them)."""
+        todo = [i for i in indices if i not in self.paths]
+        if todo:
+            paths = verify_segments(self.manifest, self.directory, todo)
+            self.paths.update((i, paths[i]) for i in todo)
+
     def session(self, index: int) -> Any:
-        """Segment ``index``'s onnxruntime session, loaded on first use."""
+        """Segment ``index``'s onnxruntime session, loaded on first use (its file verified first)."""
         if index not in self.sessions:
-            path = self.directory / self.manifest.segments[index].file
-            if not path.is_file():
-                raise UsageError(f"segment file {path} is missing", "split the model again")
-            self.sessions[index] = ort_session(path, self.threads)
+            self.verify([index])
+            path = self.paths[index]
+            try:
+                self.sessions[index] = ort_session(path, self.threads)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class but Exception
+                if not type(exc).__module__.startswith("onnxruntime"):
+                    raise
+                # Size and sha256 matched the manifest, so the manifest itself describes a broken file.
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UsageError(
+                    f"segment file {self.directory / self.manifest.segments[index].file} does not load "
+                    f"in onnxruntime ({first[:200]})",
+                    "split the model again",
+                ) from None
         return self.sessions[index]
 
     def run(self, x: np.ndarray) -> tuple[dict[str, np.ndarray], list[SegmentRun]]:

@@ -55,8 +55,16 @@ def results_from(manifest: Manifest, first: int) -> list[TensorSpec]:
 
 
 def digest(manifest: Manifest) -> str:
-    """A short identity of the split (its segments' hashes and order): client and server must agree on it."""
-    text = "\n".join(f"{s.index}:{s.tier}:{s.sha256}" for s in manifest.segments)
+    """A short identity of the split (its segments' hashes and order): client and server must agree on it.
+
+    It hashes the manifest's sha256 of every segment file (and of its external data, when it has some);
+    those are the files' own hashes because no loader opens a file that does not match them
+    (``splitting.integrity``). A split without external data keeps the digest it always had.
+    """
+    text = "\n".join(
+        f"{s.index}:{s.tier}:{s.sha256}" + (f":{s.data_sha256}" if s.data_sha256 else "")
+        for s in manifest.segments
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -6,6 +6,9 @@
 * ``segments``, in order: ``tier``, ``file``, ``sha256``, ``bytes``, ``layers`` and ``inputs`` / ``outputs``
   ({name, shape, dtype, bytes per sample}); each input says which segment it comes ``from`` (``input``
   for the model input) and each output which later segments it goes ``to`` (``result`` for a model output);
+  a segment over 2 GB also has ``data_sha256``, its external-data file's (optional: the schema stays @1).
+  ``file`` is relative to the directory, and loaders check it stays there and has ``bytes`` and
+  ``sha256`` (``splitting.integrity``);
 * ``validation``: how many inputs, where from, the max absolute and relative differences, the tolerance.
 """
 
@@ -38,6 +41,7 @@ class SegmentEntry:
     targets: dict[str, list[int | str]]  # output name -> later segment indices and/or "result"
     simplified: bool
     notes: tuple[str, ...] = ()
+    data_sha256: str | None = None  # the external-data file's (``FILE.data``), for segments over 2 GB
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +58,7 @@ class SegmentEntry:
             ],
             "outputs": [{**t.to_dict(), "to": list(self.targets[t.name])} for t in self.outputs],
             "notes": list(self.notes),
+            **({} if self.data_sha256 is None else {"data_sha256": self.data_sha256}),
         }
 
     @classmethod
@@ -73,6 +78,7 @@ class SegmentEntry:
             targets={t["name"]: list(t["to"]) for t in data["outputs"]},
             simplified=bool(data.get("simplified", False)),
             notes=tuple(data.get("notes", [])),
+            data_sha256=None if data.get("data_sha256") is None else str(data["data_sha256"]),
         )
 
 

@@ -193,6 +193,7 @@ def split_model(
                     targets=spec.targets,
                     simplified=simplified,
                     notes=tuple(notes),
+                    data_sha256=_data_sha256(staging, file),
                 )
             )
         manifest = Manifest(
@@ -246,6 +247,11 @@ def _save(model: Any, path: Path) -> None:
         )
     else:
         onnx.save_model(model, str(path))
+
+
+def _data_sha256(directory: Path, file: str) -> str | None:
+    data = directory / f"{file}.data"
+    return file_sha256(data) if data.exists() else None
 
 
 def _size_of(directory: Path, file: str) -> int:

@@ -51,6 +51,7 @@ def page_config(service: Any) -> dict[str, Any]:
                 "file": manifest.segments[i].file,
                 "url": f"segments/{manifest.segments[i].file}",
                 "bytes": manifest.segments[i].bytes,
+                "sha256": manifest.segments[i].sha256,  # the page checks what it downloaded against it
             }
             for i in local
         ],
@@ -121,7 +122,10 @@ def web_app(service: Any, directory: str | Path) -> Any:
         if settings.profiles_dir
         else None
     )
-    files = {seg["file"]: Path(directory) / seg["file"] for seg in config["mobile"]}
+    # The phone runs these files: only ones found to be the manifest's are served (the page checks again).
+    local = route.local_prefix(service.manifest)
+    service.chain.verify(local)
+    files = {service.manifest.segments[i].file: service.chain.paths[i] for i in local}
 
     async def config_json(request: Request) -> Response:
         return JSONResponse(config)
