@@ -2,6 +2,7 @@
 // an image, stop there when the early-exit branch is confident, else send the boundary tensors to the edge
 // (POST /v1/infer, the Python client's wire format) and show the top-5 with the time of every stage.
 
+import { verifySegment } from './integrity.js';
 import { createSessions, run } from './runtime.js';
 import { pixels, toTensor } from './preprocess.js';
 import { CONTENT_TYPE, decode, encode } from './wire.js';
@@ -33,6 +34,7 @@ async function load() {
   const config = await answer.json();
   state.config = config;
   const files = await Promise.all(config.mobile.map((seg) => download(seg.url)));
+  await Promise.all(config.mobile.map((seg, i) => verifySegment(seg, files[i].bytes)));
   state.stages.download_ms = files.reduce((a, f) => a + f.ms, 0);
   state.stages.download_bytes = files.reduce((a, f) => a + f.bytes.byteLength, 0);
   state.rt = await createSessions(files.map((f) => f.bytes), { prefer: params.get('backend') || 'auto' });
