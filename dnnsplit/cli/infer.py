@@ -20,8 +20,9 @@ Examples:
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link 4g
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link up=5.85,down=20,rtt=40
 
-The result is the one `dnnsplit run DIR` gives; when the edge is down or slow the client runs the rest
-itself and says so (exit 0).
+The result is the one `dnnsplit run DIR` gives; when the edge is down, slow (no full answer within
+--timeout), failing, or answers tensors other than the split's outputs, the client runs the rest itself
+and says so (exit 0). Every segment file is checked against the manifest (path, size, sha256) first.
 """
 
 
@@ -45,7 +46,11 @@ def infer(
         ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the edge before running the rest here.")
+        float,
+        typer.Option(
+            help="Deadline in seconds for the whole request to the edge (connect, upload, the full answer);"
+            " past it, or on a wrong answer, the rest runs here."
+        ),
     ] = 10.0,
     top: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per segment.")] = None,

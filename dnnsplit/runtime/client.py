@@ -10,8 +10,10 @@ One request goes through these steps, in order:
 4. ``remote``: from the last byte sent to the first byte of the answer (the edge, and the tiers behind it);
 5. ``return``: the answer's body (paced by the emulated link).
 
-When the edge cannot be reached, does not answer in time or fails (5xx), the client runs the remaining
-segments itself and says so in ``fallback``: the request is answered either way.
+When the edge cannot be reached, does not answer in full within ``timeout_s`` (a deadline for the whole
+request, not per socket read), fails (5xx) or answers something that is not this split's outputs (names,
+shapes, dtypes and batch checked against the manifest, size bounded by them), the client runs the
+remaining segments itself and says so in ``fallback``: the request is answered either way.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dnnsplit.runtime import route
 from dnnsplit.runtime.connection import EdgeConnection, EdgeTimeout, EdgeUnreachable
 from dnnsplit.runtime.link import EmulatedLink
 from dnnsplit.runtime.local import SegmentChain, SegmentRun, early_exit_answer
-from dnnsplit.runtime.wire import CONTENT_TYPE, WireError, decode, encode
+from dnnsplit.runtime.wire import CONTENT_TYPE, HEADER_SLACK, WireError, check, decode, encode, message_bytes
 from dnnsplit.splitting.manifest import Manifest
 
 # Given every tensor the client holds after its own segments, a model-outputs dict to stop there, or None.
@@ -124,6 +126,12 @@ class CollaborativeClient:
         self.remote = tuple(range(self.first_remote, len(self.manifest.segments)))
         self.boundary = route.crossing(self.manifest, self.first_remote) if self.remote else []
         self.results = route.results_from(self.manifest, 0)
+        self.answers = route.results_from(self.manifest, self.first_remote)  # what the edge must send back
+        # An answer's most bytes per sample: the outputs, plus a later boundary from an edge without --next.
+        later = range(self.first_remote + 1, len(self.manifest.segments))
+        self.answer_bytes = message_bytes(self.answers) + max(
+            [0] + [message_bytes(route.crossing(self.manifest, k)) for k in later]
+        )
         self.digest = route.digest(self.manifest)
         self.chain = SegmentChain(self.manifest, directory, threads, self.local, slowdown)
         # The fallback runs the edge's segments here: a file that is not the manifest's would answer
@@ -183,8 +191,11 @@ class CollaborativeClient:
     def _request(
         self, available: dict[str, np.ndarray], stages: Stages, link: EmulatedLink | None
     ) -> dict[str, np.ndarray]:
+        deadline = time.monotonic() + self.timeout_s  # the whole request: upload, wait, answer
         body = encode({t.name: available[t.name] for t in self.boundary}, {"manifest": self.digest})
         stages.up_bytes = len(body)
+        batch = int(available[self.chain.input_name].shape[0])
+        limit = self.answer_bytes * batch + HEADER_SLACK  # more is not this split's answer: not worth reading
         headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body))}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
@@ -200,17 +211,27 @@ class CollaborativeClient:
 
         assert self.connection is not None
         try:
-            answer = self.connection.post("/v1/infer", content, headers)
+            answer = self.connection.post("/v1/infer", content, headers, deadline)
             marks["head"] = time.perf_counter()
+            if answer.length > limit:
+                raise _TooLarge(answer.length)
+            chunks = _bounded(answer.chunks(), limit)
             if answer.status == 200 and link is not None:
-                raw = link.download(answer.chunks(), answer.length)
+                raw = link.download(chunks, answer.length)
             else:
-                raw = answer.read()
+                raw = b"".join(chunks)
             marks["end"] = time.perf_counter()
         except EdgeTimeout:
             self.connection.close()
             raise _Unavailable(
                 f"the edge at {self.edge_url} did not answer within {self.timeout_s:g} s"
+                " (--timeout, for the whole request)"
+            ) from None
+        except _TooLarge as exc:
+            self.connection.close()
+            raise _Unavailable(
+                f"the edge at {self.edge_url} sent {exc.size}+ bytes, more than an answer of this split takes"
+                f" ({limit})"
             ) from None
         except EdgeUnreachable as exc:
             self.connection.close()
@@ -238,9 +259,14 @@ class CollaborativeClient:
                 f"the edge at {self.edge_url} has no next tier for the rest of the split",
                 "start it with --next URL of the next tier's server",
             )
-        missing = [t.name for t in self.results if t.name not in tensors and t.name not in available]
-        if missing:
-            raise _Unavailable(f"the edge's answer lacks {', '.join(missing)}")
+        try:
+            answered = check(tensors, self.answers)
+        except WireError as exc:
+            raise _Unavailable(f"the edge at {self.edge_url} sent a wrong answer ({exc.message})") from None
+        if answered != batch:
+            raise _Unavailable(
+                f"the edge at {self.edge_url} sent a wrong answer (batch {answered} for a request of {batch})"
+            )
         return tensors
 
     def _refused(self, status: int, raw: bytes) -> None:
@@ -263,3 +289,19 @@ class CollaborativeClient:
 
 class _Unavailable(Exception):
     """The edge could not give an answer: the client falls back to local execution."""
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _bounded(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    """``chunks``, stopped with ``_TooLarge`` once they pass ``limit`` bytes (no Content-Length to trust)."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > limit:
+            raise _TooLarge(total)
+        yield chunk
