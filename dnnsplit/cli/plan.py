@@ -209,7 +209,8 @@ def plan(
         None if from_file else model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     )
     with progress_bar() as progress:
-        profile = load_or_profile(model, options, settings, progress)
+        # A profile whose layers do not add up to its whole model is priced scaled to it (and says so)
+        profile = load_or_profile(model, options, settings, progress).calibrated()
         problem = problem_from_profile(
             profile,
             tiers=tier_list,
@@ -244,6 +245,7 @@ def plan(
             "device": profile.device,
             "group": profile.group,
             "latency_ms": profile.latency_ms,
+            "calibration": profile.calibration,
         },
         devices={
             t: device_block(spec, profile_paths.get(t))
@@ -288,6 +290,10 @@ def plan(
         print_document({"plan": document, "sweep": _sweep_rows(points)}, fmt.value)
     for note in result.notes:
         err.print(f"note: {note}", highlight=False)
+    for label, scaled in (("profile", profile), *((f"{t} profile", p) for t, p in tier_profiles.items())):
+        calibration = scaled.calibrated().calibration
+        if calibration is not None:
+            err.print(f"note: {label}: {calibration['reason']}", highlight=False)
     for path, what in ((output, "plan"), (save_profile, "profile"), (plot, "plot")):
         if path is not None:
             err.print(f"wrote {what} to {path}", highlight=False)

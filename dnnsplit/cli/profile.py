@@ -50,6 +50,9 @@ Examples:
 
   dnnsplit profile model.onnx --threads 2 --repeat 50 --output profile.json
 
+  # CI: exit 1 when the per-layer sum does not add up to the whole model (a busy machine)
+  dnnsplit profile torchvision:resnet18 --strict --output profile.json
+
   dnnsplit profile torchvision:resnet50 --runtime torch --format csv > layers.csv
 
   # inside headless Chromium (the system's), with onnxruntime-web's wasm backend
@@ -74,6 +77,22 @@ def profile(
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: all cores).")] = None,
     warmup: Annotated[int, typer.Option(help="Unmeasured runs first.")] = 5,
     repeat: Annotated[int, typer.Option(help="Measured runs (median and p90 over these).")] = 20,
+    rounds: Annotated[
+        int,
+        typer.Option(
+            help="Measure at most this many times until the per-layer sum is within ±15% of the whole "
+            "model (later rounds interleave whole-model and per-layer runs); if it never is, the layer "
+            "times are scaled to the whole model and the profile records it (calibration).",
+        ),
+    ] = 3,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1, writing nothing, when the per-layer sum is still outside ±15% after "
+            "--rounds, instead of scaling the layers to the whole model.",
+        ),
+    ] = False,
     fmt: Annotated[
         TableFormat, typer.Option("--format", help="How to print the result.")
     ] = TableFormat.table,
@@ -94,7 +113,13 @@ def profile(
     from dnnsplit.profiling.plot import plot_profile
 
     settings = ProfileSettings(
-        runtime=runtime.value, threads=threads, warmup=warmup, repeat=repeat, group=group.value
+        runtime=runtime.value,
+        threads=threads,
+        warmup=warmup,
+        repeat=repeat,
+        group=group.value,
+        rounds=rounds,
+        strict=strict,
     )
     settings.check()
     if output is not None:
@@ -141,6 +166,7 @@ def _print_table(result: object, top: int) -> None:
     from rich.table import Table
 
     from dnnsplit.profiling import Profile
+    from dnnsplit.profiling.profile import SUM_TOLERANCE
 
     assert isinstance(result, Profile)
     total = result.latency_ms or 1.0
@@ -193,7 +219,7 @@ def _print_table(result: object, top: int) -> None:
     )
     table.add_row(
         "",
-        f"sum of {len(result.layers)} {result.group}s",
+        f"sum of {len(result.layers)} {result.group}s" + (" (scaled)" if result.calibration else ""),
         "",
         f"{result.layer_sum_ms:.3f}",
         "",
@@ -203,8 +229,11 @@ def _print_table(result: object, top: int) -> None:
         "",
     )
     out.print(table)
-    out.print(
-        f"per-layer sum / whole model = {result.layer_sum_ratio:.3f} "
-        f"({'within' if abs(result.layer_sum_ratio - 1) <= 0.15 else 'OUTSIDE'} ±15%)",
-        highlight=False,
+    measured = result.measured_sum_ratio
+    line = (
+        f"per-layer sum / whole model = {measured:.3f} "
+        f"({'within' if abs(measured - 1) <= SUM_TOLERANCE else 'OUTSIDE'} ±{SUM_TOLERANCE:.0%})"
     )
+    if result.calibration is not None:
+        line += f"; layer times scaled x{result.calibration['scale']:.2f} to the whole model (calibration)"
+    out.print(line, highlight=False)

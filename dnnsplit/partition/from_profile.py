@@ -53,8 +53,10 @@ def problem_from_profile(
 
     A layer's compute time on a tier is its latency in ``tier_profiles[tier]`` (a profile measured on that
     tier, matched by layer name) when given, else the profile's host latency times the tier device's
-    ``latency_scale``. Devices default to the presets (mobile: mobile-web, edge: edge, cloud: cloud); links
-    not given default to ``default_links`` (wifi for the mobile's link, a wired backhaul for edge-cloud).
+    ``latency_scale``; a profile whose layers do not add up to its measured whole model (outside ±15%) is
+    priced with its layers scaled to the whole (``Profile.calibrated``), never from the low sum. Devices
+    default to the presets (mobile: mobile-web, edge: edge, cloud: cloud); links not given default to
+    ``default_links`` (wifi for the mobile's link, a wired backhaul for edge-cloud).
     ``input_bytes`` is what the raw input costs on the wire (a JPEG camera frame, say) when it is sent
     as is; default: the input tensor's own size. ``compress`` (``fp16`` or ``int8``) is what ``split
     --compress`` does to the float32 tensors sent between segments: they cost half or a quarter; the model
@@ -64,6 +66,7 @@ def problem_from_profile(
     if input_bytes is not None and input_bytes < 1:
         raise UsageError(f"input bytes must be at least 1 (got {input_bytes})", "pass the encoded frame size")
     tiers = check_tiers(tiers)
+    profile = profile.calibrated()
     specs = tier_devices(tiers, devices or {})
     _check_known(tier_profiles or {}, TIER_ORDER, "tier profile")
     compute = [_compute_times(profile, tier, specs[tier], (tier_profiles or {}).get(tier)) for tier in tiers]
@@ -108,7 +111,7 @@ def tier_devices(tiers: Sequence[str], given: Mapping[str, DeviceSpec]) -> dict[
 def _compute_times(profile: Profile, tier: str, device: DeviceSpec, measured: Profile | None) -> list[float]:
     if measured is None:
         return [la.latency_ms * device.latency_scale for la in profile.layers]
-    times = {la.name: la.latency_ms for la in measured.layers}
+    times = {la.name: la.latency_ms for la in measured.calibrated().layers}
     missing = [la.name for la in profile.layers if la.name not in times]
     if missing:
         raise UsageError(

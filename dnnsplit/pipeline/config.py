@@ -84,6 +84,10 @@ class ProfileConfig:
     threads: int | None = None
     warmup: int = 5
     repeat: int = 20
+    rounds: int = 3
+    # A pipeline plans from this profile: layers that do not add up to the whole model fail the stage
+    # (exit 1) rather than ship a plan priced from them; false scales them to the whole instead.
+    strict: bool = True
 
 
 @dataclass(frozen=True)
@@ -383,6 +387,8 @@ _SECTIONS: dict[str, dict[str, tuple[Check, bool]]] = {
         "threads": (_optional(_number(1, integer=True, example="2")), False),
         "warmup": (_number(0, integer=True, example="5"), False),
         "repeat": (_number(1, integer=True, example="20"), False),
+        "rounds": (_number(1, 20, integer=True, example="3"), False),
+        "strict": (_BOOL, False),
     },
     "branch": {
         "enabled": (_BOOL, False),

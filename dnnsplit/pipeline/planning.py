@@ -32,7 +32,7 @@ def plan_networks(
     from dnnsplit.profiling.devices import load_device
     from dnnsplit.profiling.profile import Profile
 
-    profile = Profile.load(layout.profile)
+    profile = Profile.load(layout.profile).calibrated()
     tiers = config.tier_names
     devices = {t: load_device(ref) for t, ref in config.tiers.items()}
     tier_profiles = {t: Profile.load(path) for t, path in config.tier_profiles.items()}
@@ -48,6 +48,7 @@ def plan_networks(
             "device": profile.device,
             "group": profile.group,
             "latency_ms": profile.latency_ms,
+            "calibration": profile.calibration,
         },
         devices={
             t: device_block(spec, config.tier_profiles.get(t))

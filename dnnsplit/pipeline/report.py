@@ -134,8 +134,13 @@ def _profile_section(profile: Any, layout: Layout) -> list[str]:
     return [
         "## Per-layer profile",
         "",
-        f"{len(profile.layers)} {profile.group}s; their sum is {profile.layer_sum_ratio:.2f}x the whole "
-        "model.",
+        f"{len(profile.layers)} {profile.group}s; their sum is {profile.measured_sum_ratio:.2f}x the whole "
+        "model"
+        + (
+            "."
+            if profile.calibration is None
+            else f"; their times are scaled x{profile.calibration['scale']:.2f} to it (calibration)."
+        ),
         "",
         "![per-layer latency and output size](profile.png)",
         "",

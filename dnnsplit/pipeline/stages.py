@@ -308,13 +308,17 @@ class Pipeline:
         from dnnsplit.profiling import ProfileSettings, profile_model
 
         p = self.config.profile
-        settings = ProfileSettings(threads=p.threads, warmup=p.warmup, repeat=p.repeat)
+        settings = ProfileSettings(
+            threads=p.threads, warmup=p.warmup, repeat=p.repeat, rounds=p.rounds, strict=p.strict
+        )
         settings.check()
         spec, options = self.model_ref()
         profile = profile_model(spec, options, settings, self.reporter.progress)
         profile.save(self.layout.profile)
         return {
             "latency_ms": profile.latency_ms,
+            "layer_sum_ratio": profile.measured_sum_ratio,
+            "calibration_scale": None if profile.calibration is None else profile.calibration["scale"],
             "layers": len(profile.layers),
             "macs": profile.total_macs,
             "params": profile.total_params,

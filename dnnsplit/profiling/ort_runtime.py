@@ -25,7 +25,9 @@ from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress, sha
 _FUSED_OP = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "QuickGelu": "Sigmoid"}
 
 
-def _session(path: Path, threads: int, profile_dir: str | None, optimized_path: str | None) -> Any:
+def _session(
+    path: Path, threads: int, profile_dir: str | None, optimized_path: str | None, stop_spinning: bool = False
+) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -33,6 +35,10 @@ def _session(path: Path, threads: int, profile_dir: str | None, optimized_path: 
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if stop_spinning:
+        # Two sessions taking turns: threads still spinning after one's run would take cores from the other's
+        # (runtime/local.py's sessions stop spinning at the end of a run for the same reason).
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
     if profile_dir is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(profile_dir, "ort")
@@ -56,7 +62,12 @@ def measure_onnxruntime(
     warmup: int,
     repeat: int,
     progress: ProgressFn = no_progress,
+    interleaved: bool = False,
 ) -> Measurement:
+    """Whole-model runs without the profiler, then as many with it; ``interleaved``: one of each in turn,
+    both sessions open, so that a change in the machine's load hits the whole model and the layers alike."""
+    if interleaved:
+        return _measure_interleaved(graph, path, input_shape, threads, warmup, repeat, progress)
     total_runs = 2 * (warmup + repeat)
     done = 0
     # Whole-model latency, as a user's session runs it: no profiler attached.
@@ -79,6 +90,39 @@ def measure_onnxruntime(
             done += 1
             progress("measuring per layer", done, total_runs)
         trace_file = session.end_profiling()
+        with open(trace_file, encoding="utf-8") as fh:
+            events = json.load(fh)
+        import onnx
+
+        opt_nodes = _optimized_nodes(onnx.load(optimized, load_external_data=False))
+    return measurement_from_trace(graph, events, opt_nodes, warmup, whole)
+
+
+def _measure_interleaved(
+    graph: LayerGraph,
+    path: Path,
+    input_shape: tuple[int, ...],
+    threads: int,
+    warmup: int,
+    repeat: int,
+    progress: ProgressFn,
+) -> Measurement:
+    total_runs = 2 * (warmup + repeat)
+    with tempfile.TemporaryDirectory(prefix="dnnsplit-ort-") as tmp:
+        optimized = os.path.join(tmp, "optimized.onnx")
+        plain = _session(path, threads, None, None, stop_spinning=True)
+        profiled = _session(path, threads, tmp, optimized, stop_spinning=True)
+        feed = random_feed(plain, input_shape)
+        whole = []
+        for i in range(warmup + repeat):
+            start = time.perf_counter()
+            plain.run(None, feed)
+            if i >= warmup:
+                whole.append((time.perf_counter() - start) * 1000.0)
+            profiled.run(None, feed)
+            progress("measuring whole model and per layer, in turns", 2 * (i + 1), total_runs)
+        del plain
+        trace_file = profiled.end_profiling()
         with open(trace_file, encoding="utf-8") as fh:
             events = json.load(fh)
         import onnx

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from dnnsplit.profiling.measure import Measurement
 SCHEMA = "dnnsplit/profile@1"
 GROUPS = ("node", "module", "block")
 RUNTIMES = ("onnxruntime", "torch", "browser")
+# How far the per-layer sum may be from the measured whole model before the layers are not believed.
+SUM_TOLERANCE = 0.15
 
 
 @dataclass
@@ -84,6 +87,9 @@ class Profile:
     latency_p90_ms: float
     layers: list[LayerProfile]
     notes: list[str] = field(default_factory=list)
+    # Set when the layer times were scaled to the whole model: {scale, measured_layer_sum_ms, measured_ratio,
+    # rounds, reason}. The layers (and total.layer_sum_ms) are then the scaled times.
+    calibration: dict[str, Any] | None = None
 
     @property
     def total_macs(self) -> int:
@@ -100,6 +106,47 @@ class Profile:
     @property
     def layer_sum_ratio(self) -> float:
         return self.layer_sum_ms / self.latency_ms if self.latency_ms > 0 else float("nan")
+
+    @property
+    def sum_agrees(self) -> bool:
+        """The per-layer sum is within ``SUM_TOLERANCE`` of the measured whole model."""
+        return abs(self.layer_sum_ratio - 1) <= SUM_TOLERANCE
+
+    @property
+    def measured_sum_ratio(self) -> float:
+        """The per-layer sum over the whole model as measured, before any calibration."""
+        if self.calibration is not None:
+            return float(self.calibration["measured_ratio"])
+        return self.layer_sum_ratio
+
+    def calibrated(self, rounds: int | None = None) -> Profile:
+        """This profile, with every layer's time scaled so that they add up to the measured whole model when
+        their sum is outside ``SUM_TOLERANCE`` of it (``self`` when it agrees). ``rounds``: how many
+        measurements were tried (None: a profile read from a file)."""
+        measured, whole = self.layer_sum_ms, self.latency_ms
+        if self.sum_agrees or not (measured > 0 and whole > 0 and math.isfinite(measured / whole)):
+            return self
+        # A profile scaled before and edited since: keep what was measured first.
+        raw = float((self.calibration or {}).get("measured_layer_sum_ms", measured))
+        scale, factor = whole / raw, whole / measured
+        how = f"after {rounds} measurement round(s)" if rounds else "in the profile as read"
+        reason = (
+            f"the per-layer sum was {raw / whole:.2f}x the measured whole model {how}, outside "
+            f"±{SUM_TOLERANCE:.0%} (a busy machine, or kernels that matched no layer); layer times are "
+            f"scaled x{scale:.2f} so that they add up to the whole model"
+        )
+        layers = [
+            replace(la, latency_ms=la.latency_ms * factor, latency_p90_ms=la.latency_p90_ms * factor)
+            for la in self.layers
+        ]
+        calibration = {
+            "scale": scale,
+            "measured_layer_sum_ms": raw,
+            "measured_ratio": raw / whole,
+            "rounds": rounds,
+            "reason": reason,
+        }
+        return replace(self, layers=layers, calibration=calibration, notes=[*self.notes, reason])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +172,14 @@ class Profile:
                 "layers": len(self.layers),
             },
             "notes": list(self.notes),
+            "calibration": None
+            if self.calibration is None
+            else {
+                **self.calibration,
+                "scale": round(float(self.calibration["scale"]), 6),
+                "measured_layer_sum_ms": round(float(self.calibration["measured_layer_sum_ms"]), 6),
+                "measured_ratio": round(float(self.calibration["measured_ratio"]), 6),
+            },
             "layers": [la.to_dict() for la in self.layers],
         }
 
@@ -145,6 +200,7 @@ class Profile:
             latency_p90_ms=float(total.get("latency_p90_ms", total["latency_ms"])),
             layers=[LayerProfile.from_dict(la) for la in data["layers"]],
             notes=list(data.get("notes", [])),
+            calibration=_calibration(data.get("calibration")),
         )
 
     def save(self, path: str | Path) -> None:
@@ -159,6 +215,15 @@ class Profile:
             raise UsageError(
                 f"{path} is not a complete profile (missing or bad field: {exc})", "re-run profile"
             ) from exc
+
+
+def _calibration(data: Any) -> dict[str, Any] | None:
+    """A file's ``calibration`` block (absent in profiles written before it existed), checked."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"calibration must be a mapping, got {data!r}")
+    return {**data, "scale": float(data["scale"]), "measured_ratio": float(data["measured_ratio"])}
 
 
 def group_key(graph: LayerGraph, index: int, group: str) -> str:

@@ -23,7 +23,7 @@ tiers: {mobile: mobile-web, edge: edge}
 links:
   mobile-edge: cat1
 objective: latency
-profile: {threads: 1, warmup: 2, repeat: 5}
+profile: {threads: 1, warmup: 2, repeat: 5, strict: false}  # a busy machine scales, not fails, the profile
 branch: {enabled: true, epochs: 2, max_accuracy_drop: 0.05}
 prune: {enabled: true, levels: 1, epochs: 0, threads: 1, repeat: 3}
 plan: {networks: [cat1, wifi]}
@@ -178,7 +178,7 @@ def test_given_weights_skip_training_and_stages_can_be_off(
     config.write_text(
         f"schema: dnnsplit/pipeline@1\noutput: out\nmodel: {{source: {tiny_checkpoint}}}\ndata: digits\n"
         "tiers: {mobile: mobile-web, cloud: cloud}\nlinks: {mobile-cloud: wifi}\n"
-        "profile: {threads: 1, warmup: 1, repeat: 3}\nbudgets: {accuracy: 0.5}\n"
+        "profile: {threads: 1, warmup: 1, repeat: 3, strict: false}\nbudgets: {accuracy: 0.5}\n"
     )
     code, summary, stderr = _run(cli, config)
     assert code == 0, stderr

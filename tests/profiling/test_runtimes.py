@@ -14,22 +14,14 @@ from dnnsplit.profiling.graph import Layer, LayerGraph, TensorSpec
 from dnnsplit.profiling.ort_runtime import map_optimized_nodes
 
 
-def _sum_ratio_with_one_retry(prepared, settings: ProfileSettings) -> Profile:
-    """Timing on a shared 2-core machine can hiccup once; a real attribution bug fails both tries."""
-    profile = profile_prepared(prepared, settings)
-    if abs(profile.layer_sum_ratio - 1) > 0.15:
-        profile = profile_prepared(prepared, settings)
-    return profile
-
-
 @pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small"])
 def test_per_layer_sum_within_15_percent_of_whole(name: str, runtime: str) -> None:
     prepared = prepare_model(f"torchvision:{name}")
-    profile = _sum_ratio_with_one_retry(
-        prepared, ProfileSettings(runtime=runtime, threads=2, warmup=5, repeat=20)
-    )
-    assert abs(profile.layer_sum_ratio - 1) <= 0.15, profile.layer_sum_ratio
+    # Timing on a shared 2-core machine can hiccup; profiling measures again (up to 3 rounds) by itself, and a
+    # real attribution bug fails every round. The measured ratio, not the calibrated one, is what is checked.
+    profile = profile_prepared(prepared, ProfileSettings(runtime=runtime, threads=2, warmup=5, repeat=20))
+    assert abs(profile.measured_sum_ratio - 1) <= 0.15, profile.notes
     # every layer that does real work was measured
     heavy = [la for la in profile.layers if la.macs > 0.01 * profile.total_macs]
     assert heavy and all(la.latency_ms > 0 for la in heavy)
