@@ -175,3 +175,20 @@ def test_describe_cut_names_the_last_layer_before_each_link() -> None:
     problem = problem_from_profile(chain_profile(), tiers=("mobile", "edge", "cloud"))
     plan = plan_for(problem, (0, 0, 1, 2))
     assert describe_cut(plan) == "mobile-edge: after conv2; edge-cloud: after pool"
+
+
+@pytest.mark.parametrize("compress", ["fp16", "int8"])
+def test_compressed_plan_recomputes_by_hand(tmp_path: Path, compress: str) -> None:
+    # With a codec the logits still come back as float32 (return_bytes): the file alone must say so.
+    problem = problem_from_profile(
+        residual_profile(), tiers=("mobile", "edge"), links={"mobile-edge": "3g"}, compress=compress
+    )
+    path = tmp_path / "plan.yaml"
+    save_plan(path, solve(problem), PlanContext(model={"name": "residual", "sha256": "ab" * 32}))
+    doc = yaml.safe_load(path.read_text())
+    logits = next(t for t in doc["tensors"] if t["name"] == "logits")
+    assert logits["return_bytes"] == 40 and logits["bytes"] < 40
+    latency, _ = recompute_by_hand(doc)
+    assert doc["predicted"]["latency_ms"] == pytest.approx(latency, rel=1e-12)
+    edge = {**doc, "layers": [{**la, "tier": "edge"} for la in doc["layers"]]}  # logits come back down
+    assert doc["baselines"]["all-edge"]["latency_ms"] == pytest.approx(recompute_by_hand(edge)[0], rel=1e-12)
