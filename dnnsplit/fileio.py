@@ -42,15 +42,6 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def check_output_dir(directory: Path) -> None:
-    """An output directory must not be a file, and its parent must exist (we create only the last level)."""
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"output '{directory}' is a file", "pick a directory")
-    parent = directory.parent if str(directory.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"the parent of '{directory}' does not exist", "create it first")
-
-
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

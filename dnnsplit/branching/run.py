@@ -46,9 +46,10 @@ from dnnsplit.branching.policy import (
 )
 from dnnsplit.branching.train import BranchEpoch, BranchTrainSettings, BranchTrainState, train_branch
 from dnnsplit.errors import BudgetError, UsageError
-from dnnsplit.fileio import check_output_dir, dump_document
+from dnnsplit.fileio import dump_document
 from dnnsplit.models.export import export_model, file_sha256
 from dnnsplit.models.loading import LoadedModel
+from dnnsplit.output_dir import BRANCH, claim
 from dnnsplit.runtime.local import median_run_ms
 from dnnsplit.splitting.manifest import FILE as MANIFEST
 from dnnsplit.training.data import DataSplits, check_classes
@@ -109,19 +110,29 @@ def _locked(directory: Path) -> Iterator[None]:
     (directory / ".lock").unlink(missing_ok=True)
 
 
+# What `dnnsplit branch` writes into DIR, and all that --force removes there (branch.yaml first: a
+# directory without it holds no finished branch).
+OWN_FILES = (FILE, "mobile.onnx", "edge.onnx", MANIFEST, STATE_DIR)
+
+
 def _check_output(directory: Path, force: bool, fingerprint: str) -> bool:
-    """Whether training resumes from ``DIR/.train``; refuse a directory that holds something else."""
-    check_output_dir(directory)
-    if not directory.exists():
-        return False
-    entries = {p.name for p in directory.iterdir()} - {".lock"}
+    """Whether training resumes from ``DIR/.train``; refuse a directory that holds something else.
+
+    With ``force``, a directory holding a branch (finished or not) loses the files a branch consists of;
+    anything else in it stays, and a directory holding no branch is refused.
+    """
+    claim(directory, BRANCH, force=True, into=True)  # free, or a branch: else refused, forced or not
+    entries = {p.name for p in directory.iterdir()} - set(BRANCH.transient) if directory.is_dir() else set()
     if not entries:
         return False
     state = directory / STATE_DIR / "state.pt"
     if force:
-        for name in entries:
+        for name in OWN_FILES:
             path = directory / name
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
         return False
     if FILE in entries:
         raise UsageError(
@@ -202,6 +213,7 @@ def make_branch(
     gm = trace(model)
     point = resolve_point(gm, settings.at)
     fingerprint = _fingerprint(exported.sha256, settings, str(data.source), point.name)
+    claim(directory, BRANCH, force=True, into=True)  # before the lock file goes into it
     with _locked(directory):
         resume = _check_output(directory, settings.force, fingerprint)
         return _make(loaded, exported, data, directory, settings, note, gm, point, shape, fingerprint, resume)

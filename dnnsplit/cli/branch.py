@@ -89,7 +89,7 @@ def branch(
         Path | None, typer.Option(help="PNG of the exit curve (threshold -> exit rate, accuracy).")
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an output directory that is not empty.")
+        bool, typer.Option("--force", help="Replace an earlier branch in the output (its own files only).")
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
     input_shape: InputShapeOpt = None,
@@ -159,6 +159,9 @@ def branch(
         threads=threads,
     )
     settings.check()
+    from dnnsplit.output_dir import BRANCH, claim
+
+    claim(output, BRANCH, force=True, into=True)  # a directory holding anything but a branch: refused now
     if (
         plot is not None
         and not (plot.parent if str(plot.parent) else Path(".")).is_dir()

@@ -189,10 +189,17 @@ def init(
     from importlib import resources
 
     from dnnsplit.fileio import write_text_atomic
+    from dnnsplit.output_dir import declares
+    from dnnsplit.pipeline.config import SCHEMA
 
     target = Path(CONFIG_NAME)
     if target.exists() and not force:
         raise UsageError(f"{target} exists", "pass --force to overwrite it")
+    if target.exists() and not declares(target, SCHEMA.split("@")[0]):
+        # --force overwrites a pipeline config (one `init` wrote, maybe edited since), nothing else
+        raise UsageError(
+            f"{target} is not a dnnsplit pipeline config (schema {SCHEMA})", "move it away first"
+        )
     text = resources.files("dnnsplit.pipeline").joinpath("demo.yaml").read_text(encoding="utf-8")
     write_text_atomic(target, text)
     out.print(f"wrote {target}; run: dnnsplit pipeline {target}", highlight=False)

@@ -92,7 +92,7 @@ def prune(
     threads: Annotated[int, typer.Option(help="onnxruntime threads for every latency measurement.")] = 1,
     repeat: Annotated[int, typer.Option(help="Measured runs per profile.")] = 20,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an output directory that is not empty.")
+        bool, typer.Option("--force", help="Replace earlier variants in the output directory (nothing else).")
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
     input_shape: InputShapeOpt = None,
@@ -127,6 +127,10 @@ def prune(
     if data is None or output is None:
         raise UsageError("--data and --output are required", "e.g. --data digits --output variants/")
     context = Context.parse(device, network, edge)
+    if force:  # a directory holding anything but variants is refused now, not after loading the model
+        from dnnsplit.output_dir import VARIANTS, claim
+
+        claim(output, VARIANTS, force)
     from dnnsplit.cli.train import load_for_training
     from dnnsplit.pruning.run import make_variants
 

@@ -70,7 +70,7 @@ def split(
         float, typer.Option(help="With --compress: share of validation inputs whose top-1 class must match.")
     ] = 1.0,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an output directory that is not empty.")
+        bool, typer.Option("--force", help="Replace an earlier split in the output directory (nothing else).")
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
     input_shape: InputShapeOpt = None,

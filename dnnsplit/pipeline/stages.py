@@ -188,9 +188,10 @@ class Pipeline:
     # -- running ---------------------------------------------------------------------------------------------
 
     def run(self) -> list[StageOutcome]:
-        from dnnsplit.fileio import check_output_dir
+        from dnnsplit.output_dir import PIPELINE, claim
 
-        check_output_dir(self.layout.root)
+        # OUT is written into, never replaced: empty, or holding an earlier run (its .stages.yaml)
+        claim(self.layout.root, PIPELINE, force=True, into=True)
         self.layout.root.mkdir(exist_ok=True)
         state = State(self.layout)
         plan: list[

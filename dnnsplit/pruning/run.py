@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from dnnsplit.errors import UsageError
-from dnnsplit.fileio import check_output_dir
 from dnnsplit.models.export import model_fingerprint
 from dnnsplit.models.loading import LoadedModel
+from dnnsplit.output_dir import VARIANTS, claim, staged
 from dnnsplit.partition.network import LinkSpec, parse_link
 from dnnsplit.profiling.profile import Profile
 from dnnsplit.pruning.baseline import RATIOS, uniform
@@ -342,21 +342,21 @@ def _batches(data: DataSplits, count: int) -> list[tuple[torch.Tensor, torch.Ten
 
 
 def _check_output(directory: Path, force: bool, fingerprint: str) -> None:
-    check_output_dir(directory)
-    if not directory.exists() or not any(directory.iterdir()) or force:
-        return
-    if (directory / FILE).is_file():
+    try:
+        claim(directory, VARIANTS, force)
+    except UsageError:
+        if force or not (directory / FILE).is_file():
+            raise
         held = VariantsFile.load(directory)
         if held.model.get("fingerprint") != fingerprint:
             raise UsageError(
                 f"output '{directory}' holds variants of another model ({held.model.get('source')})",
                 "pick a new directory or pass --force to replace them",
-            )
+            ) from None
         raise UsageError(
             f"output '{directory}' already holds variants of this model",
             "pass --force to replace them, or add variants with dnnsplit prune DIR --from-misses",
-        )
-    raise UsageError(f"output '{directory}' exists and is not empty", "pick a new directory or pass --force")
+        ) from None
 
 
 def _reference(loaded: LoadedModel) -> str:
@@ -386,9 +386,7 @@ def make_variants(
     shape = tuple(int(v) for v in loaded.input_shape)
     fingerprint = model_fingerprint(loaded.module.eval(), shape)
     _check_output(directory, settings.force, fingerprint)
-    parent = directory.parent if str(directory.parent) else Path(".")
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.staging-", dir=parent))
-    try:
+    with staged(directory, VARIANTS, settings.force) as staging:
         job = _Job(loaded, data, context, settings, staging, note)
         job.arch = _reference(loaded)
         note("measuring the unpruned model", 0, 1, "")
@@ -444,9 +442,6 @@ def make_variants(
             if path.name not in keep:
                 path.unlink()
         (staging / FILE).write_text(document.dump(), encoding="utf-8")
-        _move_into_place(staging, directory, settings.force)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return document
 
 
@@ -472,22 +467,6 @@ def _budgets(settings: PruneSettings, floor_ms: float, full_ms: float) -> list[f
             f"pass budgets of at least {floor_ms / MARGIN:.3g} ms",
         )
     return budgets
-
-
-def _move_into_place(staging: Path, directory: Path, force: bool) -> None:
-    """Swap the staged folder in: a rename, so readers see the old DIR or the new one, never a mix."""
-    old = None
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-    try:
-        os.replace(staging, directory)
-    except OSError:
-        if old is not None:
-            os.replace(old, directory)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,6 @@ half-way leaves nothing behind. A validation mismatch still writes the directory
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +18,7 @@ import numpy as np
 from dnnsplit.codecs import check_mode
 from dnnsplit.errors import UsageError
 from dnnsplit.models.export import file_sha256
+from dnnsplit.output_dir import SPLIT, claim, staged
 from dnnsplit.partition.plan_file import PlanFile
 from dnnsplit.partition.problem import TIER_ORDER
 from dnnsplit.profiling.graph import LayerGraph
@@ -92,16 +90,8 @@ def segments_from_cut_lists(
 
 
 def prepare_output(directory: Path, force: bool) -> None:
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        if not force:
-            raise UsageError(
-                f"output '{directory}' exists and is not empty", "pick a new directory or pass --force"
-            )
-        if not directory.is_dir():
-            raise UsageError(f"output '{directory}' is a file", "pick a directory")
-    parent = directory.parent if str(directory.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"the parent of '{directory}' does not exist", "create it first")
+    """Refuse an output that is not empty (without ``force``) or, with ``force``, is anything but a split."""
+    claim(directory, SPLIT, force)
 
 
 def split_prepared(
@@ -168,10 +158,7 @@ def split_model(
             )
             codes = calibrate(onnx_path, names, samples)
         parts, specs = compress_boundaries(parts, specs, settings.compress, codes)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent if str(target.parent) else ".")
-    )
-    try:
+    with staged(target, SPLIT, settings.force) as staging:
         entries = []
         for k, (spec, part) in enumerate(zip(specs, parts, strict=True)):
             progress("writing segments", k, len(specs))
@@ -209,12 +196,6 @@ def split_model(
             validation = validate_chain(onnx_path, staging, settings)
             manifest = Manifest(**{**manifest.__dict__, "validation": validation})
             manifest.save(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return SplitResult(manifest, target)
 
 

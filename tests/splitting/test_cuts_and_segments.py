@@ -133,7 +133,11 @@ def test_output_directory_rules(tiny, tmp_path: Path) -> None:
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UsageError, match="exists and is not empty"):
         split_model(tiny.exported.path, tiny.graph, segment_of, tiers, {}, {}, out)
-    assert (out / "keep.txt").read_text() == "mine"
+    with pytest.raises(UsageError, match="is not a split"):  # --force replaces only a split
+        split_model(tiny.exported.path, tiny.graph, segment_of, tiers, {}, {}, out, SplitSettings(force=True))
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+    (out / "keep.txt").unlink()
+    split_model(tiny.exported.path, tiny.graph, segment_of, tiers, {}, {}, out)
     split_model(tiny.exported.path, tiny.graph, segment_of, tiers, {}, {}, out, SplitSettings(force=True))
     assert sorted(p.name for p in out.iterdir()) == ["01-mobile.onnx", "02-edge.onnx", "manifest.yaml"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".busy")]  # no staging left
