@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from dnnsplit.errors import UsageError
+from dnnsplit.fileio import parse_yaml, read_text
 
 SCHEMA = "dnnsplit/branch@1"
 FILE = "branch.yaml"
@@ -89,7 +90,7 @@ def load_branch(directory: str | Path) -> BranchFile:
     if not path.is_file():
         raise UsageError(f"{path} not found", "pass a directory written by `dnnsplit branch`")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(read_text(path))
     except yaml.YAMLError as exc:
         raise UsageError(
             f"{path} is not valid YAML ({str(exc).splitlines()[0]})", "re-run dnnsplit branch"

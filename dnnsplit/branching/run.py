@@ -47,6 +47,7 @@ from dnnsplit.branching.policy import (
 from dnnsplit.branching.train import BranchEpoch, BranchTrainSettings, BranchTrainState, train_branch
 from dnnsplit.errors import BudgetError, UsageError
 from dnnsplit.fileio import dump_document
+from dnnsplit.limits import check_threads
 from dnnsplit.models.export import export_model, file_sha256
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.output_dir import BRANCH, claim
@@ -71,6 +72,7 @@ class BranchSettings:
 
     def check(self) -> None:
         check_max_drop(self.max_accuracy_drop)
+        check_threads(self.threads)
         if self.activations not in BINARY_ACTIVATIONS:
             raise UsageError(
                 f"--activations must be one of {', '.join(BINARY_ACTIVATIONS)} (got '{self.activations}')",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from dnnsplit.cli.common import Format, err, guarded, out, print_document, progress_bar, simple_table
 
@@ -61,6 +62,9 @@ def bench(
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
 ) -> None:
     """Measure DIRECTORY's split, all-local and all-edge end to end over emulated links, against the plan."""
+    from dnnsplit.limits import check_threads
+
+    check_threads(threads)
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime.bench import BenchSettings, plot_bench
     from dnnsplit.runtime.bench import bench as run_bench
@@ -129,7 +133,8 @@ def bench(
         err.print(f"note: {note}", highlight=False)
     fallbacks = sum(r.fallbacks for r in result.rows)
     if fallbacks:
-        err.print(f"[yellow]warning:[/] {fallbacks} request(s) fell back to local execution", highlight=False)
+        warning = f" {fallbacks} request(s) fell back to local execution"
+        err.print(Text.assemble(("warning:", "yellow"), warning), highlight=False)
 
 
 def _ms(value: float | None, digits: int = 1) -> str:

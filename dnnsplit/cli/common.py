@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import functools
 import io
 import os
@@ -11,7 +12,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -24,14 +25,20 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from dnnsplit.errors import DnnsplitError, UsageError
 from dnnsplit.fileio import dump_document
 
 # Piped or captured output is not squeezed into 80 columns: tables stay readable in logs and CI.
 _WIDE = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
-out = Console(soft_wrap=True, width=_WIDE)
-err = Console(stderr=True, soft_wrap=True)
+# User text (paths, names, messages, a server's answers) prints literally: no markup (a path holding
+# "[/]" made rich raise, "[bold]" vanished from messages) and no emoji codes. Styling is explicit: Text.
+out = Console(soft_wrap=True, width=_WIDE, markup=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
+
+# OS errors that say something about the user's files or machine, not about dnnsplit: exit 2.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,32 +112,54 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DnnsplitError as exc:
-            err.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, markup=True)
+            print_error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
         except (typer.Exit, typer.Abort):
             raise
+        except MemoryError as exc:  # a size the user chose (input shape, batch) that does not fit here
+            detail = f" ({_first_line(exc)[:160]})" if _first_line(exc) else ""
+            print_error(f"out of memory{detail}; use a smaller input or batch, or a machine with more memory")
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in _ENVIRONMENT_ERRNOS:
+                _internal_error(exc)
+            where = f" '{exc.filename}'" if exc.filename else ""
+            reason = exc.strerror or type(exc).__name__
+            print_error(f"{reason}{where}; check its permissions and the free space")
+            raise typer.Exit(2) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, reported as one
-            if os.environ.get("DNNSPLIT_DEBUG"):
-                traceback.print_exc()
-            first = (str(exc).strip().splitlines() or [""])[0]
-            err.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {first} "
-                "(set DNNSPLIT_DEBUG=1 for the traceback and report it)",
-                highlight=False,
-            )
-            raise typer.Exit(3) from None
+            _internal_error(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def print_error(line: str, label: str = "error:") -> None:
+    """``error: LINE`` on stderr, LINE as it is (a Text, never parsed as markup)."""
+    err.print(Text.assemble((label, "bold red"), " ", line), highlight=False)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    if os.environ.get("DNNSPLIT_DEBUG"):
+        traceback.print_exc()
+    print_error(
+        f"{type(exc).__name__}: {_first_line(exc)} (set DNNSPLIT_DEBUG=1 for the traceback and report it)",
+        "internal error:",
+    )
+    raise typer.Exit(3) from None
 
 
 def new_progress() -> Progress:
     """The one look of every progress display: spinner, description, bar, done/total, elapsed, on stderr."""
     return Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),

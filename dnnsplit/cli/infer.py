@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from dnnsplit.cli.common import Format, err, guarded, human_bytes, out, print_document, simple_table
-from dnnsplit.cli.run import classes_table, top_classes
+from dnnsplit.cli.run import check_top, classes_table, top_classes
 
 EXAMPLES = """
 Examples:
@@ -57,6 +58,10 @@ def infer(
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
 ) -> None:
     """Run DIRECTORY's first-tier segments here, the rest on the EDGE (and the tiers behind it)."""
+    from dnnsplit.limits import check_threads
+
+    check_top(top)
+    check_threads(threads)
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime.client import CollaborativeClient
     from dnnsplit.runtime.preprocess import load_inputs
@@ -79,7 +84,7 @@ def infer(
     if result.fallback:
         stages.append(("local fallback", s.fallback_ms, "remaining segments run here"))
     if result.fallback:
-        err.print(f"[yellow]fallback:[/] {result.fallback}", highlight=False)
+        err.print(Text.assemble(("fallback:", "yellow"), " ", result.fallback), highlight=False)
     if fmt != Format.table:
         print_document(
             {

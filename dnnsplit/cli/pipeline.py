@@ -11,8 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
-from dnnsplit.cli.common import Format, err, guarded, new_progress, out, print_document
+from dnnsplit.cli.common import Format, err, guarded, new_progress, out, print_document, print_error
 from dnnsplit.errors import BudgetError, UsageError
 
 PIPELINE_EXAMPLES = """
@@ -87,7 +88,7 @@ def pipeline(
         cfg = load_config(config, output)
     except ConfigError as exc:
         for line in exc.lines()[:-1]:  # all but the last here; guarded prints the last and sets exit 2
-            err.print(f"[bold red]error:[/] {line}", highlight=False)
+            print_error(line)
         raise UsageError(exc.lines()[-1]) from None
     if check:
         out.print(f"{config}: ok ({len(cfg.tier_names)} tiers, output {cfg.output})", highlight=False)
@@ -145,7 +146,7 @@ def _print_summary(outcomes: list[Any], results: list[Any]) -> None:
         op = {"max": "<= ", "min": ">= ", "check": ""}[r.kind]
         limit = "-" if r.limit is None else f"{op}{r.limit:g} {r.unit}".strip()
         actual = "-" if r.actual is None else f"{r.actual:.4g} {r.unit}".strip()
-        verdict = "yes" if r.holds else "[bold red]MISSED[/]"
+        verdict: str | Text = "yes" if r.holds else Text("MISSED", style="bold red")
         if r.limit is None and r.kind != "check":
             verdict = "(not enforced)"
         budgets.add_row(r.name, limit, actual, verdict)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from dnnsplit.cli.common import (
     ArchOpt,
@@ -25,7 +26,7 @@ from dnnsplit.cli.common import (
 )
 from dnnsplit.cli.profile import Group, Runtime
 from dnnsplit.errors import BudgetError, UsageError
-from dnnsplit.fileio import format_for_path
+from dnnsplit.fileio import check_writable, format_for_path
 
 EXAMPLES = """
 Examples:
@@ -191,6 +192,9 @@ def plan(
     for path in (output, save_profile):
         if path is not None:
             format_for_path(path)
+    for path in (output, save_profile, plot):
+        if path is not None:
+            check_writable(path)  # /proc/x or a read-only directory fails now, not after profiling
     branch_file = None
     if branch is not None:
         from dnnsplit.branching.branch_file import load_branch
@@ -417,8 +421,11 @@ def _print_plan(result: Any, document: dict[str, Any], name: str) -> None:
     shown += [f"<= {cons['max_mobile_mb']:g} MB on mobile" if cons["max_mobile_mb"] is not None else ""]
     constraint_text = ", ".join(s for s in shown if s) or "none"
     out.print(
-        f"[bold]{name}[/]: {p.n} layers over {' -> '.join(p.tiers)}; {links}; "
-        f"objective {document['objective']}; constraints: {constraint_text}",
+        Text.assemble(
+            (str(name), "bold"),
+            f": {p.n} layers over {' -> '.join(p.tiers)}; {links}; "
+            f"objective {document['objective']}; constraints: {constraint_text}",
+        ),
         highlight=False,
     )
 

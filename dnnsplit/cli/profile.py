@@ -26,7 +26,7 @@ from dnnsplit.cli.common import (
     print_document,
     progress_bar,
 )
-from dnnsplit.fileio import format_for_path
+from dnnsplit.fileio import check_writable, format_for_path
 
 
 class Runtime(StrEnum):
@@ -122,12 +122,19 @@ def profile(
         strict=strict,
     )
     settings.check()
+    if top < 1:
+        from dnnsplit.errors import UsageError
+
+        raise UsageError(f"--top must be at least 1 (got {top})", "pass --top 15, say")
     if output is not None:
         format_for_path(output)  # a bad extension fails now, not after a minute of measuring
+        check_writable(output)
     if plot is not None and plot.suffix.lower() != ".png":
         from dnnsplit.errors import UsageError
 
         raise UsageError(f"--plot '{plot}' is not a .png file", "name it something.png")
+    if plot is not None:
+        check_writable(plot)
     options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     with progress_bar() as progress:
         result = profile_model(model, options, settings, progress)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from dnnsplit.cli.common import (
     ArchOpt,
@@ -24,6 +25,7 @@ from dnnsplit.cli.common import (
 )
 from dnnsplit.cli.profile import Group, Runtime
 from dnnsplit.errors import UsageError
+from dnnsplit.fileio import check_writable
 
 EXAMPLES = """
 Examples:
@@ -130,8 +132,7 @@ def train(
         raise UsageError("the multiuser scenario needs an edge tier", "use --tiers mobile,edge[,cloud]")
     if output.suffix.lower() != ".zip":
         raise UsageError(f"--output '{output}' must end in .zip", "name it policy.zip, say")
-    if not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise UsageError(f"output directory '{output.parent}' does not exist", "create it first")
+    check_writable(output)  # before minutes of training
     if timesteps is not None and timesteps < 1:
         raise UsageError(f"--timesteps must be at least 1 (got {timesteps})", "pass --timesteps 60000, say")
     config = MultiUserConfig(users=users) if scenario == "multiuser" else None
@@ -173,9 +174,12 @@ def train(
     }
     if fmt == Format.table:
         out.print(
-            f"[bold]{summary['model']}[/] over {' -> '.join(tier_list)}, {scenario} scenario: PPO, "
-            f"{t['timesteps']} steps, {len(policy.candidates)} candidate partitions "
-            f"(from {t['candidate_search']['contexts_solved']} exact solves), {t['seconds']:.1f} s",
+            Text.assemble(
+                (str(summary["model"]), "bold"),
+                f" over {' -> '.join(tier_list)}, {scenario} scenario: PPO, "
+                f"{t['timesteps']} steps, {len(policy.candidates)} candidate partitions "
+                f"(from {t['candidate_search']['contexts_solved']} exact solves), {t['seconds']:.1f} s",
+            ),
             highlight=False,
         )
     else:
@@ -238,10 +242,13 @@ def _loads(text: str) -> tuple[float, ...]:
 
 def _print_context(result: dict[str, Any]) -> None:
     out.print(
-        f"[bold]{result['model']}[/] over {' -> '.join(result['tiers'])}: {result['contexts']} held-out "
-        f"contexts, {result['candidates']} candidate partitions; "
-        f"decision {result['decision_us']['median']:.0f} us "
-        f"(p99 {result['decision_us']['p99']:.0f} us)",
+        Text.assemble(
+            (str(result["model"]), "bold"),
+            f" over {' -> '.join(result['tiers'])}: {result['contexts']} held-out "
+            f"contexts, {result['candidates']} candidate partitions; "
+            f"decision {result['decision_us']['median']:.0f} us "
+            f"(p99 {result['decision_us']['p99']:.0f} us)",
+        ),
         highlight=False,
     )
     rows = [
@@ -265,8 +272,11 @@ def _print_context(result: dict[str, Any]) -> None:
 
 def _print_multiuser(result: dict[str, Any]) -> None:
     out.print(
-        f"[bold]{result['model']}[/] over {' -> '.join(result['tiers'])}: {result['users']} users, "
-        f"{result['seeds']} traces x {result['requests']} requests per load",
+        Text.assemble(
+            (str(result["model"]), "bold"),
+            f" over {' -> '.join(result['tiers'])}: {result['users']} users, "
+            f"{result['seeds']} traces x {result['requests']} requests per load",
+        ),
         highlight=False,
     )
     names = list(result["loads"][0]["policies"])

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dnnsplit.cli.common import Format, guarded, human_bytes, out, print_document, simple_table
+from dnnsplit.errors import UsageError
 
 EXAMPLES = """
 Examples:
@@ -32,6 +33,10 @@ def run(
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
 ) -> None:
     """Run the segments of DIRECTORY one after another in onnxruntime on one input (the reference chain)."""
+    from dnnsplit.limits import check_threads
+
+    check_top(top)
+    check_threads(threads)
     from dnnsplit.runtime.local import SegmentChain
     from dnnsplit.runtime.preprocess import load_inputs
 
@@ -58,6 +63,11 @@ def run(
             ],
         )
     )
+
+
+def check_top(top: int) -> None:
+    if top < 1:
+        raise UsageError(f"--top must be at least 1 (got {top})", "pass --top 5, say")
 
 
 def top_classes(manifest: Any, results: dict[str, Any], top: int) -> list[dict[str, Any]]:

@@ -91,6 +91,9 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the segments of one TIER of DIRECTORY over HTTP until SIGTERM."""
+    from dnnsplit.limits import check_threads
+
+    check_threads(threads)
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime import route
     from dnnsplit.runtime.server import ServeSettings, TierService, run_server

@@ -25,6 +25,7 @@ from dnnsplit.cli.common import (
     simple_table,
 )
 from dnnsplit.errors import UsageError
+from dnnsplit.fileio import check_writable
 
 TRAIN_EXAMPLES = """
 Examples:
@@ -98,8 +99,7 @@ def train(
         raise UsageError(f"--epochs must be at least 1 (got {epochs})", "pass --epochs 15, say")
     if not lr > 0 or batch_size < 1 or workers < 0:
         raise UsageError("--lr must be > 0, --batch-size >= 1 and --workers >= 0", "check the numbers")
-    if not output.parent.is_dir():
-        raise UsageError(f"the directory of '{output}' does not exist", "create it first")
+    check_writable(output)  # before minutes of training
     loaded, splits = load_for_training(
         model, data, input_shape, seed, weights, num_classes, arch, trust_pickle
     )

@@ -15,6 +15,7 @@ from torch import nn
 
 from dnnsplit import __version__
 from dnnsplit.errors import UsageError
+from dnnsplit.limits import check_input_size
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.models.shapes import format_shape
 
@@ -104,12 +105,17 @@ def export_model(
         return ExportedModel(target, file_sha256(target), shape, cached=True)
     if on_stage:
         on_stage("checking the input shape")
-    example = torch.zeros(shape)
+    check_input_size(shape, "input shape")  # a checkpoint's recorded shape has not been checked yet
     try:
         with torch.no_grad():
-            out = module(example)
+            out = module(torch.zeros(shape))
     except Exception as exc:  # noqa: BLE001 - any forward failure means the shape does not fit
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if isinstance(exc, MemoryError) or "can't allocate memory" in first:
+            raise UsageError(
+                f"input shape {format_shape(shape)} needs more memory than this machine has ({first[:120]})",
+                "pass a smaller --input-shape",
+            ) from None
         raise UsageError(
             f"the model rejects input shape {format_shape(shape)}: {first[:200]}",
             "pass an --input-shape the model accepts, e.g. 1x3x224x224",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from dnnsplit.errors import UsageError
+from dnnsplit.limits import check_input_size
 
 _SHAPE = re.compile(r"^\s*\d+(\s*[xX×,]\s*\d+)*\s*$")
 
@@ -22,6 +23,7 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
             f"malformed --input-shape '{text}'",
             "write it as NxCxHxW with 4 positive integers, e.g. 1x3x224x224",
         )
+    check_input_size(dims)
     return dims
 
 

@@ -9,6 +9,7 @@ from the file's own directory, as a checked-in config is read from wherever CI r
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ import yaml
 
 from dnnsplit.branching.branch_file import BINARY_ACTIVATIONS
 from dnnsplit.errors import UsageError
+from dnnsplit.fileio import compose_yaml, parse_yaml, read_text
+from dnnsplit.limits import max_threads
 
 SCHEMA = "dnnsplit/pipeline@1"
 TIER_ORDER = ("mobile", "edge", "cloud")
@@ -194,6 +197,8 @@ def _number(
         value, problem = base(value, ctx)
         if problem:
             return None, problem
+        if isinstance(value, float) and not math.isfinite(value):  # YAML .nan passes any range check
+            return None, (f"{value!r} is not a finite number", f"write e.g. {example}")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             span = f"at least {minimum:g}" if maximum is None else f"between {minimum:g} and {maximum:g}"
             return None, (f"{value!r} is out of range", f"use a value {span}")
@@ -339,7 +344,9 @@ def _budgets_list(value: Any, _ctx: _Context) -> tuple[Any, tuple[str, str] | No
     if (
         not isinstance(value, list)
         or not value
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf for v in value
+        )
     ):
         return None, (f"expected a list of positive ms, got {value!r}", "write e.g. [10, 20, 40]")
     return tuple(float(v) for v in value), None
@@ -384,7 +391,7 @@ _SECTIONS: dict[str, dict[str, tuple[Check, bool]]] = {
         "batch_size": (_number(1, integer=True, example="64"), False),
     },
     "profile": {
-        "threads": (_optional(_number(1, integer=True, example="2")), False),
+        "threads": (_optional(_number(1, max_threads(), integer=True, example="2")), False),
         "warmup": (_number(0, integer=True, example="5"), False),
         "repeat": (_number(1, integer=True, example="20"), False),
         "rounds": (_number(1, 20, integer=True, example="3"), False),
@@ -402,7 +409,7 @@ _SECTIONS: dict[str, dict[str, tuple[Check, bool]]] = {
         "levels": (_optional(_number(1, 12, integer=True, example="3")), False),
         "budgets_ms": (_optional(_budgets_list), False),
         "epochs": (_number(0, integer=True, example="5"), False),
-        "threads": (_number(1, integer=True, example="1"), False),
+        "threads": (_number(1, max_threads(), integer=True, example="1"), False),
         "repeat": (_number(1, integer=True, example="20"), False),
     },
     "plan": {
@@ -497,10 +504,10 @@ def load_config(path: str | Path, output: str | Path | None = None) -> PipelineC
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"config not found: {file}", "run `dnnsplit init` to write an example dnnsplit.yaml")
-    text = file.read_text(encoding="utf-8")
+    text = read_text(file)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = compose_yaml(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -7,6 +7,7 @@ own measured profile). The presets' scales and their reasoning live beside them 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from dnnsplit.errors import UsageError
-from dnnsplit.fileio import read_document
+from dnnsplit.fileio import parse_yaml, read_document, read_text
 
 SCHEMA = "dnnsplit/device@1"
 PRESETS = ("host", "mobile-web", "edge", "cloud")
@@ -77,6 +78,9 @@ def _from_dict(data: dict[str, Any], where: str) -> DeviceSpec:
         raise UsageError(
             f"{where}: a value has the wrong type ({exc})", "use numbers for threads and scales"
         ) from exc
+    numbers = (spec.latency_scale, spec.compute_power_w or 0.0, spec.idle_power_w or 0.0)
+    if not all(math.isfinite(v) for v in numbers):  # .nan passes any comparison, .inf breaks every sum
+        raise UsageError(f"{where}: latency_scale and the powers must be finite", "fix the device file")
     if spec.latency_scale <= 0 or spec.threads < 1:
         raise UsageError(f"{where}: latency_scale must be > 0 and threads >= 1", "fix the device file")
     return spec
@@ -105,9 +109,10 @@ def load_device(ref: str) -> DeviceSpec:
 
 def _has_schema(path: str) -> bool:
     try:
-        return "schema" in (yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {})
+        data = parse_yaml(read_text(path))
     except yaml.YAMLError:
-        return False
+        return False  # read_document says what is wrong with it
+    return isinstance(data, dict) and "schema" in data
 
 
 def all_presets() -> list[DeviceSpec]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from dnnsplit.errors import UsageError
+from dnnsplit.limits import check_input_size
 
 _CALL_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 
@@ -152,6 +153,7 @@ def _input_shape_of(model: Any, path: Path, override: tuple[int, ...] | None) ->
                 f"the input of {path} has a free dimension '{d.dim_param or '?'}'",
                 "pass --input-shape, e.g. 1x3x224x224",
             )
+    check_input_size(tuple(shape), f"{path}'s input")
     return tuple(shape)
 
 

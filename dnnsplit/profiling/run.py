@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dnnsplit.errors import BudgetError, UsageError
+from dnnsplit.limits import check_threads
 from dnnsplit.models import ExportedModel, ModelOptions, export_model, load_model
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.profiling.graph import LayerGraph, TensorSpec, load_layer_graph
@@ -42,8 +43,7 @@ class ProfileSettings:
             raise UsageError(f"--warmup must not be negative (got {self.warmup})", "pass --warmup 5, say")
         if self.rounds < 1:
             raise UsageError(f"--rounds must be at least 1 (got {self.rounds})", "pass --rounds 3, say")
-        if self.threads is not None and self.threads < 1:
-            raise UsageError(f"--threads must be at least 1 (got {self.threads})", "pass --threads 2, say")
+        check_threads(self.threads)
 
     @property
     def resolved_threads(self) -> int:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from dnnsplit.errors import UsageError
+from dnnsplit.limits import check_threads
 from dnnsplit.models.export import model_fingerprint
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.output_dir import VARIANTS, claim, staged
@@ -74,6 +75,7 @@ class PruneSettings:
             raise UsageError(f"--lr must be > 0 (got {self.finetune.lr})", "pass --lr 0.01, say")
         if self.threads < 1 or self.repeat < 1:
             raise UsageError("--threads and --repeat must be at least 1", "pass --threads 1")
+        check_threads(self.threads)
 
 
 def parse_budgets(text: str) -> tuple[float, ...]:
