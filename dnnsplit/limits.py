@@ -14,8 +14,10 @@ from dnnsplit.errors import UsageError
 
 # Threads per core: onnxruntime and torch start one OS thread per intra-op thread, and past the cores
 # they only contend (on 2 cores a tiny CNN profiled 5x slower with 256 threads, 44 s with 1024). Four per
-# core leaves room to study oversubscription and still fails a typo fast.
+# core leaves room to study oversubscription and still fails a typo fast. A floor of 64 keeps a config
+# written for a bigger box (threads: 16) valid on a 2-core CI runner: 64 threads cost seconds, no hang.
 THREADS_PER_CORE = 4
+THREADS_FLOOR = 64
 
 
 def cores() -> int:
@@ -27,7 +29,7 @@ def cores() -> int:
 
 
 def max_threads() -> int:
-    return THREADS_PER_CORE * cores()
+    return max(THREADS_FLOOR, THREADS_PER_CORE * cores())
 
 
 def check_threads(threads: int | None, flag: str = "--threads") -> None:
@@ -38,8 +40,8 @@ def check_threads(threads: int | None, flag: str = "--threads") -> None:
         raise UsageError(f"{flag} must be at least 1 (got {threads})", "pass --threads 2, say")
     if threads > max_threads():
         raise UsageError(
-            f"{flag} {threads} is more than {max_threads()} ({THREADS_PER_CORE} per core, "
-            f"{cores()} cores here)",
+            f"{flag} {threads} is more than {max_threads()} (the larger of {THREADS_FLOOR} and "
+            f"{THREADS_PER_CORE} per core; {cores()} cores here)",
             f"pass at most {max_threads()}; one per core ({cores()}) is usually fastest",
         )
 
