@@ -120,7 +120,7 @@ def interleaved_ms(
     weights back in cache) then ``block`` timed ones. On this shared VM a model that spills the L3 cache
     (resnet18 unpruned: 45 MB of weights) runs 0.9 ms in one minute and 1.8 ms in another; measured in
     turns, every variant sees the same minutes, so their order and ratios are not a matter of timing."""
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     x = np.random.default_rng(0).standard_normal((1, *shape[1:])).astype(np.float32)
     sessions = [ort_session(p, 1) for p in paths]

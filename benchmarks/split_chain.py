@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from _common import RESULTS, machine, run_cli, write_results
 
+from dnnsplit.onnxrt import ort_session
 from dnnsplit.profiling import prepare_model
-from dnnsplit.runtime.local import SegmentChain, ort_session
+from dnnsplit.splitting.chain import SegmentChain
 from dnnsplit.splitting.cuts import prefix_cuts
 from dnnsplit.splitting.split import SplitSettings, segments_from_cut_lists, split_model
 
@@ -230,7 +231,7 @@ def main() -> None:
         f"{args.runs} alternating pairs (whole, chain); medians, and the overhead as the median per-pair ratio. "
         "The chain runs its 3 segments one after another in one process (tensors handed over in memory), "
         "so the overhead is the cut itself: lost cross-segment fusions and 3 session calls instead of 1 "
-        "(~0.1 ms). Both sessions with idle threads sleeping, not spinning (see `runtime/local.py`). "
+        "(~0.1 ms). Both sessions with idle threads sleeping, not spinning (see `dnnsplit/onnxrt.py`). "
         "Target: at most 5%.",
         "",
         "| model | cut after | whole (ms) | chain (ms) | overhead |",

@@ -119,7 +119,7 @@ def validate_branch(
     threads: int | None = None,
 ) -> BranchValidation:
     """Run both files in onnxruntime on every sample of ``loader`` and compare with PyTorch."""
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     mobile = ort_session(files.mobile, threads)
     edge = ort_session(files.edge, threads)

@@ -50,8 +50,8 @@ from dnnsplit.fileio import dump_document
 from dnnsplit.limits import check_threads
 from dnnsplit.models.export import export_model, file_sha256
 from dnnsplit.models.loading import LoadedModel
+from dnnsplit.onnxrt import median_run_ms
 from dnnsplit.output_dir import BRANCH, claim
-from dnnsplit.runtime.local import median_run_ms
 from dnnsplit.splitting.manifest import FILE as MANIFEST
 from dnnsplit.training.data import DataSplits, check_classes
 

@@ -62,9 +62,9 @@ def infer(
 
     check_top(top)
     check_threads(threads)
+    from dnnsplit.images import load_inputs
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime.client import CollaborativeClient
-    from dnnsplit.runtime.preprocess import load_inputs
 
     spec = parse_link(link) if link else None
     with CollaborativeClient(

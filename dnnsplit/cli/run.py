@@ -37,8 +37,8 @@ def run(
 
     check_top(top)
     check_threads(threads)
-    from dnnsplit.runtime.local import SegmentChain
-    from dnnsplit.runtime.preprocess import load_inputs
+    from dnnsplit.images import load_inputs
+    from dnnsplit.splitting.chain import SegmentChain
 
     chain = SegmentChain.load(directory, threads)
     x = load_inputs(input_file, chain.manifest.input.shape)[:1]

@@ -37,7 +37,7 @@ def _session(
     opts.log_severity_level = 3
     if stop_spinning:
         # Two sessions taking turns: threads still spinning after one's run would take cores from the other's
-        # (runtime/local.py's sessions stop spinning at the end of a run for the same reason).
+        # (dnnsplit/onnxrt.py's sessions stop spinning at the end of a run for the same reason).
         opts.add_session_config_entry("session.force_spinning_stop", "1")
     if profile_dir is not None:
         opts.enable_profiling = True

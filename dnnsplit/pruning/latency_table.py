@@ -83,7 +83,7 @@ def conv_model_bytes(shape: ConvShape) -> bytes:
 
 def measure_conv(shape: ConvShape, threads: int = 1, repeat: int = 30, warmup: int = 5) -> float:
     """Median milliseconds of one run of ``shape`` in onnxruntime (CPU, ``threads`` intra-op threads)."""
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     session = ort_session(conv_model_bytes(shape), threads)
     x = np.random.default_rng(1).standard_normal((1, shape.in_channels, shape.height, shape.width))

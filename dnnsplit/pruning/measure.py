@@ -38,7 +38,7 @@ def export_to(loaded: LoadedModel, module: nn.Module, path: Path) -> ExportedMod
 
 def whole_ms(path: Path, shape: tuple[int, ...], threads: int, repeat: int, warmup: int = 10) -> float:
     """Median ms of one run of the whole ONNX model at ``threads`` onnxruntime threads."""
-    from dnnsplit.runtime.local import median_run_ms
+    from dnnsplit.onnxrt import median_run_ms
 
     return median_run_ms(path, shape, threads, repeat, warmup)
 

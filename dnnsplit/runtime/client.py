@@ -32,8 +32,8 @@ from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
 from dnnsplit.runtime.connection import EdgeConnection, EdgeTimeout, EdgeUnreachable
 from dnnsplit.runtime.link import EmulatedLink
-from dnnsplit.runtime.local import SegmentChain, SegmentRun, early_exit_answer
 from dnnsplit.runtime.wire import CONTENT_TYPE, HEADER_SLACK, WireError, check, decode, encode, message_bytes
+from dnnsplit.splitting.chain import SegmentChain, SegmentRun, early_exit_answer
 from dnnsplit.splitting.manifest import Manifest
 
 # Given every tensor the client holds after its own segments, a model-outputs dict to stop there, or None.

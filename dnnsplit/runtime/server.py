@@ -29,8 +29,8 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
 from dnnsplit.runtime.link import EmulatedLink
-from dnnsplit.runtime.local import SegmentChain
 from dnnsplit.runtime.wire import CONTENT_TYPE, HEADER_SLACK, WireError, check, decode, encode, message_bytes
+from dnnsplit.splitting.chain import SegmentChain
 from dnnsplit.splitting.manifest import Manifest
 
 DEFAULT_MAX_BATCH = 8

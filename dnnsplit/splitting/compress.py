@@ -43,7 +43,7 @@ def calibrate(
     """(scale, zero point) of an asymmetric uint8 code per tensor, from its range over ``samples``."""
     import onnx
 
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     if not names:  # one segment: nothing crosses (and an empty output list would ask for every output)
         return {}

@@ -246,7 +246,7 @@ def validation_inputs(shape: tuple[int, ...], settings: SplitSettings) -> tuple[
         rng = np.random.default_rng(settings.seed)
         samples = [rng.standard_normal((1, *shape[1:])).astype(np.float32) for _ in range(settings.validate)]
         return samples, f"random normal (seed {settings.seed})"
-    from dnnsplit.runtime.preprocess import load_inputs
+    from dnnsplit.images import load_inputs
 
     batch = load_inputs(settings.inputs, shape)
     return [batch[i : i + 1] for i in range(min(len(batch), settings.validate))], str(settings.inputs)
@@ -254,7 +254,8 @@ def validation_inputs(shape: tuple[int, ...], settings: SplitSettings) -> tuple[
 
 def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) -> Validation:
     """Compare the chained segments in ``directory`` with the whole model on the validation inputs."""
-    from dnnsplit.runtime.local import SegmentChain, ort_session
+    from dnnsplit.onnxrt import ort_session
+    from dnnsplit.splitting.chain import SegmentChain
 
     chain = SegmentChain.load(directory)
     whole = ort_session(onnx_path)

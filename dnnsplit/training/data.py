@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dnnsplit.errors import UsageError
-from dnnsplit.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from dnnsplit.images import IMAGENET_MEAN, IMAGENET_STD
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # train / val / test when one pool is split
 PRESIZE_LIMIT = 64 * 64  # up to this many pixels the digits are upsampled once, up front (29 MB at 64x64)

@@ -167,7 +167,7 @@ def test_bit_packing_round_trip(values: list[float]) -> None:
 
 
 def test_packed_onnx_equals_torch_and_is_small(tmp_path) -> None:
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     torch.manual_seed(2)
     model = nn.Sequential(
@@ -200,7 +200,7 @@ def test_packed_onnx_equals_torch_and_is_small(tmp_path) -> None:
 
 
 def test_compact_names_keeps_the_interface_and_the_outputs(tmp_path) -> None:
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     model = nn.Sequential(_conv(), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 25, 5)).eval()
     path = tmp_path / "m.onnx"

@@ -48,7 +48,7 @@ def test_mobile_and_edge_compose_to_the_backbone(tiny_branch: Path, tiny_checkpo
     import torch
 
     from dnnsplit.models import load_model
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     model = load_model(str(tiny_checkpoint)).module.eval()
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
@@ -176,7 +176,7 @@ def test_run_and_infer_take_the_early_exit(cli, tiny_branch: Path, tmp_path: Pat
     import torch
 
     from dnnsplit.runtime.client import CollaborativeClient
-    from dnnsplit.runtime.local import SegmentChain
+    from dnnsplit.splitting.chain import SegmentChain
     from dnnsplit.training.data import load_data
 
     data = load_data("digits", (1, 3, 16, 16), augment=False)

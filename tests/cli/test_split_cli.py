@@ -170,7 +170,7 @@ def test_image_preprocessing_matches_torchvision(tmp_path: Path) -> None:
     from PIL import Image
     from torchvision.transforms import v2
 
-    from dnnsplit.runtime.preprocess import load_image
+    from dnnsplit.images import load_image
 
     # A smooth picture (gradients and a slow wave): resampling filters agree on it, unlike on noise.
     yy, xx = np.mgrid[0:300, 0:400]

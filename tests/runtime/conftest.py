@@ -51,7 +51,7 @@ def three_tier(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def whole(tiny_model):
     """The whole model in onnxruntime: x -> logits."""
-    from dnnsplit.runtime.local import ort_session
+    from dnnsplit.onnxrt import ort_session
 
     session = ort_session(tiny_model.exported.path)
     return lambda x: session.run(["logits"], {"input": x})[0]

@@ -18,7 +18,7 @@ import yaml
 
 from dnnsplit.errors import UsageError
 from dnnsplit.runtime import route
-from dnnsplit.runtime.local import SegmentChain
+from dnnsplit.splitting.chain import SegmentChain
 from dnnsplit.splitting.manifest import Manifest
 
 

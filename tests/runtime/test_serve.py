@@ -14,9 +14,9 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
 from dnnsplit.runtime.client import CollaborativeClient, RemoteRefused
-from dnnsplit.runtime.local import SegmentChain
 from dnnsplit.runtime.server import ServeSettings, serving
 from dnnsplit.runtime.wire import CONTENT_TYPE, decode, encode
+from dnnsplit.splitting.chain import SegmentChain
 from dnnsplit.splitting.manifest import Manifest
 from tests.fixtures.tiny_cli import RELU, SKIP
 

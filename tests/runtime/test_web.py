@@ -77,8 +77,8 @@ def _classify(page: Any, image: Path) -> dict[str, Any]:
 
 def _reference(directory: Path, image: Path) -> tuple[dict[str, np.ndarray], bool]:
     """What `dnnsplit run DIR --input IMAGE` computes: the chain in onnxruntime, and whether it exited."""
-    from dnnsplit.runtime.local import SegmentChain
-    from dnnsplit.runtime.preprocess import load_image
+    from dnnsplit.images import load_image
+    from dnnsplit.splitting.chain import SegmentChain
 
     chain = SegmentChain.load(directory)
     x = load_image(image, chain.manifest.input.shape)

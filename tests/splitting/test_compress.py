@@ -11,10 +11,11 @@ import pytest
 from dnnsplit.codecs import compressed_bytes
 from dnnsplit.errors import UsageError
 from dnnsplit.models import ModelOptions
+from dnnsplit.onnxrt import ort_session
 from dnnsplit.partition import problem_from_profile
 from dnnsplit.profiling import prepare_model
 from dnnsplit.profiling.graph import TensorSpec
-from dnnsplit.runtime.local import SegmentChain, ort_session
+from dnnsplit.splitting.chain import SegmentChain
 from dnnsplit.splitting.split import SplitSettings, segments_from_cut_lists, split_model
 from tests.fixtures.profiles import chain_profile
 from tests.fixtures.tiny_cli import SKIP

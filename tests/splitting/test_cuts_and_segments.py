@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from dnnsplit.errors import UsageError
 from dnnsplit.models import ModelOptions
+from dnnsplit.onnxrt import ort_session
 from dnnsplit.profiling import prepare_model
-from dnnsplit.runtime.local import SegmentChain, ort_session
+from dnnsplit.splitting.chain import SegmentChain
 from dnnsplit.splitting.cuts import check_cut, prefix_cuts, segments_from_cuts, upstream_layers
 from dnnsplit.splitting.extract import plan_segments
 from dnnsplit.splitting.manifest import Manifest

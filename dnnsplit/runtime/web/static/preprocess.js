@@ -1,4 +1,4 @@
-// An image as the model's input tensor, exactly as dnnsplit/runtime/preprocess.py makes it with Pillow:
+// An image as the model's input tensor, exactly as dnnsplit/images.py makes it with Pillow:
 // short side resized to H * 256/224 (Pillow's BILINEAR: a separable, antialiased triangle filter in 22-bit
 // fixed point, horizontal pass then vertical, each rounded to 8 bits), centre crop, /255, ImageNet mean/std,
 // all in float32. The same steps as Pillow's Resample.c, so a PNG gives the same tensor to the bit.

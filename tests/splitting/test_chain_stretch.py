@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dnnsplit.runtime import local
-from dnnsplit.runtime.local import keep_busy, stretch
+from dnnsplit.splitting import chain as local
+from dnnsplit.splitting.chain import keep_busy, stretch
 
 
 @pytest.mark.parametrize(("slowdown", "repeats"), [(1.0, 0), (1.5, 0), (2.0, 1), (6.4, 5)])
