@@ -17,6 +17,7 @@ from dnnsplit import __version__
 from dnnsplit.errors import UsageError
 from dnnsplit.limits import check_input_size
 from dnnsplit.models.loading import LoadedModel
+from dnnsplit.models.onnx_file import onnx_input_shape
 from dnnsplit.models.shapes import format_shape
 
 OPSET = 17
@@ -87,8 +88,6 @@ def export_model(
 ) -> ExportedModel:
     """Return an ONNX file for ``loaded``: the file itself for ONNX input, else a (cached) export."""
     if loaded.onnx_path is not None:
-        from dnnsplit.profiling.graph import onnx_input_shape
-
         shape = onnx_input_shape(loaded.onnx_path, loaded.input_shape)
         return ExportedModel(loaded.onnx_path, file_sha256(loaded.onnx_path), shape, cached=True)
     module = loaded.module

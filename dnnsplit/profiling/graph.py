@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dnnsplit.errors import UsageError
-from dnnsplit.limits import check_input_size
+from dnnsplit.models.onnx_file import graph_inputs, input_shape_of
 
 _CALL_SUFFIX = re.compile(r"^(.*)_(\d+)$")
 
@@ -121,45 +121,6 @@ class LayerGraph:
                 if dst not in seen:
                     seen.append(dst)
         return seen
-
-
-def onnx_input_shape(path: Path, override: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """The model's (first) input shape with batch 1, or ``override``; error if it has free dims."""
-    import onnx
-
-    return _input_shape_of(onnx.load(str(path), load_external_data=False), path, override)
-
-
-def _input_shape_of(model: Any, path: Path, override: tuple[int, ...] | None) -> tuple[int, ...]:
-    inputs = _graph_inputs(model)
-    if not inputs:
-        raise UsageError(f"{path} has no inputs", "pass a model that takes an image tensor")
-    dims = inputs[0].type.tensor_type.shape.dim
-    if override is not None:
-        if len(override) != len(dims):
-            raise UsageError(
-                f"--input-shape has {len(override)} dims but the model's input has {len(dims)}",
-                "match the model's input rank",
-            )
-        return tuple(override)
-    shape = []
-    for i, d in enumerate(dims):
-        if d.HasField("dim_value") and d.dim_value > 0:
-            shape.append(int(d.dim_value))
-        elif i == 0:
-            shape.append(1)  # dynamic batch axis
-        else:
-            raise UsageError(
-                f"the input of {path} has a free dimension '{d.dim_param or '?'}'",
-                "pass --input-shape, e.g. 1x3x224x224",
-            )
-    check_input_size(tuple(shape), f"{path}'s input")
-    return tuple(shape)
-
-
-def _graph_inputs(model: Any) -> list[Any]:
-    initializers = {i.name for i in model.graph.initializer}
-    return [i for i in model.graph.input if i.name not in initializers]
 
 
 def module_path_from_node_name(node_name: str) -> str:
@@ -264,7 +225,7 @@ def _infer_shapes(model: Any, input_shape: tuple[int, ...]) -> dict[str, tuple[t
     import onnx
 
     fixed = _light_copy(model)
-    first = _graph_inputs(fixed)[0]
+    first = graph_inputs(fixed)[0]
     for d, size in zip(first.type.tensor_type.shape.dim, input_shape, strict=False):
         d.Clear()
         d.dim_value = size
@@ -318,7 +279,7 @@ def _shapes_by_running(
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    first = _graph_inputs(probe)[0]
+    first = graph_inputs(probe)[0]
     for d, size in zip(first.type.tensor_type.shape.dim, input_shape, strict=False):
         d.Clear()
         d.dim_value = size
@@ -394,7 +355,7 @@ def load_layer_graph(path: str | Path, input_shape: tuple[int, ...] | None = Non
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return build_layer_graph(model, _input_shape_of(model, Path(path), input_shape))
+    return build_layer_graph(model, input_shape_of(model, Path(path), input_shape))
 
 
 def _constant_sources(model: Any, initializers: Any) -> dict[str, set[str]]:
@@ -440,7 +401,7 @@ def build_layer_graph(model: Any, input_shape: tuple[int, ...]) -> LayerGraph:
     )
     shapes = _infer_shapes(model, (1, *input_shape[1:]))
     initializers = {i.name: int(np.prod(i.dims, dtype=np.int64)) for i in model.graph.initializer}
-    graph_inputs = [i.name for i in _graph_inputs(model)]
+    input_names = [i.name for i in graph_inputs(model)]
 
     def spec(name: str) -> TensorSpec:
         shape, dtype = shapes.get(name, ((), "float32"))
@@ -470,7 +431,7 @@ def build_layer_graph(model: Any, input_shape: tuple[int, ...]) -> LayerGraph:
     for layer in layers:
         layer.__dict__.pop("_const_inputs", None)
     graph = LayerGraph(
-        inputs=[spec(n) for n in graph_inputs],
+        inputs=[spec(n) for n in input_names],
         outputs=[spec(o.name) for o in model.graph.output],
         layers=_topological(layers),
         module_types={k: str(v.get("type", "")) for k, v in modules.items()},
