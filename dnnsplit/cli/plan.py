@@ -200,7 +200,7 @@ def plan(
         from dnnsplit.branching.branch_file import load_branch
 
         branch_file = load_branch(branch)
-    rl_policy = _rl_policy(solver, policy, bandwidths, private_input, max_mobile_mb)
+    rl_policy = _rl_policy(solver, policy, bandwidths, private_input, max_mobile_mb, trust_pickle)
     from_file = is_profile_path(model)
     if from_file and save_profile is not None:
         raise UsageError("--save-profile needs a MODEL to profile, not a profile file", "drop --save-profile")
@@ -362,7 +362,12 @@ def _print_branch(result: Any, estimate: Any) -> None:
 
 
 def _rl_policy(
-    solver: str, policy: Path | None, sweep: Any, private_input: bool, max_mobile_mb: float | None
+    solver: str,
+    policy: Path | None,
+    sweep: Any,
+    private_input: bool,
+    max_mobile_mb: float | None,
+    trust_pickle: bool = False,
 ) -> Any:
     """The policy for --solver rl (loaded before any profiling), or None for the exact solver."""
     if solver not in ("exact", "rl"):
@@ -381,7 +386,7 @@ def _rl_policy(
         )
     from dnnsplit.partition.rl.policy_file import load_policy
 
-    return load_policy(policy)
+    return load_policy(policy, trust_pickle)
 
 
 def _pairs(items: list[str] | None, option: str, tiers: tuple[str, ...]) -> dict[str, str]:

@@ -159,7 +159,7 @@ def train(
             },
             progress=progress,
         )
-        save_policy(output, policy.meta, policy.model_bytes)
+        save_policy(output, policy.meta, policy.weights)
     t = policy.meta["training"]
     summary = {
         "policy": str(output),
@@ -203,6 +203,7 @@ def eval_(
     requests: Annotated[int, typer.Option(help="multiuser: requests per trace.")] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of the held-out contexts or traces.")] = 10_007,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
+    trust_pickle: TrustPickleOpt = False,
 ) -> None:
     """Evaluate a policy on held-out contexts or traces against the exact solver and baselines.
 
@@ -215,7 +216,7 @@ def eval_(
     if contexts < 1 or seeds < 1 or requests < 1:
         raise UsageError("--contexts, --seeds and --requests must be at least 1", "pass positive numbers")
     load_list = _loads(loads)
-    policy = load_policy(policy_path)
+    policy = load_policy(policy_path, trust_pickle)
     with progress_bar() as progress:
         if policy.scenario == "context":
             result = evaluate_context(policy, contexts, seed, progress)

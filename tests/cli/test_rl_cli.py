@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -51,9 +54,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 def test_train_writes_a_self_contained_policy(files) -> None:
     with zipfile.ZipFile(files["policy"]) as zf:
-        assert set(zf.namelist()) == {"dnnsplit.json", "sb3.zip"}
+        assert set(zf.namelist()) == {"dnnsplit.json", "policy.safetensors"}  # no pickle anywhere
         meta = json.loads(zf.read("dnnsplit.json"))
-    assert meta["schema"] == "dnnsplit/rl-policy@1" and meta["scenario"] == "context"
+    assert meta["schema"] == "dnnsplit/rl-policy@2" and meta["scenario"] == "context"
+    assert meta["network"]["net_arch"] == {"pi": [64, 64], "vf": [64, 64]}
     assert meta["tiers"] == ["mobile", "edge"] and meta["model"]["sha256"] == "0" * 64
     assert meta["profile"]["path"] == str(files["chain"])
     assert [la["name"] for la in meta["problem"]["layers"]] == ["conv1", "conv2", "pool", "fc"]
@@ -169,6 +173,70 @@ def test_policy_for_another_profile(cli, files) -> None:
         ),
         "trained for tiers mobile,edge",
     )
+
+
+class _Touch:
+    """Unpickling this creates ``path``: proof that reading a file ran code the file chose."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.path, "w"))
+
+
+def _old_policy(files, path: Path, sb3_zip: bytes) -> Path:
+    """The trained policy in the old layout (rl-policy@1), with ``sb3_zip`` as its stable-baselines3 model."""
+    with zipfile.ZipFile(files["policy"]) as zf:
+        meta = json.loads(zf.read("dnnsplit.json"))
+    meta["schema"] = "dnnsplit/rl-policy@1"
+    meta.pop("network")
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("dnnsplit.json", json.dumps(meta))
+        zf.writestr("sb3.zip", sb3_zip)
+    return path
+
+
+def test_pickled_policy_runs_no_code(cli, files, tmp_path: Path) -> None:
+    """An old policy.zip whose SB3 model unpickles a payload: refused in one line, the payload never runs."""
+    marker = tmp_path / "PAYLOAD_RAN"
+    serialized = base64.b64encode(pickle.dumps(_Touch(marker))).decode()
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as zf:
+        zf.writestr("data", json.dumps({"observation_space": {":type:": "Box", ":serialized:": serialized}}))
+    policy = _old_policy(files, tmp_path / "old.zip", inner.getvalue())
+    assert_usage_error(
+        cli("rl", "eval", policy, "--contexts", "5"), "pickled", "train it again", "--trust-pickle"
+    )
+    assert_usage_error(
+        cli("plan", files["chain"], "--solver", "rl", "--policy", policy, "--network", "4g"),
+        "pickled",
+        "--trust-pickle",
+    )
+    assert not marker.exists()
+
+
+def test_old_policy_evaluates_with_trust_pickle(cli, files, tmp_path: Path) -> None:
+    import torch
+    from stable_baselines3 import PPO
+
+    from dnnsplit.partition.rl.context_env import ContextEnv
+    from dnnsplit.partition.rl.policy_file import load_policy
+
+    new = load_policy(files["policy"])
+    agent = PPO("MlpPolicy", ContextEnv(new.candidates, new.space), policy_kwargs={"net_arch": [64, 64]})
+    agent.policy.load_state_dict({k: torch.from_numpy(v) for k, v in new.weights.items()})
+    buffer = io.BytesIO()
+    agent.save(buffer)
+    old = _old_policy(files, tmp_path / "old.zip", buffer.getvalue())
+    args = ("--contexts", "40", "--format", "json")
+    code, stdout, stderr = cli("rl", "eval", old, "--trust-pickle", *args)
+    assert code == 0, stderr
+    code, again, _ = cli("rl", "eval", files["policy"], *args)
+    assert code == 0
+    # Same network, same held-out contexts: the same decisions (decision times aside).
+    first, second = json.loads(stdout), json.loads(again)
+    assert first["policies"] == second["policies"] and first["gap"] == second["gap"]
 
 
 def test_not_a_policy(cli, files) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import math
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -72,7 +76,7 @@ def trained(tmp_path_factory):
         candidate_options=SMALL_SEARCH,
     )
     path = tmp_path_factory.mktemp("rl") / "policy.zip"
-    save_policy(path, policy.meta, policy.model_bytes)
+    save_policy(path, policy.meta, policy.weights)
     return load_policy(path)
 
 
@@ -312,7 +316,7 @@ def test_multiuser_episode_return_is_minus_the_latencies(multiuser_setup) -> Non
 
 
 def test_actor_matches_sb3_predict(trained) -> None:
-    model = trained.sb3_model()
+    model = trained.sb3_policy()  # rebuilt from the recorded architecture and the safetensors weights
     rng = np.random.default_rng(0)
     for _ in range(50):
         obs = rng.uniform(-1, 1, size=trained.space.n_features).astype(np.float32)
@@ -325,7 +329,7 @@ def test_policy_file_round_trip(trained, tmp_path: Path) -> None:
     assert trained.meta["training"]["algorithm"] == "PPO" and trained.meta["training"]["seed"] == 3
     assert [la.name for la in trained.base.layers] == ["conv1", "conv2", "pool", "fc"]
     path = tmp_path / "again.zip"
-    save_policy(path, trained.meta, trained.model_bytes)
+    save_policy(path, trained.meta, trained.weights)
     again = load_policy(path)
     assert again.candidates.assignments == trained.candidates.assignments
     assert again.space == trained.space
@@ -344,7 +348,117 @@ def test_bad_policy_files_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not a dnnsplit policy"):
         load_policy(other)
     with pytest.raises(UsageError, match=r"\.zip"):
-        save_policy(tmp_path / "policy.bin", {}, b"")
+        save_policy(tmp_path / "policy.bin", {}, {})
+
+
+class _Touch:
+    """Unpickling this creates ``path``: proof that reading a file ran code the file chose."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.path, "w"))
+
+
+def _old_policy(trained, path: Path, sb3_zip: bytes) -> Path:
+    """A policy in the old layout (rl-policy@1): the meta and stable-baselines3's own (pickling) zip."""
+    meta = {k: v for k, v in trained.meta.items() if k != "network"}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("dnnsplit.json", json.dumps({**meta, "schema": "dnnsplit/rl-policy@1"}))
+        zf.writestr("sb3.zip", sb3_zip)
+    return path
+
+
+def _payload_sb3_zip(marker: Path) -> bytes:
+    """An SB3 zip whose observation space unpickles ``_Touch``, as PPO.load deserializes it."""
+    serialized = base64.b64encode(pickle.dumps(_Touch(marker))).decode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("data", json.dumps({"observation_space": {":type:": "Box", ":serialized:": serialized}}))
+    return buffer.getvalue()
+
+
+def test_policy_file_holds_no_pickle(trained, tmp_path: Path) -> None:
+    path = tmp_path / "p.zip"
+    save_policy(path, trained.meta, trained.weights)
+    with zipfile.ZipFile(path) as zf:
+        assert set(zf.namelist()) == {"dnnsplit.json", "policy.safetensors"}
+        meta = json.loads(zf.read("dnnsplit.json"))
+    assert meta["schema"] == "dnnsplit/rl-policy@2"
+    assert meta["network"] == {
+        "library": "stable-baselines3",
+        "policy": "ActorCriticPolicy",
+        "observation_size": trained.space.n_features,
+        "actions": len(trained.candidates),
+        "net_arch": {"pi": [64, 64], "vf": [64, 64]},
+        "activation": "tanh",
+    }
+
+
+def test_old_pickled_policy_is_refused_without_running_it(trained, tmp_path: Path) -> None:
+    marker = tmp_path / "PAYLOAD_RAN"
+    path = _old_policy(trained, tmp_path / "old.zip", _payload_sb3_zip(marker))
+    with pytest.raises(UsageError, match="pickled") as info:
+        load_policy(path)
+    assert "train it again" in info.value.one_line() and "--trust-pickle" in info.value.one_line()
+    assert not marker.exists()
+
+
+def test_old_policy_reads_with_trust_pickle(trained, tmp_path: Path) -> None:
+    """The opt-in path for a policy trained before rl-policy@2: PPO.load, then the same decisions."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from dnnsplit.partition.rl.context_env import ContextEnv
+
+    agent = PPO(
+        "MlpPolicy", ContextEnv(trained.candidates, trained.space), policy_kwargs={"net_arch": [64, 64]}
+    )
+    agent.policy.load_state_dict({k: torch.from_numpy(v) for k, v in trained.weights.items()})
+    buffer = io.BytesIO()
+    agent.save(buffer)
+    path = _old_policy(trained, tmp_path / "old.zip", buffer.getvalue())
+    with pytest.raises(UsageError, match="--trust-pickle"):
+        load_policy(path)
+    old = load_policy(path, trust_pickle=True)
+    assert old.network == trained.network
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        obs = rng.uniform(-1, 1, size=trained.space.n_features)
+        assert old.act(obs) == trained.act(obs)
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda m, w: w.pop("action_net.bias"), "lack action_net.bias"),
+        (lambda m, w: w.update({"action_net.weight": w["action_net.weight"][:, :3]}), "action_net.weight is"),
+        (lambda m, w: w["action_net.weight"].fill(np.nan), "NaN"),
+        (lambda m, w: m["network"].update(activation="gelu"), "activation 'gelu'"),
+        (lambda m, w: m["network"]["net_arch"].update(pi="64"), "net_arch.pi"),
+        (lambda m, w: m["network"].update(actions=99), "99 actions"),
+        (lambda m, w: m.pop("network"), "network"),
+    ],
+)
+def test_damaged_policy_network_is_a_usage_error(trained, tmp_path: Path, change, needle: str) -> None:
+    meta = json.loads(json.dumps(trained.meta))
+    weights = {k: v.copy() for k, v in trained.weights.items()}
+    change(meta, weights)
+    path = tmp_path / "bad.zip"
+    save_policy(path, meta, weights)
+    with pytest.raises(UsageError, match="not a complete policy") as info:
+        load_policy(path)
+    assert needle in info.value.one_line()
+
+
+def test_damaged_weights_file_is_a_usage_error(trained, tmp_path: Path) -> None:
+    path = tmp_path / "bad.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("dnnsplit.json", json.dumps(trained.meta))
+        zf.writestr("policy.safetensors", b"\xff" * 64)
+    with pytest.raises(UsageError, match="damaged weights"):
+        load_policy(path)
 
 
 def test_short_training_beats_a_random_policy(trained) -> None:

@@ -1,9 +1,13 @@
-"""The policy file (``policy.zip``, schema ``dnnsplit/rl-policy@1``): a policy that needs nothing else.
+"""The policy file (``policy.zip``, schema ``dnnsplit/rl-policy@2``): a policy that needs nothing else.
 
 A zip holding ``dnnsplit.json`` (what the policy was trained for: the scenario and its settings, the model's
-identity, the whole base problem in the plan file's layout, the candidate partitions its actions index, and
-how it was trained) and ``sb3.zip`` (the stable-baselines3 model as ``PPO.save`` writes it). ``rl eval`` and
-``plan --solver rl`` read both from this one file.
+identity, the whole base problem in the plan file's layout, the candidate partitions its actions index, how
+it was trained, and ``network``: the policy network's architecture, see policy_net) and
+``policy.safetensors`` (the network's weights). ``rl eval`` and ``plan --solver rl`` read both from this
+one file, and nothing on that path unpickles: a policy file is data.
+
+Schema ``dnnsplit/rl-policy@1`` held ``sb3.zip`` (``PPO.save``'s zip, which pickles) instead of the last
+two; such a file is refused unless the user passes ``--trust-pickle``, which reads it with ``PPO.load``.
 
 Decisions use ``Actor``: the policy network's actor half evaluated in numpy, the same function as the
 SB3 policy's deterministic ``predict`` (argmax of the action logits; tests check they agree) at a fraction of
@@ -15,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,50 +32,17 @@ from dnnsplit.partition.problem import Problem
 from dnnsplit.partition.rl.candidates import CandidateSet
 from dnnsplit.partition.rl.contexts import ContextSpace
 from dnnsplit.partition.rl.multiuser import MultiUserConfig
+from dnnsplit.partition.rl.policy_net import Actor, from_sb3, sb3_policy
 
-SCHEMA = "dnnsplit/rl-policy@1"
+SCHEMA = "dnnsplit/rl-policy@2"
+PICKLED_SCHEMA = "dnnsplit/rl-policy@1"
 SCENARIOS = ("context", "multiuser")
 _META = "dnnsplit.json"
-_MODEL = "sb3.zip"
+_WEIGHTS = "policy.safetensors"
+_PICKLED_MODEL = "sb3.zip"
+_RETRAIN = "train the policy again with `dnnsplit rl train`"
 
-
-class Actor:
-    """The deterministic action of an SB3 ``ActorCriticPolicy`` with an MLP, in numpy."""
-
-    def __init__(self, weights: list[tuple[np.ndarray, np.ndarray]], activation: str) -> None:
-        if activation not in ("tanh", "relu"):
-            raise UsageError(
-                f"policy uses an unsupported activation '{activation}'", "train it with dnnsplit rl"
-            )
-        self.weights = weights
-        self.activation = np.tanh if activation == "tanh" else (lambda x: np.maximum(x, 0.0))
-
-    @classmethod
-    def from_sb3(cls, model: Any) -> Actor:
-        import torch
-
-        policy = model.policy
-        layers = [m for m in policy.mlp_extractor.policy_net if isinstance(m, torch.nn.Linear)]
-        layers.append(policy.action_net)
-        weights = [
-            (
-                m.weight.detach().cpu().numpy().astype(np.float64),
-                m.bias.detach().cpu().numpy().astype(np.float64),
-            )
-            for m in layers
-        ]
-        name = policy.activation_fn.__name__.lower()
-        return cls(weights, name)
-
-    def logits(self, obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs, dtype=np.float64)
-        for w, b in self.weights[:-1]:
-            x = self.activation(x @ w.T + b)
-        w, b = self.weights[-1]
-        return x @ w.T + b
-
-    def act(self, obs: np.ndarray) -> int:
-        return int(np.argmax(self.logits(obs)))
+__all__ = ["Actor", "PolicyFile", "SCHEMA", "load_policy", "policy_meta", "save_policy"]
 
 
 @dataclass
@@ -79,9 +50,9 @@ class PolicyFile:
     meta: dict[str, Any]
     base: Problem
     candidates: CandidateSet
-    model_bytes: bytes
+    weights: dict[str, np.ndarray]  # the SB3 policy's state_dict, by name
     path: str | None = None
-    _actor: Actor | None = None
+    _actor: Actor | None = field(default=None, repr=False)
 
     @property
     def scenario(self) -> str:
@@ -103,15 +74,18 @@ class PolicyFile:
     def model_name(self) -> str:
         return str(self.meta.get("model", {}).get("name") or "model")
 
-    def sb3_model(self) -> Any:
-        from stable_baselines3 import PPO
+    @property
+    def network(self) -> dict[str, Any]:
+        return dict(self.meta["network"])
 
-        return PPO.load(io.BytesIO(self.model_bytes), device="cpu")
+    def sb3_policy(self) -> Any:
+        """The whole SB3 ``ActorCriticPolicy``, rebuilt from the recorded architecture and weights."""
+        return sb3_policy(self.network, self.weights)
 
     @property
     def actor(self) -> Actor:
         if self._actor is None:
-            self._actor = Actor.from_sb3(self.sb3_model())
+            self._actor = Actor.from_state(self.network, self.weights)
         return self._actor
 
     def act(self, obs: np.ndarray) -> int:
@@ -128,6 +102,7 @@ def policy_meta(
     space: ContextSpace,
     config: MultiUserConfig | None,
     training: dict[str, Any],
+    network: dict[str, Any],
 ) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
@@ -140,48 +115,108 @@ def policy_meta(
         "candidates": [list(a) for a in candidates.assignments],
         "training": training,
         "problem": problem_fields(base),
+        "network": network,
     }
 
 
-def save_policy(path: str | Path, meta: dict[str, Any], model_bytes: bytes) -> None:
+def save_policy(path: str | Path, meta: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
     """Write the policy zip atomically (a crash half-way leaves no partial file)."""
+    from safetensors.numpy import save
+
     if Path(path).suffix.lower() != ".zip":
         raise UsageError(f"policy file '{path}' must end in .zip", "name it policy.zip, say")
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(_META, json.dumps(meta, indent=1))
-        zf.writestr(_MODEL, model_bytes)
+        zf.writestr(_WEIGHTS, save({k: np.ascontiguousarray(v) for k, v in weights.items()}))
 
 
-def load_policy(path: str | Path) -> PolicyFile:
-    """Read a policy zip; anything that is not one (missing, not a zip, another schema) is a UsageError."""
+def load_policy(path: str | Path, trust_pickle: bool = False) -> PolicyFile:
+    """Read a policy zip; anything that is not one (missing, not a zip, another schema) is a UsageError.
+
+    Nothing read from the file is unpickled, except an old pickled one (schema @1) with ``trust_pickle``.
+    """
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"policy file not found: {path}", "train one with `dnnsplit rl train`")
     try:
         with zipfile.ZipFile(p) as zf:
-            names = set(zf.namelist())
-            if _META not in names or _MODEL not in names:
+            if _META not in zf.namelist():
                 raise UsageError(
                     f"{path} is not a dnnsplit policy (no {_META})", "train one with `dnnsplit rl train`"
                 )
             meta = json.loads(zf.read(_META))
-            model_bytes = zf.read(_MODEL)
+            schema = meta.get("schema") if isinstance(meta, dict) else None
+            if schema == SCHEMA:
+                weights = _read_weights(zf, path)
+            elif schema == PICKLED_SCHEMA:
+                meta["network"], weights = _read_pickled(zf, path, trust_pickle)
+            else:
+                raise UsageError(f"{path} has schema {schema!r}, this dnnsplit reads {SCHEMA}", _RETRAIN)
     except (zipfile.BadZipFile, OSError) as exc:
         raise UsageError(
             f"{path} is not a policy zip ({exc})", "train one with `dnnsplit rl train`"
         ) from None
-    except json.JSONDecodeError:
-        raise UsageError(f"{path} holds a damaged {_META}", "train the policy again") from None
-    schema = meta.get("schema") if isinstance(meta, dict) else None
-    if schema != SCHEMA:
-        raise UsageError(
-            f"{path} has schema {schema!r}, this dnnsplit reads {SCHEMA}", "train the policy again"
-        )
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UsageError(f"{path} holds a damaged {_META}", _RETRAIN) from None
     try:
         if meta["scenario"] not in SCENARIOS:
             raise ValueError(f"unknown scenario {meta['scenario']!r}")
         base = problem_from_document(meta["problem"])
         candidates = CandidateSet(base, meta["candidates"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"{path} is not a complete policy ({exc})", "train the policy again") from None
-    return PolicyFile(meta, base, candidates, model_bytes, str(path))
+        policy = PolicyFile(meta, base, candidates, weights, str(path))
+        _check_network(policy)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{path} is not a complete policy ({exc})", _RETRAIN) from None
+    return policy
+
+
+def _read_weights(zf: zipfile.ZipFile, path: str | Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    if _WEIGHTS not in zf.namelist():
+        raise UsageError(f"{path} is not a complete policy (no {_WEIGHTS})", _RETRAIN)
+    try:
+        return load(zf.read(_WEIGHTS))
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise UsageError(f"{path} holds damaged weights ({_WEIGHTS}: {exc})", _RETRAIN) from None
+
+
+def _read_pickled(
+    zf: zipfile.ZipFile, path: str | Path, trust_pickle: bool
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """An old policy's network, through ``PPO.load``: it unpickles, so only when the user trusts the file."""
+    if not trust_pickle:
+        raise UsageError(
+            f"{path} is an old policy file ({PICKLED_SCHEMA}) whose model is pickled: reading it can run "
+            "code from the file",
+            "train it again with `dnnsplit rl train`, or pass --trust-pickle if you trust the file",
+        )
+    if _PICKLED_MODEL not in zf.namelist():
+        raise UsageError(f"{path} is not a complete policy (no {_PICKLED_MODEL})", _RETRAIN)
+    from stable_baselines3 import PPO
+
+    try:
+        model = PPO.load(io.BytesIO(zf.read(_PICKLED_MODEL)), device="cpu")
+        return from_sb3(model.policy)
+    except Exception as exc:  # noqa: BLE001 - PPO.load fails in many ways on a file it cannot read
+        raise UsageError(f"{path} holds a damaged {_PICKLED_MODEL} ({exc})", _RETRAIN) from None
+
+
+def _check_network(policy: PolicyFile) -> None:
+    """The recorded network must take this scenario's observation and pick one of these candidates."""
+    network = policy.network
+    if policy.scenario == "context":
+        n_features = policy.space.n_features
+    else:
+        from dnnsplit.partition.rl.multiuser_env import n_features as multiuser_features
+
+        policy.config  # noqa: B018 - a damaged multiuser block fails here, at load time
+        n_features = multiuser_features(policy.candidates)
+    if network.get("observation_size") != n_features or network.get("actions") != len(policy.candidates):
+        raise ValueError(
+            f"its network takes {network.get('observation_size')!r} features and has "
+            f"{network.get('actions')!r} actions; the scenario needs {n_features} and "
+            f"{len(policy.candidates)}"
+        )
+    policy.actor  # noqa: B018 - the weights must fit the architecture now, not at the first decision

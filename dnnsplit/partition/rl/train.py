@@ -1,7 +1,7 @@
 """Training a partitioning policy with stable-baselines3's PPO (a discrete action over candidate partitions).
 
 PPO rather than DQN: both fit a small discrete action space; PPO reached the context targets in fewer wall
-seconds in our runs and its deterministic policy is a plain argmax over logits (see policy_file.Actor).
+seconds in our runs and its deterministic policy is a plain argmax over logits (see policy_net.Actor).
 Runs are reproducible: one seed fixes the candidate search, the environment's draws and SB3's own
 (``PPO(seed=...)``), and training uses one torch thread (the same result on any machine, and it leaves the
 other core to the simulator on a 2-core box).
@@ -9,7 +9,6 @@ other core to the simulator on a 2-core box).
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from dnnsplit.partition.rl.contexts import ContextSpace
 from dnnsplit.partition.rl.multiuser import MultiUserConfig
 from dnnsplit.partition.rl.multiuser_env import MultiUserEnv
 from dnnsplit.partition.rl.policy_file import SCENARIOS, PolicyFile, policy_meta
+from dnnsplit.partition.rl.policy_net import from_sb3
 
 Progress = Callable[[str, int, int], None]
 
@@ -157,8 +157,7 @@ def train_policy(
 
         agent.learn(total_timesteps=steps, callback=_Report())
         train_s = time.perf_counter() - start
-        buffer = io.BytesIO()
-        agent.save(buffer)
+        network, weights = from_sb3(agent.policy)
     finally:
         torch.set_num_threads(threads)
     import stable_baselines3
@@ -186,5 +185,6 @@ def train_policy(
         space=scenario.space,
         config=scenario.config,
         training=training,
+        network=network,
     )
-    return PolicyFile(meta, base, candidates, buffer.getvalue())
+    return PolicyFile(meta, base, candidates, weights)
