@@ -78,7 +78,11 @@ ArchOpt = Annotated[
 ]
 TrustPickleOpt = Annotated[
     bool,
-    typer.Option("--trust-pickle", help="Allow loading a fully pickled nn.Module (runs code from the file)."),
+    typer.Option(
+        "--trust-pickle",
+        help="Trust the files read: load pickled objects (a whole nn.Module, an old policy.zip) and build "
+        "the architecture a checkpoint names by import path. Runs code from the file.",
+    ),
 ]
 
 

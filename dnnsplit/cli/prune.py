@@ -121,7 +121,7 @@ def prune(
         force=force,
     )
     if from_misses:
-        _from_misses(Path(target), settings, fmt, trust_pickle)
+        _from_misses(Path(target), settings, fmt, trust_pickle, arch)
         return
     settings.check()
     if data is None or output is None:
@@ -161,26 +161,40 @@ def _absolute(model: str) -> str:
     return str(path.resolve()) if path.is_file() else model
 
 
-def _from_misses(directory: Path, settings: Any, fmt: Format, trust_pickle: bool) -> None:
-    from dnnsplit.cli.train import load_for_training
+def _from_misses(
+    directory: Path, settings: Any, fmt: Format, trust_pickle: bool, arch: str | None = None
+) -> None:
+    from dataclasses import replace
+
+    from dnnsplit.cli.common import model_options
+    from dnnsplit.models.loading import check_recorded
     from dnnsplit.pruning.run import add_from_misses
     from dnnsplit.pruning.variants import VariantsFile
+    from dnnsplit.training.run import load_for_training
 
     VariantsFile.load(directory)  # a bad DIR fails before anything else
 
     def load(document: VariantsFile):  # noqa: ANN202 - (LoadedModel, DataSplits)
+        # variants.yaml is a file like any other: the model it names is built only if it is torchvision:NAME,
+        # a file (whose own arch the loader checks), the user's --arch here, or with --trust-pickle.
         model = document.model
         shape = "x".join(str(v) for v in model["input_shape"])
-        return load_for_training(
-            str(model["source"]),
-            document.data,
+        options = model_options(
             shape,
             int(document.settings.get("finetune", {}).get("seed", 0)),
             model.get("weights"),
             int(model["num_classes"]),
-            model.get("arch"),
+            None,
             trust_pickle,
         )
+        options = replace(options, trusted_archs=(arch,) if arch else ())
+        where, hint = f"{directory}/variants.yaml", "if you trust it, pass that --arch or --trust-pickle"
+        source = str(model["source"])
+        if not Path(source).is_file():
+            check_recorded(source, where, options, hint)
+        recorded = model.get("arch")
+        options = replace(options, arch=check_recorded(recorded, where, options, hint) if recorded else None)
+        return load_for_training(source, document.data, options)
 
     with progress_bar() as update:
         outcome = add_from_misses(

@@ -6,6 +6,10 @@ MODEL forms (accepted by every command):
   path/to/checkpoint.pt     a state_dict (with --arch torchvision:NAME, or a dnnsplit checkpoint that
                             records its architecture) or, with --trust-pickle, a pickled nn.Module
   package.module:factory    an import path to a callable returning an nn.Module
+
+A checkpoint is data, and so is the architecture it records: it is built only when it is torchvision:NAME
+(a name checked against the zoo), one the user named (``--arch``, ``trusted_archs``) or with
+--trust-pickle. An import path or file path taken from the file would run code (or a loop) the file chose.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +44,8 @@ class ModelOptions:
     arch: str | None = None
     trust_pickle: bool = False
     input_shape: tuple[int, ...] | None = None
+    # Architectures the user named elsewhere (their MODEL in a pipeline config): a checkpoint may record them.
+    trusted_archs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -139,7 +146,7 @@ def _load_checkpoint(spec: str, options: ModelOptions) -> LoadedModel:
         raise UsageError(
             f"{spec} holds neither an nn.Module nor a state_dict", "save model.state_dict() with torch.save"
         )
-    arch = options.arch or meta.get("arch")
+    arch = options.arch or (check_recorded(meta["arch"], spec, options) if meta.get("arch") else None)
     if not arch:
         raise UsageError(
             f"{spec} is a state_dict without an architecture",
@@ -147,7 +154,14 @@ def _load_checkpoint(spec: str, options: ModelOptions) -> LoadedModel:
         )
     num_classes = options.num_classes or meta.get("num_classes")
     arch_model = load_model(
-        str(arch), ModelOptions(seed=options.seed, num_classes=num_classes, input_shape=options.input_shape)
+        str(arch),
+        ModelOptions(
+            seed=options.seed,
+            num_classes=num_classes,
+            input_shape=options.input_shape,
+            trust_pickle=options.trust_pickle,
+            trusted_archs=options.trusted_archs,
+        ),
     )
     assert arch_model.module is not None
     if meta.get("pruned"):  # a pruned variant (dnnsplit prune): fewer channels than the architecture
@@ -158,6 +172,23 @@ def _load_checkpoint(spec: str, options: ModelOptions) -> LoadedModel:
     shape = options.input_shape or _tuple_or_none(meta.get("input_shape")) or arch_model.input_shape
     return LoadedModel(
         source=spec, kind="checkpoint", name=path.stem, input_shape=shape, module=arch_model.module.eval()
+    )
+
+
+def check_recorded(reference: Any, source: str, options: ModelOptions, hint: str | None = None) -> str:
+    """``reference``, a MODEL string a file records, if building it runs no code the file chose.
+
+    torchvision:NAME is safe (the name must be in the zoo); anything else (an import path, a file path)
+    must be one the user named, or come with --trust-pickle.
+    """
+    text = str(reference)
+    if text.startswith("torchvision:") or options.trust_pickle or text in options.trusted_archs:
+        return text
+    shown = re.sub(r"[^\w.:/\\-]", "?", text)[:120]
+    raise UsageError(
+        f"{source} names its architecture '{shown}', not torchvision:NAME: building it would run code "
+        "the file chose",
+        hint or f"if you trust it, pass --arch {shown} (a pipeline config: model.arch) or --trust-pickle",
     )
 
 

@@ -160,8 +160,9 @@ class Pipeline:
         from dnnsplit.models import parse_input_shape
 
         m = self.config.model
-        if not m.trained:
-            return str(self.layout.model), ModelOptions()  # the checkpoint records arch, classes, shape
+        if not m.trained:  # the checkpoint records arch, classes, shape; its arch is the config's model
+            trusted = tuple(a for a in (m.source, m.arch) if a)
+            return str(self.layout.model), ModelOptions(trusted_archs=trusted)
         return m.source, ModelOptions(
             seed=m.seed,
             weights=m.weights,

@@ -47,10 +47,10 @@ def test_branch_directory_holds_validated_small_models(tiny_branch: Path) -> Non
 def test_mobile_and_edge_compose_to_the_backbone(tiny_branch: Path, tiny_checkpoint: Path) -> None:
     import torch
 
-    from dnnsplit.models import load_model
+    from dnnsplit.models import ModelOptions, load_model
     from dnnsplit.onnxrt import ort_session
 
-    model = load_model(str(tiny_checkpoint)).module.eval()
+    model = load_model(str(tiny_checkpoint), ModelOptions(arch=TINY)).module.eval()
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
     feats, logits, entropy, exits = ort_session(tiny_branch / "mobile.onnx", 1).run(None, {"input": x})
     main = ort_session(tiny_branch / "edge.onnx", 1).run(None, {"stem_output": feats})[0]
@@ -65,6 +65,8 @@ def test_plan_with_branch_reports_expected_figures(cli, tiny_branch: Path, tiny_
     code, stdout, stderr = cli(
         "plan",
         tiny_checkpoint,
+        "--arch",
+        TINY,
         "--branch",
         tiny_branch,
         "--network",
@@ -102,20 +104,20 @@ def test_list_points_marks_the_default(cli) -> None:
 def test_bad_inputs_are_clear_errors_and_write_nothing(cli, tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert_usage_error(
-        cli("branch", tiny_checkpoint, "--data", "digits", "-o", out, "--at", "nowhere"), "not a point"
+        cli("branch", tiny_checkpoint, "--arch", TINY, "--data", "digits", "-o", out, "--at", "nowhere"), "not a point"
     )
     assert_usage_error(
-        cli("branch", tiny_checkpoint, "--data", "digits", "-o", out, "--max-accuracy-drop", "1.5"),
+        cli("branch", tiny_checkpoint, "--arch", TINY, "--data", "digits", "-o", out, "--max-accuracy-drop", "1.5"),
         "max-accuracy-drop",
     )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_usage_error(
-        cli("branch", tiny_checkpoint, "--data", f"imagefolder:{empty}", "-o", out), "ImageFolder"
+        cli("branch", tiny_checkpoint, "--arch", TINY, "--data", f"imagefolder:{empty}", "-o", out), "ImageFolder"
     )
-    assert_usage_error(cli("branch", tiny_checkpoint, "--data", "mnist", "-o", out), "unknown data source")
+    assert_usage_error(cli("branch", tiny_checkpoint, "--arch", TINY, "--data", "mnist", "-o", out), "unknown data source")
     assert_usage_error(
-        cli("branch", tiny_checkpoint, "--data", "digits", "-o", out, "--activations", "ternary"),
+        cli("branch", tiny_checkpoint, "--arch", TINY, "--data", "digits", "-o", out, "--activations", "ternary"),
         "--activations must be one of binary, real",
     )
     assert_usage_error(
@@ -138,22 +140,22 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(cli, tiny_checkpoint: Pat
 
 def test_output_in_use_is_refused(cli, tiny_checkpoint: Path, tiny_branch: Path, tmp_path: Path) -> None:
     assert_usage_error(
-        cli("branch", tiny_checkpoint, "--data", "digits", "-o", tiny_branch), "already holds a branch"
+        cli("branch", tiny_checkpoint, "--arch", TINY, "--data", "digits", "-o", tiny_branch), "already holds a branch"
     )
     other = tmp_path / "other"
     other.mkdir()
     (other / "notes.txt").write_text("mine")
-    assert_usage_error(cli("branch", tiny_checkpoint, "--data", "digits", "-o", other), "not empty")
+    assert_usage_error(cli("branch", tiny_checkpoint, "--arch", TINY, "--data", "digits", "-o", other), "not empty")
     assert (other / "notes.txt").read_text() == "mine"
 
 
 def test_interrupted_training_resumes_from_the_directory(tiny_checkpoint: Path, tmp_path: Path) -> None:
     from dnnsplit.branching.run import BranchSettings, make_branch
     from dnnsplit.branching.train import BranchTrainSettings
-    from dnnsplit.models import load_model
+    from dnnsplit.models import ModelOptions, load_model
     from dnnsplit.training.data import load_data
 
-    loaded = load_model(str(tiny_checkpoint))
+    loaded = load_model(str(tiny_checkpoint), ModelOptions(arch=TINY))
     data = load_data("digits", loaded.input_shape)
     settings = BranchSettings(train=BranchTrainSettings(epochs=2), threads=1, latency_repeat=2)
     out = tmp_path / "resume"
@@ -209,7 +211,7 @@ def test_run_and_infer_take_the_early_exit(cli, tiny_branch: Path, tmp_path: Pat
 def test_real_activations_branch_has_binary_weights_and_no_thresholds(cli, tiny_checkpoint: Path, tmp_path) -> None:
     out = tmp_path / "real"
     code, stdout, stderr = cli(
-        "branch", tiny_checkpoint, "--data", "digits", "--epochs", "2", "--activations", "real",
+        "branch", tiny_checkpoint, "--arch", TINY, "--data", "digits", "--epochs", "2", "--activations", "real",
         "--max-accuracy-drop", "0.02", "--threads", "1", "-o", out, "--format", "json",
     )
     assert code == 0, stderr

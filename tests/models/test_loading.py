@@ -143,3 +143,70 @@ def test_input_shape_the_model_rejects() -> None:
     loaded = load_model("torchvision:resnet18", ModelOptions(input_shape=(1, 5, 64, 64)))
     with pytest.raises(UsageError, match="rejects input shape 1x5x64x64"):
         export_model(loaded, use_cache=False)
+
+
+TINY = "tests.fixtures.tiny_models:tiny_cnn"
+
+
+def _recorded(tmp_path: Path, arch: str, name: str = "ckpt.pt") -> Path:
+    """A dnnsplit checkpoint of TinyResidual's weights that records ``arch`` as its architecture."""
+    path = tmp_path / name
+    state = TinyResidual().state_dict()
+    torch.save({"arch": arch, "num_classes": 10, "input_shape": [1, 3, 16, 16], "state_dict": state}, path)
+    return path
+
+
+def test_recorded_import_path_is_not_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file's arch is data: tempfile:mkdtemp would make a folder; it is refused before anything runs."""
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    path = _recorded(tmp_path, "tempfile:mkdtemp")
+    with pytest.raises(UsageError, match="not torchvision:NAME") as info:
+        load_model(str(path))
+    assert "--arch tempfile:mkdtemp" in info.value.one_line() and "--trust-pickle" in info.value.one_line()
+    assert list(scratch.iterdir()) == []
+
+
+def test_recorded_path_arch_is_refused_not_followed(tmp_path: Path) -> None:
+    path = tmp_path / "loop.pt"
+    _recorded(tmp_path, str(path), name="loop.pt")  # the checkpoint names itself: an endless load
+    with pytest.raises(UsageError, match="not torchvision:NAME"):
+        load_model(str(path))
+
+
+def test_recorded_arch_the_user_vouches_for(tmp_path: Path) -> None:
+    """The user's own --arch, an arch they named elsewhere (a pipeline's model) or --trust-pickle build it."""
+    path = _recorded(tmp_path, TINY)
+    for options in (
+        ModelOptions(arch=TINY),
+        ModelOptions(trusted_archs=(TINY,)),
+        ModelOptions(trust_pickle=True),
+    ):
+        loaded = load_model(str(path), options)
+        assert isinstance(loaded.module, TinyResidual) and loaded.input_shape == (1, 3, 16, 16)
+    with pytest.raises(UsageError, match="not torchvision:NAME"):
+        load_model(str(path), ModelOptions(trusted_archs=("tests.fixtures.tiny_models:other",)))
+
+
+def test_recorded_os_abort_in_a_fresh_process(tmp_path: Path) -> None:
+    """os:abort as a checkpoint's arch used to kill the process (SIGABRT); now one line and exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    path = _recorded(tmp_path, "os:abort")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnnsplit.cli.main", "cuts", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root), "NO_COLOR": "1"},
+        check=False,
+    )
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and "os:abort" in lines[0] and "not torchvision:NAME" in lines[0]

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.trained import TINY
+
 CONFIG = """\
 schema: dnnsplit/pipeline@1
 output: out
@@ -176,7 +178,8 @@ def test_given_weights_skip_training_and_stages_can_be_off(
 ) -> None:
     config = tmp_path / "dnnsplit.yaml"
     config.write_text(
-        f"schema: dnnsplit/pipeline@1\noutput: out\nmodel: {{source: {tiny_checkpoint}}}\ndata: digits\n"
+        f"schema: dnnsplit/pipeline@1\noutput: out\nmodel: {{source: {tiny_checkpoint}, arch: {TINY}}}\n"
+        "data: digits\n"
         "tiers: {mobile: mobile-web, cloud: cloud}\nlinks: {mobile-cloud: wifi}\n"
         "profile: {threads: 1, warmup: 1, repeat: 3, strict: false}\nbudgets: {accuracy: 0.5}\n"
     )

@@ -10,6 +10,9 @@ import yaml
 
 from dnnsplit.pruning.select import read_misses
 from tests.fixtures.assertions import assert_usage_error
+from tests.fixtures.trained import TINY
+
+# TINY is what tiny_checkpoint records as its arch: an import path, built from a file only when named (--arch)
 
 SHAPE = "1x3x48x48"
 
@@ -18,6 +21,8 @@ def _prune(cli, checkpoint: Path, output: Path, *extra: str):  # noqa: ANN001, A
     return cli(
         "prune",
         checkpoint,
+        "--arch",
+        TINY,
         "--input-shape",
         SHAPE,
         "--data",
@@ -44,6 +49,8 @@ def variants_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
     args = [
         "prune",
         str(tiny_checkpoint),
+        "--arch",
+        TINY,
         "--input-shape",
         SHAPE,
         "--data",
@@ -104,7 +111,7 @@ def test_pruned_checkpoint_is_a_model(cli, variants_dir: Path) -> None:
     doc = yaml.safe_load((variants_dir / "variants.yaml").read_text())
     pruned = next(v for v in doc["variants"] if v["method"] == "latency-aware")
     code, stdout, stderr = cli(
-        "eval", variants_dir / pruned["checkpoint"], "--data", "digits", "--format", "json"
+        "eval", variants_dir / pruned["checkpoint"], "--arch", TINY, "--data", "digits", "--format", "json"
     )
     assert code == 0, stderr
     assert abs(json.loads(stdout)["accuracy"] - pruned["accuracy"]) < 1e-9
@@ -141,7 +148,13 @@ def test_miss_loop(cli, tiny_checkpoint: Path, tmp_path: Path) -> None:
     assert code == 1 and json.loads(stdout)["best_effort"] and "misses.yaml" in stderr
     assert [(m["network"], m["budget_ms"]) for m in read_misses(directory)] == [("cat1", budget)]
 
-    code, stdout, stderr = cli("prune", directory, "--from-misses", "--epochs", "1", "--format", "json")
+    # variants.yaml names the model by import path: built again only when the user names it too
+    assert_usage_error(
+        cli("prune", directory, "--from-misses", "--epochs", "1"), "not torchvision:NAME", "--arch"
+    )
+    code, stdout, stderr = cli(
+        "prune", directory, "--from-misses", "--arch", TINY, "--epochs", "1", "--format", "json"
+    )
     assert code == 0, stderr
     added = json.loads(stdout)["added"]
     assert len(added) == 1 and read_misses(directory) == []
@@ -179,6 +192,8 @@ def test_bad_prune_input(cli, tiny_checkpoint: Path, tmp_path: Path, variants_di
     result = cli(
         "prune",
         tiny_checkpoint,
+        "--arch",
+        TINY,
         "--data",
         "digits",
         "--network",
@@ -192,6 +207,32 @@ def test_bad_prune_input(cli, tiny_checkpoint: Path, tmp_path: Path, variants_di
     )
     assert_usage_error(result, "another model")
     assert (variants_dir / "variants.yaml").read_text() == before
+
+
+def test_from_misses_does_not_build_an_import_path_from_variants_yaml(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """variants.yaml is data: a model source of tempfile:mkdtemp is refused before it runs (no folder made)."""
+    import tempfile
+
+    from dnnsplit.pruning.context import Context
+    from dnnsplit.pruning.select import write_misses
+    from dnnsplit.pruning.variants import FILE, VariantsFile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    directory = tmp_path / "v"
+    directory.mkdir()
+    for source, arch in (("tempfile:mkdtemp", None), ("torchvision:resnet18", "tempfile:mkdtemp")):
+        model = {"source": source, "input_shape": [1, 3, 16, 16], "num_classes": 10, "arch": arch}
+        document = VariantsFile(model, "digits", Context.parse("mobile-web", "wifi", "none"), {}, [])
+        (directory / FILE).write_text(document.dump())
+        write_misses(directory, [{"network": "wifi", "device_scale": 1.0, "budget_ms": 1.0, "count": 1}])
+        assert_usage_error(
+            cli("prune", directory, "--from-misses", "--epochs", "0"), "'tempfile:mkdtemp'", "--trust-pickle"
+        )
+    assert list(scratch.iterdir()) == []
 
 
 def test_bad_select_input(cli, variants_dir: Path, tmp_path: Path) -> None:

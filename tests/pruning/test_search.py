@@ -17,6 +17,7 @@ from dnnsplit.pruning.predict import Predictor
 from dnnsplit.pruning.search import search
 from dnnsplit.pruning.structure import Prunable
 from dnnsplit.training.data import load_data
+from tests.fixtures.trained import TINY
 
 SHAPE = (1, 3, 48, 48)  # at 16x16 the digits net is all runtime overhead: nothing for pruning to win
 
@@ -49,7 +50,7 @@ def test_latency_table_caches_and_sees_channels(tmp_path: Path, monkeypatch: pyt
 
 def test_search_meets_the_measured_target(tiny_checkpoint: Path, tmp_path: Path) -> None:
     """Given 55% of the unpruned end-to-end latency, the search stops at a model that measures within it."""
-    loaded = load_model(str(tiny_checkpoint), ModelOptions(input_shape=SHAPE))
+    loaded = load_model(str(tiny_checkpoint), ModelOptions(arch=TINY, input_shape=SHAPE))
     teacher = loaded.module.eval()
     context = Context.parse("mobile-web", "cat1", "none")
     original = measure(loaded, teacher, tmp_path / "original.onnx", threads=1)

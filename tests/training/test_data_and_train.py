@@ -76,7 +76,9 @@ def test_train_checkpoint_is_a_model_everywhere(cli, tiny_checkpoint: Path) -> N
     obj = torch.load(tiny_checkpoint, weights_only=True)  # no pickled code
     assert obj["arch"] == "tests.fixtures.tiny_models:digits_net"
     assert obj["num_classes"] == 10 and obj["input_shape"] == [1, 3, 16, 16]
-    code, stdout, _ = cli("eval", tiny_checkpoint, "--data", "digits", "--format", "json")
+    # Its arch is an import path: a file's word for what to run, so it is built only when the user names it.
+    assert_usage_error(cli("eval", tiny_checkpoint, "--data", "digits"), "not torchvision:NAME", "--arch")
+    code, stdout, _ = cli("eval", tiny_checkpoint, "--arch", obj["arch"], "--data", "digits", "--format", "json")
     assert code == 0
     report = json.loads(stdout)
     assert report["samples"] == 360
