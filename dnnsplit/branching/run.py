@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,10 +52,10 @@ from dnnsplit.models.export import export_model, file_sha256
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.onnxrt import median_run_ms
 from dnnsplit.output_dir import BRANCH, claim
+from dnnsplit.progress import ProgressFn, no_progress
 from dnnsplit.splitting.manifest import FILE as MANIFEST
 from dnnsplit.training.data import DataSplits, check_classes
 
-ProgressFn = Callable[[str, int, int, str], None]
 STATE_DIR = ".train"
 CALIBRATION_BATCH = 256
 
@@ -206,7 +206,7 @@ def make_branch(
     directory = Path(directory)
     shape = tuple(int(v) for v in loaded.input_shape)
     model = loaded.module.eval()
-    note = progress or (lambda *_: None)
+    note = progress or no_progress
     with torch.no_grad():
         out = model(torch.zeros((2, *shape[1:])))
     check_classes(data, int(out.shape[1]))

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dnnsplit.progress import ProgressFn
 from dnnsplit.training.data import DataSplits
-from dnnsplit.training.train import ProgressFn, cosine_lr, distillation_loss
+from dnnsplit.training.train import cosine_lr, distillation_loss
 
 
 @dataclass(frozen=True)

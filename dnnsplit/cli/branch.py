@@ -177,7 +177,7 @@ def branch(
             splits,
             output,
             settings,
-            progress=lambda stage, done, total, msg: update(f"{stage} {msg}".strip(), done, total),
+            progress=update,
         )
     doc = result.document
     if plot is not None:

@@ -29,6 +29,7 @@ from rich.text import Text
 
 from dnnsplit.errors import DnnsplitError, UsageError
 from dnnsplit.fileio import dump_document
+from dnnsplit.progress import ProgressFn, describe, no_progress
 
 # Piped or captured output is not squeezed into 80 columns: tables stay readable in logs and CI.
 _WIDE = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
@@ -173,16 +174,17 @@ def new_progress() -> Progress:
 
 
 @contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar on stderr, driven by the library's (stage, done, total) callbacks."""
+def progress_bar(enabled: bool = True) -> Iterator[ProgressFn]:
+    """A rich progress bar on stderr, driven by the library's progress callbacks (dnnsplit.progress)."""
     if not enabled or not err.is_terminal and os.environ.get("DNNSPLIT_PROGRESS") != "1":
-        yield lambda _s, _d, _t: None
+        yield no_progress
         return
     with new_progress() as progress:
         task = progress.add_task("starting", total=None)
 
-        def update(stage: str, done: int, total: int) -> None:
-            progress.update(task, description=stage, completed=done, total=total if total > 1 else None)
+        def update(stage: str, done: int, total: int, detail: str = "") -> None:
+            total_or_none = total if total > 1 else None
+            progress.update(task, description=describe(stage, detail), completed=done, total=total_or_none)
 
         yield update
 

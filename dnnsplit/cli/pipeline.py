@@ -15,6 +15,7 @@ from rich.text import Text
 
 from dnnsplit.cli.common import Format, err, guarded, new_progress, out, print_document, print_error
 from dnnsplit.errors import BudgetError, UsageError
+from dnnsplit.progress import describe
 
 PIPELINE_EXAMPLES = """
 Examples:
@@ -49,9 +50,12 @@ class _Display:
         )
         self.bar.update(self.step, description="  checking inputs", completed=0, total=None)
 
-    def progress(self, message: str, done: int, total: int) -> None:
+    def progress(self, message: str, done: int, total: int, detail: str = "") -> None:
         self.bar.update(
-            self.step, description=f"  {message}", completed=done, total=total if total > 1 else None
+            self.step,
+            description=f"  {describe(message, detail)}",
+            completed=done,
+            total=total if total > 1 else None,
         )
 
     def stage_finished(self, outcome: Any) -> None:

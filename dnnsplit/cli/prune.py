@@ -151,7 +151,7 @@ def prune(
             context,
             settings,
             meta,
-            progress=lambda stage, done, total, msg: update(f"{stage} {msg}".strip(), done, total),
+            progress=update,
         )
     _report(document.to_dict(), fmt, f"wrote {output}/variants.yaml and {len(document.variants)} variants")
 
@@ -201,7 +201,7 @@ def _from_misses(
             directory,
             load,
             settings,
-            progress=lambda stage, done, total, msg: update(f"{stage} {msg}".strip(), done, total),
+            progress=update,
         )
     report = {"added": outcome.added, "unreachable": outcome.unreachable}
     if fmt != Format.table:

@@ -110,7 +110,7 @@ def train(
             splits,
             settings,
             output,
-            progress=lambda stage, done, total, msg: update(f"{stage} {msg}", done, total),
+            progress=update,
         )
     result, reference, test_acc = outcome.result, outcome.arch, outcome.test_accuracy
     report = outcome.to_dict(splits)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dnnsplit.fileio import write_document
+from dnnsplit.progress import ProgressFn
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from dnnsplit.pipeline.config import PipelineConfig
     from dnnsplit.pipeline.stages import Layout
@@ -24,7 +24,7 @@ def network_label(text: str, index: int) -> str:
 
 
 def plan_networks(
-    config: PipelineConfig, layout: Layout, progress: Callable[[str, int, int], None]
+    config: PipelineConfig, layout: Layout, progress: ProgressFn
 ) -> dict[str, Any]:
     from dnnsplit.partition import Constraints, parse_link, parse_objective, solve
     from dnnsplit.partition.from_profile import problem_from_profile, tier_devices

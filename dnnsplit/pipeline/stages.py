@@ -32,7 +32,6 @@ STATE_SCHEMA = "dnnsplit/stages@1"
 STAGES = ("train", "profile", "branch", "prune", "plan", "split")
 
 # (message, done, total): what the current stage is doing, for the one progress display
-Progress = Callable[[str, int, int], None]
 
 
 class Reporter:
@@ -41,7 +40,7 @@ class Reporter:
     def stage_started(self, name: str, index: int, total: int) -> None:  # noqa: B027 - a silent default
         pass
 
-    def progress(self, message: str, done: int, total: int) -> None:  # noqa: B027
+    def progress(self, message: str, done: int, total: int, detail: str = "") -> None:  # noqa: B027
         pass
 
     def stage_finished(self, outcome: StageOutcome) -> None:  # noqa: B027
@@ -253,9 +252,6 @@ class Pipeline:
         state.save()
         return StageOutcome(name, "ran", seconds, result, why)
 
-    def _progress4(self) -> Callable[[str, int, int, str], None]:
-        return lambda stage, done, total, msg: self.reporter.progress(f"{stage} {msg}".strip(), done, total)
-
     # -- train: a checkpoint (or, with weights given, the test accuracy of the given model) ---------------
 
     def _train_inputs(self) -> tuple[Any, list[Path]]:
@@ -287,7 +283,7 @@ class Pipeline:
         loaded, splits = load_for_training(m.source, c.data, options)
         t = c.train
         settings = TrainSettings(epochs=t.epochs, lr=t.lr, batch_size=t.batch_size, seed=m.seed)
-        outcome = train_to_checkpoint(loaded, splits, settings, self.layout.model, self._progress4())
+        outcome = train_to_checkpoint(loaded, splits, settings, self.layout.model, self.reporter.progress)
         return {
             "trained": True,
             "test_accuracy": outcome.test_accuracy,
@@ -353,7 +349,7 @@ class Pipeline:
         spec, options = self.model_ref()
         loaded, splits = load_for_training(spec, self.config.data, options)
         try:
-            doc = make_branch(loaded, splits, self.layout.branch, settings, self._progress4()).document
+            doc = make_branch(loaded, splits, self.layout.branch, settings, self.reporter.progress).document
         except BranchValidationError as exc:
             # The branch is written and reported, but it is not in the shipped segments: a mismatch
             # between onnxruntime and PyTorch is flagged in the report, not a failed build.
@@ -405,7 +401,8 @@ class Pipeline:
             "weights": options.weights,
             "arch": options.arch,
         }
-        doc = make_variants(loaded, splits, self.layout.variants, context, settings, meta, self._progress4())
+        progress = self.reporter.progress
+        doc = make_variants(loaded, splits, self.layout.variants, context, settings, meta, progress)
         return {
             "variants": [
                 {

@@ -21,8 +21,9 @@ from typing import Any
 
 from dnnsplit.errors import UsageError
 from dnnsplit.profiling.graph import LayerGraph
-from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress
+from dnnsplit.profiling.measure import Measurement
 from dnnsplit.profiling.ort_runtime import measurement_from_trace, nodes_from_trace
+from dnnsplit.progress import ProgressFn, no_progress
 
 
 class _StaticHandler(http.server.SimpleHTTPRequestHandler):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,11 +9,7 @@ import numpy as np
 from dnnsplit.profiling.graph import Layer
 
 # Called with (what is being done, runs done, runs in all).
-ProgressFn = Callable[[str, int, int], None]
 
-
-def no_progress(_stage: str, _done: int, _total: int) -> None:
-    return None
 
 
 @dataclass

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from dnnsplit.profiling.graph import Layer, LayerGraph
-from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress, share
+from dnnsplit.profiling.measure import Measurement, share
+from dnnsplit.progress import ProgressFn, no_progress
 
 # Optimised op types that stand for an original op type.
 _FUSED_OP = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul", "QuickGelu": "Sigmoid"}

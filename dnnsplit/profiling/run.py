@@ -15,9 +15,10 @@ from dnnsplit.limits import check_threads
 from dnnsplit.models import ExportedModel, ModelOptions, export_model, load_model
 from dnnsplit.models.loading import LoadedModel
 from dnnsplit.profiling.graph import LayerGraph, TensorSpec, load_layer_graph
-from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress
+from dnnsplit.profiling.measure import Measurement
 from dnnsplit.profiling.profile import GROUPS, RUNTIMES, SUM_TOLERANCE, Profile, build_rows
 from dnnsplit.profiling.sysinfo import host_info
+from dnnsplit.progress import ProgressFn, no_progress
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from dnnsplit.profiling.graph import Layer, LayerGraph
-from dnnsplit.profiling.measure import Measurement, ProgressFn, no_progress, share
+from dnnsplit.profiling.measure import Measurement, share
+from dnnsplit.progress import ProgressFn, no_progress
 
 
 class _CallTimer:

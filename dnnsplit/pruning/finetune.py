@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from dnnsplit.progress import ProgressFn
 from dnnsplit.training.data import DataSplits
-from dnnsplit.training.train import ProgressFn, TrainSettings, accuracy, train_classifier
+from dnnsplit.training.train import TrainSettings, accuracy, train_classifier
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from dnnsplit.models.loading import LoadedModel
 from dnnsplit.output_dir import VARIANTS, claim, staged
 from dnnsplit.partition.network import LinkSpec, parse_link
 from dnnsplit.profiling.profile import Profile
+from dnnsplit.progress import ProgressFn, no_progress
 from dnnsplit.pruning.baseline import RATIOS, uniform
 from dnnsplit.pruning.checkpoint import channel_attributes, save_pruned
 from dnnsplit.pruning.context import PLANNED_NETWORKS, Context
@@ -43,7 +44,6 @@ from dnnsplit.pruning.structure import Prunable, conv_shapes
 from dnnsplit.pruning.variants import FILE, NetworkPlan, Variant, VariantsFile
 from dnnsplit.training.data import DataSplits, check_classes
 
-ProgressFn = Callable[[str, int, int, str], None]
 CALIBRATION_BATCHES = 2  # training batches the Taylor importance is taken on, per step
 
 
@@ -258,8 +258,8 @@ class _Job:
                 self.teacher,
                 self.data,
                 self.settings.finetune,
-                progress=lambda stage, done, total, msg: self.note(
-                    f"{built.name} {stage} {msg}", done, total, ""
+                progress=lambda stage, done, total, detail="": self.note(
+                    f"{built.name} {stage}", done, total, detail
                 ),
             )
             export_to(self.loaded, built.module, built.measured.path)  # same shapes: the profile still holds
@@ -383,7 +383,7 @@ def make_variants(
         raise UsageError(
             f"{loaded.source} is not a PyTorch model with a known input shape", "pass a .pt checkpoint"
         )
-    note = progress or (lambda *_: None)
+    note = progress or no_progress
     directory = Path(directory)
     shape = tuple(int(v) for v in loaded.input_shape)
     fingerprint = model_fingerprint(loaded.module.eval(), shape)
@@ -485,7 +485,7 @@ def add_from_misses(
 ) -> MissOutcome:
     """A variant for every context recorded in DIR/misses.yaml (DeepAdapter's cache-miss loop)."""
     directory = Path(directory)
-    note = progress or (lambda *_: None)
+    note = progress or no_progress
     document = VariantsFile.load(directory)
     misses = read_misses(directory)
     if not misses:

@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from dnnsplit.partition.evaluate import evaluate
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.profiling.profile import Profile
+from dnnsplit.progress import ProgressFn, no_progress
 from dnnsplit.pruning.context import Context
 from dnnsplit.pruning.latency_table import ConvShape
 from dnnsplit.pruning.measure import Measured
@@ -48,7 +49,6 @@ REANCHOR = 0.85
 REANCHOR_PARAMS = 0.9  # ... or once the weights have shrunk this far: the L3 cache effect follows bytes
 MAX_UNITS = 4  # largest step tried per group, in units
 
-ProgressFn = Callable[[str, int, int, str], None]
 # (prunable model) -> the model as it is now, exported and measured on the target runtime
 MeasureFn = Callable[[Prunable], Measured]
 # (prunable model, its measurement, the profile predicted before measuring, target_ms): a target reached
@@ -117,7 +117,7 @@ def search(
 
     ``predictor`` is anchored on a measurement of ``prunable`` as it is now (the unpruned model's).
     """
-    note = progress or (lambda *_: None)
+    note = progress or no_progress
     pending = sorted(set(float(t) for t in targets), reverse=True)
     result = SearchResult()
     shapes = prunable.conv_shapes()

@@ -36,6 +36,7 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.evaluate import Prediction, evaluate
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.partition.plan_file import PlanFile, load_plan
+from dnnsplit.progress import ProgressFn, no_progress
 from dnnsplit.runtime import route
 from dnnsplit.runtime.client import CollaborativeClient, InferResult
 from dnnsplit.runtime.server import BackgroundServer, ServeSettings, TierService
@@ -43,7 +44,6 @@ from dnnsplit.runtime.wire import message_bytes
 from dnnsplit.splitting.manifest import Manifest
 
 CONFIGS = ("plan", "all-local", "all-edge")
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -211,7 +211,7 @@ def _p(values: Sequence[float], q: float) -> float:
 def bench(directory: str | Path, settings: BenchSettings, progress: ProgressFn | None = None) -> BenchResult:
     """Measure every configuration on every network (see the module doc)."""
     settings.check()
-    progress = progress or (lambda _s, _d, _t: None)
+    progress = progress or no_progress
     directory = Path(directory)
     manifest = Manifest.load(directory)
     plan = find_plan(manifest, directory, settings.plan)

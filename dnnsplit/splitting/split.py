@@ -8,7 +8,7 @@ half-way leaves nothing behind. A validation mismatch still writes the directory
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,11 @@ from dnnsplit.partition.plan_file import PlanFile
 from dnnsplit.partition.problem import TIER_ORDER
 from dnnsplit.profiling.graph import LayerGraph
 from dnnsplit.profiling.profile import group_key
+from dnnsplit.progress import ProgressFn, no_progress
 from dnnsplit.splitting.compress import boundary_tensors, calibrate, compress_boundaries
 from dnnsplit.splitting.cuts import segments_from_cuts, segments_from_tiers
 from dnnsplit.splitting.extract import EXTERNAL_DATA_BYTES, extract_segments, initializer_bytes, plan_segments
 from dnnsplit.splitting.manifest import FILE, Manifest, SegmentEntry, Validation
-
-ProgressFn = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def split_prepared(
     prepared: Any,
     output: Path,
     settings: SplitSettings,
-    progress: ProgressFn = lambda _s, _d, _t: None,
+    progress: ProgressFn = no_progress,
     plan: Path | None = None,
     plan_file: PlanFile | None = None,
     cut_lists: Sequence[Sequence[str]] = (),
@@ -134,7 +133,7 @@ def split_model(
     origin: dict[str, Any],
     directory: str | Path,
     settings: SplitSettings | None = None,
-    progress: ProgressFn = lambda _s, _d, _t: None,
+    progress: ProgressFn = no_progress,
 ) -> SplitResult:
     """Write the segments of ``graph`` (one per segment index in ``segment_of``) and the manifest."""
     import onnx

@@ -11,8 +11,9 @@ import torch
 
 from dnnsplit.errors import UsageError
 from dnnsplit.models.loading import LoadedModel, ModelOptions
+from dnnsplit.progress import ProgressFn
 from dnnsplit.training.data import DataSplits
-from dnnsplit.training.train import ProgressFn, TrainResult, TrainSettings
+from dnnsplit.training.train import TrainResult, TrainSettings
 
 
 def load_for_training(

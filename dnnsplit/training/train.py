@@ -23,10 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from dnnsplit.progress import ProgressFn
 from dnnsplit.training.data import DataSplits
 
 # (stage, done, total, message) — the CLI turns this into a rich progress bar.
-ProgressFn = Callable[[str, int, int, str], None]
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,13 @@ from dnnsplit.partition.rl.contexts import apply_context, sample_contexts
 from dnnsplit.partition.rl.multiuser import SimState, Simulator
 from dnnsplit.partition.rl.multiuser_env import observe
 from dnnsplit.partition.rl.policy_file import PolicyFile
+from dnnsplit.progress import ProgressFn
 
 EVAL_SEED = 10_007  # held out: training draws from seeds < 2**31 via the policy's own seed
-Progress = Callable[[str, int, int], None]
 
 
 def evaluate_context(
-    policy: PolicyFile, contexts: int = 1000, seed: int = EVAL_SEED, progress: Progress | None = None
+    policy: PolicyFile, contexts: int = 1000, seed: int = EVAL_SEED, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
     base, cands, space = policy.base, policy.candidates, policy.space
     held_out = sample_contexts(space, contexts, seed)
@@ -140,7 +140,7 @@ def evaluate_multiuser(
     seeds: int = 3,
     requests: int = 3000,
     seed: int = EVAL_SEED,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     rule_set = multiuser_rules(policy)
     results: list[dict[str, Any]] = []

@@ -10,7 +10,6 @@ other core to the simulator on a 2-core box).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +22,7 @@ from dnnsplit.partition.rl.multiuser import MultiUserConfig
 from dnnsplit.partition.rl.multiuser_env import MultiUserEnv
 from dnnsplit.partition.rl.policy_file import SCENARIOS, PolicyFile, policy_meta
 from dnnsplit.partition.rl.policy_net import from_sb3
-
-Progress = Callable[[str, int, int], None]
+from dnnsplit.progress import ProgressFn
 
 # Enough for the issue's targets on resnet18 and mobilenet_v3_small (docs/benchmarks/rl.md).
 DEFAULT_TIMESTEPS = {"context": 60_000, "multiuser": 200_000}
@@ -75,7 +73,7 @@ def make_env(scenario: Scenario, candidates: Any, *, training: bool) -> Any:
 
 
 def find_candidates(
-    base: Problem, scenario: Scenario, seed: int, progress: Progress | None = None, **options: Any
+    base: Problem, scenario: Scenario, seed: int, progress: ProgressFn | None = None, **options: Any
 ) -> Any:
     """The candidate set and its build report; ``options`` go to ``build_candidates`` (batch sizes)."""
     if scenario.name == "context":
@@ -103,7 +101,7 @@ def train_policy(
     seed: int = 0,
     model: dict[str, Any] | None = None,
     profile: dict[str, Any] | None = None,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     candidate_options: dict[str, Any] | None = None,
 ) -> PolicyFile:
     """Find the candidates, train PPO for ``timesteps`` steps and return the policy (not yet saved)."""
