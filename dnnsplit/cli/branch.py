@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dnnsplit.cli.common import (
-    ArchOpt,
     Format,
-    InputShapeOpt,
     ModelArg,
-    NumClassesOpt,
-    SeedOpt,
-    TrustPickleOpt,
-    WeightsOpt,
     err,
     guarded,
     human_bytes,
-    model_options,
     out,
     print_document,
     progress_bar,
     simple_table,
+    takes_model,
 )
 from dnnsplit.errors import UsageError
 
@@ -44,6 +38,7 @@ Examples:
 
 
 @guarded
+@takes_model
 def branch(
     model: ModelArg,
     data: Annotated[
@@ -92,12 +87,7 @@ def branch(
         bool, typer.Option("--force", help="Replace an earlier branch in the output (its own files only).")
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Attach a binarized copy of MODEL's remaining layers after an early point, train it to mimic MODEL,
     and calibrate when a sample may exit there.
@@ -113,9 +103,8 @@ def branch(
     from dnnsplit.models import load_model
 
     check_max_drop(max_accuracy_drop)
-    options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     if list_points:
-        loaded = load_model(model, options)
+        loaded = load_model(model, model_opts)
         if loaded.module is None:
             raise UsageError(
                 f"{model} is an ONNX file; branching needs the PyTorch model",
@@ -140,7 +129,7 @@ def branch(
         raise UsageError("--data and --output are required", "e.g. --data digits --output branch/")
     from dnnsplit.branching.run import BranchSettings, make_branch
     from dnnsplit.branching.train import BranchTrainSettings
-    from dnnsplit.cli.train import load_for_training
+    from dnnsplit.training.run import load_for_training
 
     settings = BranchSettings(
         at=at,
@@ -153,7 +142,7 @@ def branch(
             temperature=temperature,
             distil_weight=distil_weight,
             joint=joint,
-            seed=seed,
+            seed=model_opts.seed,
         ),
         force=force,
         threads=threads,
@@ -168,9 +157,7 @@ def branch(
         and plot.parent != output
     ):
         raise UsageError(f"the directory of '{plot}' does not exist", "create it first")
-    loaded, splits = load_for_training(
-        model, data, input_shape, seed, weights, num_classes, arch, trust_pickle
-    )
+    loaded, splits = load_for_training(model, data, model_opts)
     with progress_bar() as update:
         result = make_branch(
             loaded,

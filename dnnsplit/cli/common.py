@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import functools
+import inspect
 import io
 import os
 import sys
@@ -57,6 +58,19 @@ class TableFormat(StrEnum):
     csv = "csv"
 
 
+# Where `profile` (and `plan` / `rl train` on a MODEL) measure, and how it groups the rows.
+class Runtime(StrEnum):
+    onnxruntime = "onnxruntime"
+    torch = "torch"
+    browser = "browser"
+
+
+class Group(StrEnum):
+    node = "node"
+    module = "module"
+    block = "block"
+
+
 # MODEL and the options that shape how it loads; every command that takes a MODEL declares these.
 ModelArg = Annotated[
     str,
@@ -88,13 +102,15 @@ TrustPickleOpt = Annotated[
 
 
 def model_options(
-    input_shape: str | None,
-    seed: int,
-    weights: str | None,
-    num_classes: int | None,
-    arch: str | None,
-    trust: bool,
+    *,
+    input_shape: str | None = None,
+    seed: int = 0,
+    weights: str | None = None,
+    num_classes: int | None = None,
+    arch: str | None = None,
+    trust_pickle: bool = False,
 ) -> Any:
+    """The MODEL flags as one ``dnnsplit.models.ModelOptions``, checked."""
     from dnnsplit.models import ModelOptions, parse_input_shape
 
     if num_classes is not None and num_classes < 1:
@@ -104,9 +120,54 @@ def model_options(
         weights=weights,
         num_classes=num_classes,
         arch=arch,
-        trust_pickle=trust,
+        trust_pickle=trust_pickle,
         input_shape=parse_input_shape(input_shape) if input_shape else None,
     )
+
+
+# The flags every MODEL command takes, declared once: (name, annotation, default).
+_MODEL_FLAGS: tuple[tuple[str, Any, Any], ...] = (
+    ("input_shape", InputShapeOpt, None),
+    ("seed", SeedOpt, 0),
+    ("weights", WeightsOpt, None),
+    ("num_classes", NumClassesOpt, None),
+    ("arch", ArchOpt, None),
+    ("trust_pickle", TrustPickleOpt, False),
+)
+
+
+def takes_model(fn: F) -> F:
+    """Give a command the MODEL flags and call it with them as one ``model: ModelOptions`` argument.
+
+    The command declares a keyword parameter ``model_opts`` instead of six flags; a flag it declares
+    itself (``seed``, with its own help) is kept and also fed into the options.
+    """
+    signature = inspect.signature(fn)
+    own = set(signature.parameters) - {"model_opts"}
+
+    def resolved(annotation: Any) -> Any:  # `from __future__ import annotations` leaves strings
+        return eval(annotation, fn.__globals__) if isinstance(annotation, str) else annotation  # noqa: S307
+
+    kept = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=resolved(p.annotation))
+        for p in signature.parameters.values()
+        if p.name != "model_opts"
+    ]
+    kept += [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, annotation, default in _MODEL_FLAGS
+        if name not in own
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        flags = {name: (kwargs[name] if name in own else kwargs.pop(name)) for name, _, _ in _MODEL_FLAGS}
+        return fn(*args, **kwargs, model_opts=model_options(**flags))
+
+    # typer reads the parameters from the signature and their types from the annotations.
+    wrapper.__signature__ = signature.replace(parameters=kept, return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in kept}
+    return wrapper  # type: ignore[return-value]
 
 
 def guarded(fn: F) -> F:

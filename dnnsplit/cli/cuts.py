@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dnnsplit.cli.common import (
-    ArchOpt,
-    InputShapeOpt,
     ModelArg,
-    NumClassesOpt,
-    SeedOpt,
     TableFormat,
-    TrustPickleOpt,
-    WeightsOpt,
     guarded,
     human_bytes,
-    model_options,
     out,
     print_csv,
     print_document,
     progress_bar,
     simple_table,
+    takes_model,
 )
 
 EXAMPLES = """
@@ -37,26 +31,21 @@ Examples:
 
 
 @guarded
+@takes_model
 def cuts(
     model: ModelArg,
     single: Annotated[bool, typer.Option("--single", help="Only cuts that one tensor crosses.")] = False,
     fmt: Annotated[
         TableFormat, typer.Option("--format", help="How to print the result.")
     ] = TableFormat.table,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """List where MODEL can be cut in two (after each layer, in topological order) and the bytes crossing."""
     from dnnsplit.profiling import prepare_model
     from dnnsplit.splitting.cuts import prefix_cuts
 
-    options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     with progress_bar() as progress:
-        prepared = prepare_model(model, options, progress)
+        prepared = prepare_model(model, model_opts, progress)
     found = [c for c in prefix_cuts(prepared.graph) if not single or len(c.tensors) == 1]
     rows = [
         {"position": c.position, "after": c.after, "bytes": c.bytes, "tensors": list(c.tensors)}

@@ -9,22 +9,17 @@ import typer
 from rich.text import Text
 
 from dnnsplit.cli.common import (
-    ArchOpt,
     Format,
-    InputShapeOpt,
-    NumClassesOpt,
-    SeedOpt,
-    TrustPickleOpt,
-    WeightsOpt,
+    Group,
+    Runtime,
     err,
     guarded,
     human_bytes,
-    model_options,
     out,
     print_document,
     progress_bar,
+    takes_model,
 )
-from dnnsplit.cli.profile import Group, Runtime
 from dnnsplit.errors import BudgetError, UsageError
 from dnnsplit.fileio import check_writable, format_for_path
 
@@ -51,6 +46,7 @@ _MAX_CUT_ROWS = 12
 
 
 @guarded
+@takes_model
 def plan(
     model: Annotated[
         str,
@@ -150,12 +146,7 @@ def plan(
     threads: Annotated[int | None, typer.Option(help="Threads when profiling MODEL.")] = None,
     warmup: Annotated[int, typer.Option(help="Unmeasured runs when profiling MODEL.")] = 5,
     repeat: Annotated[int, typer.Option(help="Measured runs when profiling MODEL.")] = 20,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Find the optimal split of MODEL across mobile, edge and cloud (exact), and compare with baselines.
 
@@ -200,7 +191,7 @@ def plan(
         from dnnsplit.branching.branch_file import load_branch
 
         branch_file = load_branch(branch)
-    rl_policy = _rl_policy(solver, policy, bandwidths, private_input, max_mobile_mb, trust_pickle)
+    rl_policy = _rl_policy(solver, policy, bandwidths, private_input, max_mobile_mb, model_opts.trust_pickle)
     from_file = is_profile_path(model)
     if from_file and save_profile is not None:
         raise UsageError("--save-profile needs a MODEL to profile, not a profile file", "drop --save-profile")
@@ -209,9 +200,7 @@ def plan(
         runtime=runtime.value, threads=threads, warmup=warmup, repeat=repeat, group=group.value
     )
     settings.check()
-    options = (
-        None if from_file else model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
-    )
+    options = None if from_file else model_opts
     with progress_bar() as progress:
         # A profile whose layers do not add up to its whole model is priced scaled to it (and says so)
         profile = load_or_profile(model, options, settings, progress).calibrated()

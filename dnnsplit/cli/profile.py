@@ -2,44 +2,26 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dnnsplit.cli.common import (
-    ArchOpt,
-    InputShapeOpt,
+    Group,
     ModelArg,
-    NumClassesOpt,
-    SeedOpt,
+    Runtime,
     TableFormat,
-    TrustPickleOpt,
-    WeightsOpt,
     err,
     guarded,
     human_bytes,
-    model_options,
     out,
     print_csv,
     print_document,
     progress_bar,
+    takes_model,
 )
 from dnnsplit.fileio import check_writable, format_for_path
-
-
-class Runtime(StrEnum):
-    onnxruntime = "onnxruntime"
-    torch = "torch"
-    browser = "browser"
-
-
-class Group(StrEnum):
-    node = "node"
-    module = "module"
-    block = "block"
-
 
 EXAMPLES = """
 Examples:
@@ -62,6 +44,7 @@ Examples:
 
 
 @guarded
+@takes_model
 def profile(
     model: ModelArg,
     runtime: Annotated[
@@ -101,12 +84,7 @@ def profile(
         Path | None, typer.Option("--output", "-o", help="Write the profile (.json or .yaml).")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG: latency and output size per row.")] = None,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Measure per-layer cost of MODEL: latency (median, p90), MACs, params and output bytes."""
     from dnnsplit.profiling import ProfileSettings, profile_model
@@ -135,9 +113,8 @@ def profile(
         raise UsageError(f"--plot '{plot}' is not a .png file", "name it something.png")
     if plot is not None:
         check_writable(plot)
-    options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     with progress_bar() as progress:
-        result = profile_model(model, options, settings, progress)
+        result = profile_model(model, model_opts, settings, progress)
     if output is not None:
         result.save(output)
     if plot is not None:

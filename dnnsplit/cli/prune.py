@@ -8,13 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from dnnsplit.cli.common import (
-    ArchOpt,
     Format,
-    InputShapeOpt,
-    NumClassesOpt,
-    SeedOpt,
-    TrustPickleOpt,
-    WeightsOpt,
     err,
     guarded,
     human_bytes,
@@ -22,6 +16,7 @@ from dnnsplit.cli.common import (
     print_document,
     progress_bar,
     simple_table,
+    takes_model,
 )
 from dnnsplit.errors import BudgetError, UsageError
 
@@ -48,6 +43,7 @@ Examples:
 
 
 @guarded
+@takes_model
 def prune(
     target: Annotated[
         str,
@@ -95,12 +91,7 @@ def prune(
         bool, typer.Option("--force", help="Replace earlier variants in the output directory (nothing else).")
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Prune MODEL's channels for measured end-to-end latency in a context (phone, network, optional edge),
     fine-tune every variant by distillation, and write DIR/variants.yaml for `dnnsplit select`.
@@ -115,13 +106,13 @@ def prune(
         budgets=parse_budgets(budgets) if budgets is not None else None,
         levels=levels,
         baseline=baseline,
-        finetune=FinetuneSettings(epochs=epochs, lr=lr, seed=seed),
+        finetune=FinetuneSettings(epochs=epochs, lr=lr, seed=model_opts.seed),
         threads=threads,
         repeat=repeat,
         force=force,
     )
     if from_misses:
-        _from_misses(Path(target), settings, fmt, trust_pickle, arch)
+        _from_misses(Path(target), settings, fmt, model_opts.trust_pickle, model_opts.arch)
         return
     settings.check()
     if data is None or output is None:
@@ -131,17 +122,15 @@ def prune(
         from dnnsplit.output_dir import VARIANTS, claim
 
         claim(output, VARIANTS, force)
-    from dnnsplit.cli.train import load_for_training
     from dnnsplit.pruning.run import make_variants
+    from dnnsplit.training.run import load_for_training
 
-    loaded, splits = load_for_training(
-        target, data, input_shape, seed, weights, num_classes, arch, trust_pickle
-    )
+    loaded, splits = load_for_training(target, data, model_opts)
     meta = {
         "source": _absolute(target),
         "name": loaded.name,
-        "weights": None if weights is None else str(Path(weights).resolve()),
-        "arch": arch,
+        "weights": None if model_opts.weights is None else str(Path(model_opts.weights).resolve()),
+        "arch": model_opts.arch,
     }
     with progress_bar() as update:
         document = make_variants(
@@ -180,12 +169,11 @@ def _from_misses(
         model = document.model
         shape = "x".join(str(v) for v in model["input_shape"])
         options = model_options(
-            shape,
-            int(document.settings.get("finetune", {}).get("seed", 0)),
-            model.get("weights"),
-            int(model["num_classes"]),
-            None,
-            trust_pickle,
+            input_shape=shape,
+            seed=int(document.settings.get("finetune", {}).get("seed", 0)),
+            weights=model.get("weights"),
+            num_classes=int(model["num_classes"]),
+            trust_pickle=trust_pickle,
         )
         options = replace(options, trusted_archs=(arch,) if arch else ())
         where, hint = f"{directory}/variants.yaml", "if you trust it, pass that --arch or --trust-pickle"

@@ -9,21 +9,18 @@ import typer
 from rich.text import Text
 
 from dnnsplit.cli.common import (
-    ArchOpt,
     Format,
-    InputShapeOpt,
-    NumClassesOpt,
+    Group,
+    Runtime,
     TrustPickleOpt,
-    WeightsOpt,
     err,
     guarded,
-    model_options,
     out,
     print_document,
     progress_bar,
     simple_table,
+    takes_model,
 )
-from dnnsplit.cli.profile import Group, Runtime
 from dnnsplit.errors import UsageError
 from dnnsplit.fileio import check_writable
 
@@ -72,6 +69,7 @@ app = typer.Typer(
 
 @app.command(epilog=TRAIN_EXAMPLES)
 @guarded
+@takes_model
 def train(
     model: Annotated[
         str,
@@ -108,11 +106,7 @@ def train(
     runtime: Annotated[Runtime, typer.Option(help="Runtime to profile MODEL on.")] = Runtime.onnxruntime,
     group: Annotated[Group, typer.Option(help="Profile rows: node, module or block.")] = Group.node,
     threads: Annotated[int | None, typer.Option(help="Threads when profiling MODEL.")] = None,
-    input_shape: InputShapeOpt = None,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Train a partitioning policy with PPO and write a self-contained policy file.
 
@@ -139,9 +133,7 @@ def train(
     from_file = is_profile_path(model)
     settings = ProfileSettings(runtime=runtime.value, threads=threads, group=group.value)
     settings.check()
-    options = (
-        None if from_file else model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
-    )
+    options = None if from_file else model_opts
     with progress_bar() as progress:
         profile = load_or_profile(model, options, settings, progress)
         base = problem_from_profile(profile, tiers=tier_list, input_bytes=input_bytes, compress=compress)

@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dnnsplit.cli.common import (
-    ArchOpt,
     Format,
-    InputShapeOpt,
     ModelArg,
-    NumClassesOpt,
-    SeedOpt,
-    TrustPickleOpt,
-    WeightsOpt,
     err,
     guarded,
     human_bytes,
-    model_options,
     out,
     print_document,
     progress_bar,
     simple_table,
+    takes_model,
 )
 from dnnsplit.errors import BudgetError, UsageError
 
@@ -41,6 +35,7 @@ Examples:
 
 
 @guarded
+@takes_model
 def split(
     model: ModelArg,
     output: Annotated[
@@ -73,12 +68,7 @@ def split(
         bool, typer.Option("--force", help="Replace an earlier split in the output directory (nothing else).")
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Split MODEL into one self-contained ONNX segment per tier and check that they compute the whole model.
 
@@ -101,16 +91,15 @@ def split(
         simplify=simplify,
         validate=validate,
         inputs=None if inputs is None else str(inputs),
-        seed=seed,
+        seed=model_opts.seed,
         tolerance=tolerance,
         force=force,
     )
     settings.check()
     prepare_output(output, force)  # before a minute of export
     cut_lists = [[t.strip() for t in c.split(",") if t.strip()] for c in cut or []]
-    options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
     with progress_bar() as progress:
-        prepared = prepare_model(model, options, progress)
+        prepared = prepare_model(model, model_opts, progress)
         result = split_prepared(prepared, output, settings, progress, plan, plan_file, cut_lists)
     manifest = result.manifest
     if fmt != Format.table:

@@ -3,26 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from dnnsplit.cli.common import (
-    ArchOpt,
     Format,
-    InputShapeOpt,
     ModelArg,
-    NumClassesOpt,
-    SeedOpt,
-    TrustPickleOpt,
-    WeightsOpt,
     err,
     guarded,
-    model_options,
     out,
     print_document,
     progress_bar,
     simple_table,
+    takes_model,
 )
 from dnnsplit.errors import UsageError
 from dnnsplit.fileio import check_writable
@@ -52,25 +46,8 @@ DataOpt = Annotated[
 ]
 
 
-def load_for_training(
-    model: str,
-    data: str,
-    input_shape: str | None,
-    seed: int,
-    weights: str | None,
-    num_classes: int | None,
-    arch: str | None,
-    trust_pickle: bool,
-    augment: bool = True,
-):  # noqa: ANN201 - (LoadedModel, DataSplits); typed where they are defined
-    """MODEL and its data from the command-line options (the library's load_for_training)."""
-    from dnnsplit.training.run import load_for_training as load
-
-    options = model_options(input_shape, seed, weights, num_classes, arch, trust_pickle)
-    return load(model, data, options, augment=augment)
-
-
 @guarded
+@takes_model
 def train(
     model: ModelArg,
     data: DataOpt,
@@ -80,19 +57,14 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
     workers: Annotated[int, typer.Option(help="Data-loading worker processes (0: in the main process).")] = 0,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Train MODEL on --data and write a checkpoint that every command takes as a MODEL.
 
     The checkpoint holds the best validation epoch and is rewritten after every epoch, so Ctrl-C leaves
     the last good one behind.
     """
-    from dnnsplit.training.run import train_to_checkpoint
+    from dnnsplit.training.run import load_for_training, train_to_checkpoint
     from dnnsplit.training.train import TrainSettings
 
     if epochs < 1:
@@ -100,9 +72,8 @@ def train(
     if not lr > 0 or batch_size < 1 or workers < 0:
         raise UsageError("--lr must be > 0, --batch-size >= 1 and --workers >= 0", "check the numbers")
     check_writable(output)  # before minutes of training
-    loaded, splits = load_for_training(
-        model, data, input_shape, seed, weights, num_classes, arch, trust_pickle
-    )
+    loaded, splits = load_for_training(model, data, model_opts)
+    seed = model_opts.seed
     settings = TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, workers=workers)
     with progress_bar() as update:
         outcome = train_to_checkpoint(
@@ -137,26 +108,20 @@ def train(
 
 
 @guarded
+@takes_model
 def eval(  # noqa: A001 - the command is called eval
     model: ModelArg,
     data: DataOpt,
     split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
-    input_shape: InputShapeOpt = None,
-    seed: SeedOpt = 0,
-    weights: WeightsOpt = None,
-    num_classes: NumClassesOpt = None,
-    arch: ArchOpt = None,
-    trust_pickle: TrustPickleOpt = False,
+    model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Print MODEL's top-1 accuracy on a split of --data (default: the test split)."""
-    from dnnsplit.training.run import split_accuracy
+    from dnnsplit.training.run import load_for_training, split_accuracy
 
     if split not in ("train", "val", "test"):
         raise UsageError(f"unknown split '{split}'", "use train, val or test")
-    loaded, splits = load_for_training(
-        model, data, input_shape, seed, weights, num_classes, arch, trust_pickle, augment=False
-    )
+    loaded, splits = load_for_training(model, data, model_opts, augment=False)
     acc = split_accuracy(loaded, splits, split)
     report = {
         "model": model,
