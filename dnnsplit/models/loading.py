@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 import re
 import zipfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,8 @@ import torch
 from torch import nn
 
 from dnnsplit.errors import UsageError
-from dnnsplit.models import torchvision_zoo
+from dnnsplit.models.checkpoint import read_checkpoint, read_state_dict, recorded_arch, resize_modules
+from dnnsplit.models.torchvision_zoo import build, check_name, default_input_shape
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
@@ -80,11 +79,11 @@ def load_model(spec: str, options: ModelOptions | None = None) -> LoadedModel:
 
 def _load_torchvision(spec: str, options: ModelOptions) -> LoadedModel:
     name = spec.split(":", 1)[1]
-    torchvision_zoo.check_name(name)
-    module = torchvision_zoo.build(name, num_classes=options.num_classes, seed=options.seed)
+    check_name(name)
+    module = build(name, num_classes=options.num_classes, seed=options.seed)
     if options.weights:
         _load_state_dict_file(module, options.weights, what=f"torchvision:{name}")
-    shape = options.input_shape or torchvision_zoo.default_input_shape(name)
+    shape = options.input_shape or default_input_shape(name)
     return LoadedModel(source=spec, kind="torchvision", name=name, input_shape=shape, module=module)
 
 
@@ -100,78 +99,55 @@ def _load_onnx(spec: str, options: ModelOptions) -> LoadedModel:
     )
 
 
-def _torch_load(path: Path, weights_only: bool) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except pickle.UnpicklingError as exc:
-        if weights_only:
-            raise UsageError(
-                f"{path} holds pickled Python objects (e.g. a whole nn.Module); loading them can run code",
-                "save a state_dict instead, or pass --trust-pickle if you trust the file",
-            ) from exc
-        raise UsageError(
-            f"{path} is not a PyTorch checkpoint ({exc})", "pass a file saved with torch.save"
-        ) from exc
-    except Exception as exc:  # noqa: BLE001 - torch.load raises many types on files it cannot read
-        raise UsageError(
-            f"{path} is neither an ONNX model nor a PyTorch checkpoint",
-            "pass a .onnx file or a file saved with torch.save",
-        ) from exc
-
-
-def _extract_state_dict(obj: Any) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
-    """Find the state_dict in a checkpoint; return it with the checkpoint's metadata."""
-    if isinstance(obj, Mapping):
-        if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-            meta = {k: v for k, v in obj.items() if k != "state_dict"}
-            return dict(obj["state_dict"]), meta
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return dict(obj), {}
-    return None, {}
-
-
 def _load_checkpoint(spec: str, options: ModelOptions) -> LoadedModel:
     path = Path(spec)
     if not path.is_file():
         raise UsageError(f"file not found: {spec}", "check the path to the checkpoint")
     if _looks_like_onnx(path):
         return _load_onnx(spec, options)
-    obj = _torch_load(path, weights_only=not options.trust_pickle)
-    if isinstance(obj, nn.Module):
-        module = obj.eval()
+    checkpoint = read_checkpoint(path, trust_pickle=options.trust_pickle)
+    if isinstance(checkpoint, nn.Module):
         shape = options.input_shape
-        return LoadedModel(source=spec, kind="checkpoint", name=path.stem, input_shape=shape, module=module)
-    state_dict, meta = _extract_state_dict(obj)
-    if state_dict is None:
-        raise UsageError(
-            f"{spec} holds neither an nn.Module nor a state_dict", "save model.state_dict() with torch.save"
+        return LoadedModel(
+            source=spec, kind="checkpoint", name=path.stem, input_shape=shape, module=checkpoint.eval()
         )
-    arch = options.arch or (check_recorded(meta["arch"], spec, options) if meta.get("arch") else None)
+    arch = options.arch or (check_recorded(checkpoint.arch, spec, options) if checkpoint.arch else None)
     if not arch:
         raise UsageError(
             f"{spec} is a state_dict without an architecture",
             "pass --arch torchvision:NAME (or an import path)",
         )
-    num_classes = options.num_classes or meta.get("num_classes")
     arch_model = load_model(
         str(arch),
         ModelOptions(
             seed=options.seed,
-            num_classes=num_classes,
+            num_classes=options.num_classes or checkpoint.num_classes,
             input_shape=options.input_shape,
             trust_pickle=options.trust_pickle,
             trusted_archs=options.trusted_archs,
         ),
     )
     assert arch_model.module is not None
-    if meta.get("pruned"):  # a pruned variant (dnnsplit prune): fewer channels than the architecture
-        from dnnsplit.pruning.checkpoint import resize_modules
-
-        resize_modules(arch_model.module, dict(meta["pruned"]), state_dict)
-    _apply_state_dict(arch_model.module, state_dict, what=str(arch), source=spec)
-    shape = options.input_shape or _tuple_or_none(meta.get("input_shape")) or arch_model.input_shape
+    if checkpoint.pruned:  # a pruned variant (dnnsplit prune): fewer channels than the architecture
+        resize_modules(arch_model.module, checkpoint.pruned, checkpoint.state_dict)
+    _apply_state_dict(arch_model.module, checkpoint.state_dict, what=str(arch), source=spec)
+    shape = options.input_shape or checkpoint.input_shape or arch_model.input_shape
     return LoadedModel(
         source=spec, kind="checkpoint", name=path.stem, input_shape=shape, module=arch_model.module.eval()
+    )
+
+
+def arch_reference(loaded: LoadedModel) -> str:
+    """The MODEL string that rebuilds ``loaded``'s architecture (random weights), as checkpoints record."""
+    if loaded.kind in ("torchvision", "import"):
+        return loaded.source
+    if loaded.kind == "checkpoint":
+        arch = recorded_arch(loaded.source)
+        if arch:
+            return arch
+    raise UsageError(
+        f"cannot record the architecture of {loaded.source} ({loaded.kind})",
+        "train from torchvision:NAME, package.module:factory or a dnnsplit checkpoint",
     )
 
 
@@ -192,10 +168,6 @@ def check_recorded(reference: Any, source: str, options: ModelOptions, hint: str
     )
 
 
-def _tuple_or_none(value: Any) -> tuple[int, ...] | None:
-    return tuple(int(v) for v in value) if value else None
-
-
 def _looks_like_onnx(path: Path) -> bool:
     """ONNX files are protobuf; PyTorch checkpoints are zip archives (or legacy pickles)."""
     if zipfile.is_zipfile(path):
@@ -210,14 +182,7 @@ def _looks_like_onnx(path: Path) -> bool:
 
 
 def _load_state_dict_file(module: nn.Module, path: str, what: str) -> None:
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"weights file not found: {path}", "check the --weights path")
-    obj = _torch_load(p, weights_only=True)
-    state_dict, _ = _extract_state_dict(obj)
-    if state_dict is None:
-        raise UsageError(f"{path} is not a state_dict", "save model.state_dict() with torch.save")
-    _apply_state_dict(module, state_dict, what=what, source=path)
+    _apply_state_dict(module, read_state_dict(path), what=what, source=path)
 
 
 def _apply_state_dict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: str, source: str) -> None:

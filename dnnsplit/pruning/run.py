@@ -24,14 +24,14 @@ from torch import nn
 
 from dnnsplit.errors import UsageError
 from dnnsplit.limits import check_threads
+from dnnsplit.models.checkpoint import changed_attributes, channel_attributes, write_checkpoint
 from dnnsplit.models.export import model_fingerprint
-from dnnsplit.models.loading import LoadedModel
+from dnnsplit.models.loading import LoadedModel, arch_reference
 from dnnsplit.output_dir import VARIANTS, claim, staged
 from dnnsplit.partition.network import LinkSpec, parse_link
 from dnnsplit.profiling.profile import Profile
 from dnnsplit.progress import ProgressFn, no_progress
 from dnnsplit.pruning.baseline import RATIOS, uniform
-from dnnsplit.pruning.checkpoint import channel_attributes, save_pruned
 from dnnsplit.pruning.context import PLANNED_NETWORKS, Context
 from dnnsplit.pruning.finetune import FinetuneSettings, finetune, test_accuracy
 from dnnsplit.pruning.latency_table import ConvShape, LatencyTable, channel_block
@@ -265,14 +265,14 @@ class _Job:
             export_to(self.loaded, built.module, built.measured.path)  # same shapes: the profile still holds
         acc, val = test_accuracy(built.module, self.data)
         checkpoint = self.staging / f"{built.name}.pt"
-        save_pruned(
+        write_checkpoint(
             checkpoint,
             built.module,
             self.arch,
             self.num_classes,
             self.shape,
-            self.original_attrs,
-            {"data": self.data.source, "test_accuracy": acc},
+            pruned=changed_attributes(built.module, self.original_attrs),
+            extra={"data": self.data.source, "test_accuracy": acc},
         )
         profile_file = self.staging / f"{built.name}.profile.json"
         built.measured.profile.save(profile_file)
@@ -361,13 +361,6 @@ def _check_output(directory: Path, force: bool, fingerprint: str) -> None:
         ) from None
 
 
-def _reference(loaded: LoadedModel) -> str:
-    """What loads the unpruned model again (``--from-misses``): files by absolute path."""
-    from dnnsplit.training.checkpoint import arch_reference
-
-    return arch_reference(loaded)
-
-
 def make_variants(
     loaded: LoadedModel,
     data: DataSplits,
@@ -390,7 +383,7 @@ def make_variants(
     _check_output(directory, settings.force, fingerprint)
     with staged(directory, VARIANTS, settings.force) as staging:
         job = _Job(loaded, data, context, settings, staging, note)
-        job.arch = _reference(loaded)
+        job.arch = arch_reference(loaded)
         note("measuring the unpruned model", 0, 1, "")
         original = job.measure(job.teacher, "original")
         full_ms = context.best(original.profile).latency_ms
@@ -513,7 +506,7 @@ def add_from_misses(
     unreachable: list[dict[str, Any]] = []
     try:
         job = _Job(loaded, data, document.context, settings, staging, note)
-        job.arch = str(document.model.get("arch") or _reference(loaded))
+        job.arch = str(document.model.get("arch") or arch_reference(loaded))
         taken = document.names()
         for miss in misses:
             network, scale, budget = (

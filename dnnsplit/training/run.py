@@ -76,7 +76,8 @@ def train_to_checkpoint(
 
     The checkpoint is rewritten after every epoch, so an interruption leaves the last good one behind.
     """
-    from dnnsplit.training.checkpoint import arch_reference, save_checkpoint
+    from dnnsplit.models.checkpoint import write_checkpoint
+    from dnnsplit.models.loading import arch_reference
     from dnnsplit.training.data import check_classes
     from dnnsplit.training.train import accuracy, train_classifier
 
@@ -90,19 +91,18 @@ def train_to_checkpoint(
     shape = loaded.input_shape
 
     def checkpoint(best, record) -> None:  # noqa: ANN001
-        save_checkpoint(
-            output, best, reference, classes, shape, {"data": splits.source, "epochs_done": record.epoch}
-        )
+        done = {"data": splits.source, "epochs_done": record.epoch}
+        write_checkpoint(output, best, reference, classes, shape, extra=done)
 
     result = train_classifier(module, splits, settings, progress=progress, on_epoch=checkpoint)
     test_acc = accuracy(module, splits.loader("test", 256))
-    save_checkpoint(
+    write_checkpoint(
         output,
         module,
         reference,
         classes,
         shape,
-        {"data": splits.source, "epochs_done": settings.epochs, "test_accuracy": test_acc},
+        extra={"data": splits.source, "epochs_done": settings.epochs, "test_accuracy": test_acc},
     )
     return TrainOutcome(output, reference, result, test_acc)
 
