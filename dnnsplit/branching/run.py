@@ -196,16 +196,10 @@ def make_branch(
 ) -> BranchResult:
     """Build, train, calibrate, export and validate a binarized early-exit branch for ``loaded``."""
     settings.check()
-    if loaded.module is None:
-        raise UsageError(
-            f"{loaded.source} is an ONNX file; branching needs the PyTorch model",
-            "pass torchvision:NAME with --weights, a dnnsplit checkpoint or an import path",
-        )
-    if loaded.input_shape is None:
-        raise UsageError(f"no input shape is known for {loaded.source}", "pass --input-shape, e.g. 1x3x32x32")
+    module = loaded.torch_module("branching")
+    shape = loaded.known_input_shape()
     directory = Path(directory)
-    shape = tuple(int(v) for v in loaded.input_shape)
-    model = loaded.module.eval()
+    model = module.eval()
     note = progress or no_progress
     with torch.no_grad():
         out = model(torch.zeros((2, *shape[1:])))

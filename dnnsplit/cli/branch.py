@@ -105,12 +105,7 @@ def branch(
     check_max_drop(max_accuracy_drop)
     if list_points:
         loaded = load_model(model, model_opts)
-        if loaded.module is None:
-            raise UsageError(
-                f"{model} is an ONNX file; branching needs the PyTorch model",
-                "pass a .pt or torchvision:NAME",
-            )
-        gm = trace(loaded.module.eval())
+        gm = trace(loaded.torch_module("branching").eval())
         points = all_points(gm)
         default = default_point(gm, points)
         rows = [{"point": p.name, "aliases": list(p.aliases), "default": p == default} for p in points]

@@ -58,6 +58,23 @@ class LoadedModel:
     module: nn.Module | None = None
     onnx_path: Path | None = None
 
+    def torch_module(self, needed_for: str) -> nn.Module:
+        """The PyTorch module, for a command that needs one (an ONNX file has none: a usage error)."""
+        if self.module is None:
+            raise UsageError(
+                f"{needed_for} needs a PyTorch model, and {self.source} is an ONNX file",
+                "pass torchvision:NAME, a .pt checkpoint or package.module:factory",
+            )
+        return self.module
+
+    def known_input_shape(self) -> tuple[int, ...]:
+        """The input shape, for a command that must build inputs itself (a usage error when unknown)."""
+        if self.input_shape is None:
+            raise UsageError(
+                f"no input shape is known for {self.source}", "pass --input-shape, e.g. 1x3x32x32"
+            )
+        return tuple(int(v) for v in self.input_shape)
+
 
 def load_model(spec: str, options: ModelOptions | None = None) -> LoadedModel:
     """Load ``spec`` (any MODEL form) with ``options``."""

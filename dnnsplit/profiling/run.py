@@ -133,11 +133,7 @@ def measure_once(
     threads = settings.resolved_threads
     shape = prepared.exported.input_shape
     if settings.runtime == "torch":
-        if prepared.loaded.module is None:
-            raise UsageError(
-                f"--runtime torch needs a PyTorch model, and {prepared.loaded.source} is an ONNX file",
-                "use --runtime onnxruntime",
-            )
+        prepared.loaded.torch_module("--runtime torch")
         from dnnsplit.profiling.torch_runtime import measure_torch
 
         measurement = measure_torch(

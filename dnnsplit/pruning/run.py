@@ -372,14 +372,11 @@ def make_variants(
 ) -> VariantsFile:
     """Prune ``loaded`` for ``context``; write DIR (variants.yaml, ONNX files, checkpoints, profiles)."""
     settings.check()
-    if loaded.module is None or loaded.input_shape is None:
-        raise UsageError(
-            f"{loaded.source} is not a PyTorch model with a known input shape", "pass a .pt checkpoint"
-        )
+    module = loaded.torch_module("pruning")
+    shape = loaded.known_input_shape()
     note = progress or no_progress
     directory = Path(directory)
-    shape = tuple(int(v) for v in loaded.input_shape)
-    fingerprint = model_fingerprint(loaded.module.eval(), shape)
+    fingerprint = model_fingerprint(module.eval(), shape)
     _check_output(directory, settings.force, fingerprint)
     with staged(directory, VARIANTS, settings.force) as staging:
         job = _Job(loaded, data, context, settings, staging, note)
@@ -484,9 +481,8 @@ def add_from_misses(
     if not misses:
         return MissOutcome([], [])
     loaded, data = load(document)
-    assert loaded.module is not None and loaded.input_shape is not None
-    shape = tuple(int(v) for v in loaded.input_shape)
-    fingerprint = model_fingerprint(loaded.module.eval(), shape)
+    shape = loaded.known_input_shape()
+    fingerprint = model_fingerprint(loaded.torch_module("pruning").eval(), shape)
     if fingerprint != document.model.get("fingerprint"):
         raise UsageError(
             f"{directory} was pruned from another model than {loaded.source} holds now",

@@ -25,15 +25,9 @@ def load_for_training(
 
     spec = DataSpec.parse(data)  # before loading a model: a bad data source fails at once
     loaded = load_model(model, options)
-    if loaded.module is None:
-        raise UsageError(
-            f"{model} is an ONNX file; training needs a PyTorch model",
-            "pass torchvision:NAME, package.module:factory or a .pt checkpoint",
-        )
-    if loaded.input_shape is None:
-        raise UsageError(f"no input shape is known for {model}", "pass --input-shape, e.g. 1x3x32x32")
+    loaded.torch_module("training")
     # The split is fixed (seed 0) whatever the model seed: eval never tests on another run's training data.
-    splits = load_data(spec, loaded.input_shape, seed=0, augment=augment)
+    splits = load_data(spec, loaded.known_input_shape(), seed=0, augment=augment)
     return loaded, splits
 
 

@@ -86,3 +86,10 @@ def test_resizing_what_the_architecture_lacks_is_refused() -> None:
         resize_modules(model, {"nowhere": {"out_channels": 3}}, {})
     with pytest.raises(UsageError, match="pruning never changes"):
         resize_modules(model, {"conv_a": {"__class__": 3}}, {})
+
+
+def test_commands_that_need_a_module_refuse_an_onnx_file_in_one_place(tiny_onnx: Path) -> None:
+    loaded = load_model(str(tiny_onnx))
+    for what in ("training", "pruning", "branching", "--runtime torch"):
+        with pytest.raises(UsageError, match=f"^{what} needs a PyTorch model, and .* is an ONNX file"):
+            loaded.torch_module(what)
