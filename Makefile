@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 
-.PHONY: demo test test-slow lint bench clean web
+.PHONY: demo test test-slow lint bench clean web wasm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ $(VENDOR)/.installed: web/package.json web/package-lock.json
 	cp $(addprefix $(ORT_DIST)/,$(ORT_FILES)) $(VENDOR)/
 	cp web/node_modules/onnxruntime-web/package.json $(VENDOR)/onnxruntime-web.package.json
 	touch $@
+
+# The branch's bit kernels (XNOR/popcount, WebAssembly SIMD): built from web/kernels/bitkernels.c with
+# Debian's clang and lld (apt-get install -y clang lld), no libc. The .wasm is committed in the package
+# with web/kernels/bitkernels.json beside the source (the source's and the module's sha256, the flags,
+# the compiler), so CI and installs need no clang; tests check the committed module matches the source.
+WASM_SRC := web/kernels/bitkernels.c
+WASM_OUT := dnnsplit/runtime/web/static/bitkernels.wasm
+WASM_CC ?= clang
+WASM_FLAGS := --target=wasm32 -O3 -msimd128 -ffreestanding -nostdlib -Wall -Wextra -Werror \
+	-Wl,--no-entry -Wl,--export=__heap_base -Wl,--strip-all
+wasm:
+	$(WASM_CC) $(WASM_FLAGS) -o $(WASM_OUT) $(WASM_SRC)
+	python3 web/kernels/stamp.py $(WASM_SRC) $(WASM_OUT) "$$($(WASM_CC) --version | head -1)" $(WASM_FLAGS)
 
 # The demo: `dnnsplit pipeline` on the built-in config (the file `dnnsplit init` writes): resnet18 for the
 # 10 digits at 32x32 trained on the digits bundled with scikit-learn, profiled, branched, pruned, planned

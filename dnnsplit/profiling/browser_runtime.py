@@ -30,6 +30,7 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
     """The page's static files, plus the model at /model.onnx, cross-origin isolated (wasm threads)."""
 
     model: bytes = b""
+    files: dict[str, bytes] = {}  # more paths served from memory (the bit-kernel program, inputs)
     extensions_map = {
         **http.server.SimpleHTTPRequestHandler.extensions_map,
         ".mjs": "text/javascript",
@@ -38,12 +39,14 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
     }
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path.split("?")[0] == "/model.onnx":
+        path = self.path.split("?")[0]
+        body = self.model if path == "/model.onnx" else self.files.get(path)
+        if body is not None:
             self.send_response(200)
             self.send_header("content-type", "application/octet-stream")
-            self.send_header("content-length", str(len(self.model)))
+            self.send_header("content-length", str(len(body)))
             self.end_headers()
-            self.wfile.write(self.model)
+            self.wfile.write(body)
             return
         super().do_GET()
 
@@ -57,10 +60,10 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def _local_page_server(model: bytes) -> Iterator[str]:
+def _local_page_server(model: bytes, files: dict[str, bytes] | None = None) -> Iterator[str]:
     from dnnsplit.runtime.web import STATIC
 
-    handler = type("Handler", (_StaticHandler,), {"model": model})
+    handler = type("Handler", (_StaticHandler,), {"model": model, "files": dict(files or {})})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(STATIC)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

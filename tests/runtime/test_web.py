@@ -61,8 +61,8 @@ def _png(path: Path, pixels: np.ndarray) -> Path:
     return path
 
 
-def _open_page(page: Any, url: str) -> None:
-    page.goto(f"{url}/web/")
+def _open_page(page: Any, url: str, query: str = "") -> None:
+    page.goto(f"{url}/web/{query}")
     page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
     assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#status")
 
@@ -224,7 +224,10 @@ def test_confident_branch_answers_without_the_edge(
     page.on("request", lambda r: requests.append(r.url))
     with serving(tiny_branch, ServeSettings(tier="edge", web=True)) as server:
         _open_page(page, server.url)
+        # The branch runs on the bit kernels (XNOR/popcount in WebAssembly SIMD), and the page says so.
+        assert page.get_attribute("#branch-engine", "data-engine") == "kernels", page.inner_text("#branch-engine")
         early = _classify(page, exits)
+        assert early["branch"] == "kernels"
         assert server.service.served == 0
         assert not [u for u in requests if "/v1/infer" in u]
         assert page.get_attribute("#path", "data-path") == "early-exit"
@@ -237,6 +240,71 @@ def test_confident_branch_answers_without_the_edge(
     expected, _ = _reference(tiny_branch, offloads)
     assert remote["path"] == "edge"
     np.testing.assert_allclose(remote["logits"], next(iter(expected.values()))[0], rtol=1e-4, atol=1e-4)
+
+
+def test_bit_kernels_match_onnxruntime(tiny_branch: Path, browser) -> None:
+    """The branch on the kernels in Chromium against onnxruntime's +/-1 model on the same stem output:
+    every binarized activation bit-exact, the float tensors and the logits within 1e-5."""
+    import onnx
+    import onnxruntime as ort
+
+    from dnnsplit.branching.kernels import branch_model, compile_branch
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    mobile = tiny_branch / "mobile.onnx"
+    program = compile_branch(mobile)
+    tensors = program.header["tensors"]
+    bits = [n for n, t in tensors.items() if t["kind"] == "bits"]
+    floats = [n for n, t in tensors.items() if t["kind"] == "f32" and not t.get("view")]
+    reference = branch_model(mobile)
+    known = {o.name for o in reference.graph.output}
+    reference.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in bits + floats if n not in known)
+    session = ort.InferenceSession(reference.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    full = ort.InferenceSession(str(mobile), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    with serving(tiny_branch, ServeSettings(tier="edge", web=True)) as server:
+        _open_page(page, server.url)
+        for trial in range(3):
+            image = rng.standard_normal((1, 3, 16, 16)).astype(np.float32) * (1 + trial)
+            features = full.run(["stem_output"], {"input": image})[0]
+            expected = dict(zip(names, session.run(None, {"stem_output": features}), strict=True))
+            got = page.evaluate(
+                """async ([x, names]) => {
+                    const { BitBranch } = await import('./bitkernels.js');
+                    const branch = await BitBranch.create(await (await fetch('kernels/branch.dnbk')).arrayBuffer());
+                    const out = branch.run(new Float32Array(x));
+                    return { logits: Array.from(out.branch_logits), tensors: Object.fromEntries(names.map((n) => [n, Array.from(branch.tensor(n))])) };
+                }""",
+                [features.reshape(-1).tolist(), bits + floats],
+            )
+            for name in bits:
+                np.testing.assert_array_equal(got["tensors"][name], expected[name].reshape(-1), err_msg=name)
+            for name in floats:
+                ref = expected[name].reshape(-1)
+                np.testing.assert_allclose(got["tensors"][name], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max(), err_msg=name)
+            logits = expected["branch_logits"].reshape(-1)
+            np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5 * np.abs(logits).max())
+
+
+def test_branch_falls_back_to_onnxruntime_web(tiny_branch: Path, tmp_path: Path, browser) -> None:
+    """?kernels=off (what a browser without WebAssembly SIMD gets): the whole mobile segment in
+    onnxruntime-web, the same answer, and the page says which ran."""
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    page, _console = browser
+    exits, _ = _digit_images(tmp_path, tiny_branch)
+    with serving(tiny_branch, ServeSettings(tier="edge", web=True)) as server:
+        _open_page(page, server.url, "?kernels=off")
+        assert page.get_attribute("#branch-engine", "data-engine") == "onnxruntime"
+        assert "turned off" in page.inner_text("#branch-engine")
+        slow = _classify(page, exits)
+        _open_page(page, server.url)
+        fast = _classify(page, exits)
+    assert slow["branch"] == "onnxruntime" and fast["branch"] == "kernels"
+    assert slow["path"] == fast["path"] == "early-exit"
+    np.testing.assert_allclose(fast["logits"], slow["logits"], rtol=1e-5, atol=1e-5)
 
 
 def test_web_serves_only_the_mobile_segments(two_tier: Path) -> None:

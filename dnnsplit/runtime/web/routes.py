@@ -65,6 +65,39 @@ def page_config(service: Any) -> dict[str, Any]:
     }
 
 
+KERNEL_STEM, KERNEL_PROGRAM = "stem.onnx", "branch.dnbk"
+
+
+def branch_kernels(config: dict[str, Any], manifest: Any, mobile: Path) -> dict[str, bytes]:
+    """For a split from `dnnsplit branch`: the branch as a bit-kernel program, and the stem alone.
+
+    Sets ``config["kernels"]``: ``{stem, program}`` (file, url, bytes, sha256 of each, which the page
+    checks as it checks segments) and ``binary_layers``; or ``{"unavailable": why}`` when the mobile
+    segment is not a branch's or has a layer the kernels lack (the page then runs the whole segment in
+    onnxruntime-web). Derived from the verified mobile segment when the server starts: the branch
+    directory needs no new file. Returns the files by name.
+    """
+    from dnnsplit.branching.kernels import Unsupported, kernel_files
+
+    if not manifest.early_exit or len(config["mobile"]) != 1:
+        return {}
+    try:
+        built = kernel_files(mobile)
+    except Unsupported as exc:
+        config["kernels"] = {"unavailable": str(exc)}
+        return {}
+    blobs = {KERNEL_STEM: built.stem, KERNEL_PROGRAM: built.program}
+    config["kernels"] = {
+        **{
+            key: {**built.describe(name, blobs[name]), "url": f"kernels/{name}"}
+            for key, name in (("stem", KERNEL_STEM), ("program", KERNEL_PROGRAM))
+        },
+        "binary_layers": built.binary_layers,
+        "wasm": "bitkernels.wasm",
+    }
+    return blobs
+
+
 @functools.lru_cache(maxsize=16)
 def _gzipped(path: Path, mtime_ns: int) -> bytes:
     # Level 6: the 14 MB wasm runtime compresses in ~0.5 s once (level 9 takes 3x as long for 1% less);
@@ -126,6 +159,7 @@ def web_app(service: Any, directory: str | Path) -> Any:
     local = route.local_prefix(service.manifest)
     service.chain.verify(local)
     files = {service.manifest.segments[i].file: service.chain.paths[i] for i in local}
+    kernel_blobs = branch_kernels(config, service.manifest, service.chain.paths[local[0]])
 
     async def config_json(request: Request) -> Response:
         return JSONResponse(config)
@@ -139,6 +173,12 @@ def web_app(service: Any, directory: str | Path) -> Any:
             )
         return send_file(request, files[name], "application/octet-stream")
 
+    async def kernel_file(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in kernel_blobs:
+            return JSONResponse({"error": f"no kernel file '{name}'", "code": "not_found"}, status_code=404)
+        return Response(kernel_blobs[name], media_type="application/octet-stream")
+
     async def vendor(request: Request) -> Response:
         path = VENDOR / request.path_params["name"]
         if "/" in request.path_params["name"] or not path.is_file():
@@ -149,6 +189,7 @@ def web_app(service: Any, directory: str | Path) -> Any:
         Route("/config.json", config_json, methods=["GET"]),
         Route("/segments/{name}", segment, methods=["GET"]),
         Route("/vendor/{name}", vendor, methods=["GET"]),
+        Route("/kernels/{name}", kernel_file, methods=["GET"]),
         *profile_routes(station, service),
     ]
     routes.append(Mount("/", app=StaticFiles(directory=STATIC, html=True)))

@@ -4,12 +4,13 @@
 
 import { verifySegment } from './integrity.js';
 import { createSessions, run } from './runtime.js';
+import { BitBranch, exitDecision, kernelModule } from './bitkernels.js';
 import { pixels, toTensor } from './preprocess.js';
 import { CONTENT_TYPE, decode, encode } from './wire.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const state = { config: null, rt: null, stages: {} };
+const state = { config: null, rt: null, bits: null, stages: {} };
 
 const size = (n) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)} MB` : `${(n / 1e3).toFixed(1)} kB`);
 
@@ -33,15 +34,49 @@ async function load() {
   if (!answer.ok) throw new Error(`GET config.json: ${answer.status}`);
   const config = await answer.json();
   state.config = config;
-  const files = await Promise.all(config.mobile.map((seg) => download(seg.url)));
-  await Promise.all(config.mobile.map((seg, i) => verifySegment(seg, files[i].bytes)));
-  state.stages.download_ms = files.reduce((a, f) => a + f.ms, 0);
-  state.stages.download_bytes = files.reduce((a, f) => a + f.bytes.byteLength, 0);
-  state.rt = await createSessions(files.map((f) => f.bytes), { prefer: params.get('backend') || 'auto' });
+  const prefer = params.get('backend') || 'auto';
+  const bits = await loadBitKernels(config, prefer);
+  if (!bits.ok) {
+    const files = await Promise.all(config.mobile.map((seg) => download(seg.url)));
+    await Promise.all(config.mobile.map((seg, i) => verifySegment(seg, files[i].bytes)));
+    state.stages.download_ms = files.reduce((a, f) => a + f.ms, 0);
+    state.stages.download_bytes = files.reduce((a, f) => a + f.bytes.byteLength, 0);
+    state.rt = await createSessions(files.map((f) => f.bytes), { prefer });
+  }
+  const engine = $('branch-engine');
+  if (engine) {
+    engine.textContent = bits.ok ? `bit kernels (WebAssembly SIMD: XNOR/popcount, ${state.bits.binaryLayers} binary layers)` : config.early_exit ? `onnxruntime-web (${bits.reason})` : '-';
+    engine.dataset.engine = bits.ok ? 'kernels' : config.early_exit ? 'onnxruntime' : 'none';
+  }
   $('backend').textContent = `${state.rt.backend} (onnxruntime-web ${state.rt.version}, ${state.rt.threads} thread(s))${state.rt.note ? ' — ' + state.rt.note : ''}`;
   $('backend').dataset.backend = state.rt.backend;
   $('split').textContent = `split ${config.split}: ${config.mobile.map((s) => s.file).join(', ')} here (${size(state.stages.download_bytes)}), the rest on the edge${config.early_exit ? '; early exit when the branch is confident' : ''}`;
   setStatus('ready: pick an image or use the camera', 'ready');
+}
+
+// A branch split on the bit kernels: the stem in onnxruntime-web, the branch in bitkernels.wasm. Not
+// where the server offers no program (not a branch, or a layer the kernels lack), where WebAssembly SIMD
+// is missing, or with ?kernels=off: {ok: false, reason} says which, and the page runs the whole mobile
+// segment in onnxruntime-web.
+async function loadBitKernels(config, prefer) {
+  const spec = config.kernels;
+  if (!config.early_exit) return { ok: false, reason: 'no branch' };
+  if (!spec) return { ok: false, reason: 'the server offers no bit-kernel program' };
+  if (spec.unavailable) return { ok: false, reason: `the bit kernels lack a layer of this branch: ${spec.unavailable}` };
+  if (params.get('kernels') === 'off') return { ok: false, reason: 'bit kernels turned off (?kernels=off)' };
+  try {
+    await kernelModule();
+  } catch (err) {
+    return { ok: false, reason: `no bit kernels here: ${err.message || err}` };
+  }
+  const parts = [spec.stem, spec.program];
+  const files = await Promise.all(parts.map((p) => download(p.url)));
+  await Promise.all(parts.map((p, i) => verifySegment(p, files[i].bytes)));
+  state.stages.download_ms = files.reduce((a, f) => a + f.ms, 0);
+  state.stages.download_bytes = files.reduce((a, f) => a + f.bytes.byteLength, 0);
+  state.rt = await createSessions([files[0].bytes], { prefer });
+  state.bits = await BitBranch.create(files[1].bytes);
+  return { ok: true };
 }
 
 // The mobile segments on one input tensor; every tensor made so far, by name.
@@ -50,6 +85,15 @@ async function runMobile(x) {
   const available = { [config.input.name]: { dtype: 'float32', shape: config.input.shape, data: x } };
   const t0 = performance.now();
   for (let i = 0; i < rt.sessions.length; i++) Object.assign(available, await run(rt.ort, rt.sessions[i], available));
+  if (state.bits) {
+    const { bits } = state;
+    const features = available[bits.input.name];
+    const logits = bits.run(features.data).branch_logits;
+    const { entropy, exit } = exitDecision(logits, config.early_exit.threshold);
+    available[config.early_exit.logits] = { dtype: 'float32', shape: [1, logits.length], data: logits };
+    available.entropy = { dtype: 'float32', shape: [1], data: new Float32Array([entropy]) };
+    available[config.early_exit.flag] = { dtype: 'bool', shape: [1], data: new Uint8Array([exit ? 1 : 0]) };
+  }
   return { available, ms: performance.now() - t0 };
 }
 
@@ -148,7 +192,7 @@ export async function classify(source) {
   }
   stages.total_ms = performance.now() - t0;
   const logits = outputs[config.first_output].data;
-  const result = { path, top: softmaxTop(logits, 5), logits: Array.from(logits), stages, backend: state.rt.backend };
+  const result = { path, top: softmaxTop(logits, 5), logits: Array.from(logits), stages, backend: state.rt.backend, branch: state.bits ? 'kernels' : config.early_exit ? 'onnxruntime' : null };
   show(result);
   setStatus('done', 'done');
   return result;
