@@ -59,9 +59,12 @@ def infer(
 ) -> None:
     """Run DIRECTORY's first-tier segments here, the rest on the EDGE (and the tiers behind it)."""
     from dnnsplit.limits import check_threads
+    from dnnsplit.runtime.options import check_positive, check_token
 
     check_top(top)
     check_threads(threads)
+    check_positive(timeout, "--timeout", "pass 10, say")
+    check_token(token)
     from dnnsplit.images import load_inputs
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime.client import CollaborativeClient

@@ -292,14 +292,18 @@ def test_browser_profile_is_a_valid_profile_that_plan_takes(cli, tiny_onnx: Path
     assert plan["devices"]["mobile"]["compute"] == f"measured: {browser_file}"
 
 
-def test_profile_page_posts_a_phone_profile_back(two_tier: Path, tiny_model, tmp_path: Path, browser) -> None:
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_profile_page_posts_a_phone_profile_back(
+    two_tier: Path, tiny_model, tmp_path: Path, browser, token: str | None
+) -> None:
     from dnnsplit.profiling.profile import Profile
     from dnnsplit.runtime.server import ServeSettings, serving
 
     page, _console = browser
-    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "phones"))
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "phones"), token=token)
     with serving(two_tier, settings) as server:
-        page.goto(f"{server.url}/web/profile.html")
+        # With a token the page sends it (from ?token=) for the model download as well as the post.
+        page.goto(f"{server.url}/web/profile.html" + (f"?token={token}" if token else ""))
         page.fill("#repeat", "5")
         page.click("#start")
         page.wait_for_selector("#status[data-state=done], #status[data-state=error]", timeout=120_000)
