@@ -8,8 +8,8 @@ hundred of them made the process run out of descriptors: /healthz stopped answer
 * the HTTP protocol (uvicorn's httptools one, subclassed) closes a connection whose request headers are
   not in within ``header_timeout_s`` (408 once the client has sent a byte of them), and keeps the open
   connections under ``max_connections``: a new one past the cap evicts the connection that has waited on
-  its client longest (slow headers, a slow body, an idle keep-alive), so a probe of /healthz gets in while
-  slow clients hold every slot;
+  its client longest (slow headers, a slow body, an idle keep-alive), one that never finished a request
+  first, so a probe of /healthz gets in while slow clients hold every slot;
 * an ASGI middleware gives the body ``body_timeout_s`` plus a second per ``MIN_BODY_RATE`` bytes received
   (a phone on a slow uplink is not cut, a body trickled byte by byte is: 408), answers 503 + Retry-After to
   everything but /healthz while connections stay over the cap with nobody to evict, and closes a connection
@@ -100,6 +100,7 @@ def protocol_class(gate: Gate) -> type:
             gate.connections = self.connections
             self.waiting_since: float | None = time.monotonic()  # waiting on the client since
             self.began = False  # a byte of the current request's headers arrived
+            self.answered = 0  # requests answered on this connection
             self.header_timer: asyncio.TimerHandle | None = None
             self._arm_header_timer()
             if gate.over_capacity():
@@ -125,6 +126,7 @@ def protocol_class(gate: Gate) -> type:
             super().on_message_complete()
 
         def on_response_complete(self) -> None:
+            self.answered += 1
             self.began = False
             self.waiting_since = time.monotonic()  # idle keep-alive: waiting on the client again
             super().on_response_complete()
@@ -165,7 +167,10 @@ def protocol_class(gate: Gate) -> type:
                     gate.on_drop("over_capacity")
                     self.transport.close()
                 return
-            stalest = min(waiting, key=lambda c: c.waiting_since)
+            # A connection that never finished a request goes first (a slow client coming back as fast as it
+            # is dropped is always that), then the longest wait: an honest keep-alive client, idle between
+            # two requests for as long as its own loop takes, is not evicted for the attackers' newcomers.
+            stalest = min(waiting, key=lambda c: (getattr(c, "answered", 0) > 0, c.waiting_since))
             gate.on_drop("evicted")
             stalest.transport.close()
             # uvicorn drops it from the set when the loop reports the loss; the cap counts it gone now

@@ -83,6 +83,45 @@ def test_slow_headers_get_408_and_a_silent_connection_is_closed(two_tier: Path) 
         )
 
 
+def _one_answer(sock: socket.socket) -> bytes:
+    """One keep-alive answer: its headers and Content-Length bytes of body (b"" if the server closed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(
+            line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+        )
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_past_the_cap_a_slow_newcomer_evicts_a_silent_connection_not_a_client_that_was_served(
+    two_tier: Path,
+) -> None:
+    with serving(two_tier, ServeSettings(tier="edge", max_connections=4, header_timeout_s=60)) as edge:
+        served = _connect(edge.url)
+        request = b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n"
+        served.sendall(request)
+        assert _one_answer(served).startswith(b"HTTP/1.1 200")
+        time.sleep(0.2)  # idle on its keep-alive connection longer than any newcomer below has waited
+        silent = [_connect(edge.url) for _ in range(10)]
+        time.sleep(0.2)
+        served.sendall(request)  # the same connection: it was not the one evicted
+        assert _one_answer(served).startswith(b"HTTP/1.1 200")
+        assert httpx.get(f"{edge.url}/healthz").status_code == 200
+        metrics = httpx.get(f"{edge.url}/metrics").text
+        assert 'dnnsplit_dropped_connections_total{reason="evicted",tier="edge"}' in metrics
+        for sock in silent:
+            sock.close()
+
+
 def _low_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
