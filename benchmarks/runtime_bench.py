@@ -812,6 +812,7 @@ def attack_markdown(at: dict[str, Any]) -> list[str]:
         return "-" if value is None else f"{value:.0f}"
 
     flags = f" with `{' '.join(at['flags'])}`" if at["flags"] else ", default limits"
+    load = ", ".join(f"{x:.2f}" for x in at["load_average"])
     if not at["attackers"]:
         return [
             "",
@@ -822,10 +823,12 @@ def attack_markdown(at: dict[str, Any]) -> list[str]:
             f"{at['errors'] or 'none'}; latency p50 {ms(at['p50_ms'])} ms, p99 {ms(at['p99_ms'])} ms",
             f"- /healthz: {at['healthz_ok']} of {at['healthz_probes']} probes answered 200, p50 "
             f"{ms(at['healthz_p50_ms'])} ms, p99 {ms(at['healthz_p99_ms'])} ms, max {ms(at['healthz_max_ms'])} ms",
+            f"- load average at the end: {load} (2 cores, shared): compare the runs under attack with this "
+            "control, taken minutes before them, rather than with the load section above, which ran on a "
+            "quieter machine",
         ]
     held = ", ".join(f"{k} {v:.1f} s" for k, v in at["attacker_hold_median_s"].items() if v is not None)
     dropped = ", ".join(f"{k} {v:.0f}" for k, v in sorted(at["server_dropped"].items())) or "none"
-    load = ", ".join(f"{x:.2f}" for x in at["load_average"])
     return [
         "",
         f"## Load under a slow-client attack: {at['clients']} honest clients and {at['attackers']} slow ones "
