@@ -148,7 +148,7 @@ def serve(
     )
     settings.check()
     if web:
-        from dnnsplit.runtime.web import check_vendor
+        from dnnsplit.browser import check_vendor
 
         check_vendor()  # before binding the port: a missing `make web` is one clear line
     manifest = Manifest.load(directory)

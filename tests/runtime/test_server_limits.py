@@ -19,9 +19,9 @@ import httpx
 import numpy as np
 import pytest
 
+from dnnsplit.browser import REQUIRED, VENDOR
 from dnnsplit.runtime import route
 from dnnsplit.runtime.server import ServeSettings, TierService, serving
-from dnnsplit.runtime.web import REQUIRED, VENDOR
 from dnnsplit.runtime.wire import CONTENT_TYPE, encode
 from dnnsplit.splitting.manifest import Manifest
 from tests.fixtures.assertions import assert_usage_error

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dnnsplit.runtime.web import REQUIRED, VENDOR
-from dnnsplit.runtime.web.browser import find_chromium
+from dnnsplit.browser import REQUIRED, VENDOR
+from dnnsplit.browser.chromium import find_chromium
 
 
 def _missing() -> str | None:
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[tuple[Any, list[str]]]:
-    from dnnsplit.runtime.web.browser import chromium_page
+    from dnnsplit.browser.chromium import chromium_page
 
     with chromium_page() as (page, console):
         yield page, console
@@ -167,8 +167,8 @@ def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, b
 
 
 def test_camera_frame_goes_through_the_split(two_tier: Path, artifacts) -> None:
+    from dnnsplit.browser.chromium import chromium_page
     from dnnsplit.runtime.server import ServeSettings, serving
-    from dnnsplit.runtime.web.browser import chromium_page
 
     # Chromium's fake camera (a moving test pattern) stands in for the phone's, permission granted.
     fake = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")

@@ -107,7 +107,7 @@ def profile_routes(station: ProfileStation | None, service: Any) -> list[Any]:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from dnnsplit.runtime.web.routes import send_file
+    from dnnsplit.runtime.web.files import send_file
 
     off = {"error": "this server does not take profiles: start it with --profiles-dir DIR", "code": "off"}
 
