@@ -8,8 +8,18 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from dnnsplit.cli.common import Format, err, guarded, human_bytes, out, print_document, simple_table
-from dnnsplit.cli.run import check_top, classes_table, top_classes
+from dnnsplit.cli.common import (
+    Format,
+    check_top,
+    classes_table,
+    err,
+    guarded,
+    human_bytes,
+    out,
+    print_document,
+    simple_table,
+)
+from dnnsplit.runtime.labels import top_classes
 
 EXAMPLES = """
 Examples:
