@@ -71,8 +71,8 @@ PAGE = """async ([rounds, warmup]) => {
 
 def measure(mobile: Path, rounds: int, warmup: int) -> dict:
     from dnnsplit.branching.kernels import branch_model, compile_branch
+    from dnnsplit.browser.chromium import chromium_page
     from dnnsplit.profiling.browser_runtime import _local_page_server
-    from dnnsplit.runtime.web.browser import chromium_page
 
     program = compile_branch(mobile)
     packed = branch_model(mobile).SerializeToString()

@@ -25,7 +25,7 @@ from typing import Any
 
 from _common import machine, run_cli, write_results
 
-from dnnsplit.runtime.web import VENDOR, ort_web_version
+from dnnsplit.browser import VENDOR, ort_web_version
 
 SHAPE = "1x3x224x224"
 WASM_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")

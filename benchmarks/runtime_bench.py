@@ -4,7 +4,9 @@ Targets (issue 8):
 * measured p50 within 15% of the planner's prediction for resnet18 and mobilenet_v3_small at every network
   preset, with the in-process link emulation and with a real tbf-shaped link (two network namespaces);
 * runtime overhead beyond compute + transfer under 2 ms per hop at p50;
-* 32 concurrent clients for 60 s against one edge server on loopback: zero errors, throughput, p99, flat RSS.
+* 32 concurrent clients for 60 s against one edge server on loopback: zero errors, throughput, p99, flat RSS;
+* the same clients with 300 slow ones alongside (issue 23: headers or body trickled, silent connections):
+  zero errors, /healthz answered throughout (``--attack`` runs only this, into the existing results).
 
 For each model and sweep: profile on this machine (2 threads) right before it, then for each preset plan
 with --network PRESET and the edge device set to this machine (`--device edge=host`: an edge faster than
@@ -359,6 +361,7 @@ def cut_splits(model: str) -> dict[int, Path]:
     dirs = {}
     for hops, chosen in ((1, cuts[:1]), (2, cuts)):
         out = WORK / model / f"cuts-{hops}"
+        out.parent.mkdir(parents=True, exist_ok=True)  # split refuses a missing parent
         segment_of, tiers = segments_from_cut_lists(prepared.graph, chosen)
         split_model(
             prepared.exported.path,
@@ -374,7 +377,9 @@ def cut_splits(model: str) -> dict[int, Path]:
     return dirs
 
 
-def start_server(directory: Path, tier: str, port: int, next_url: str | None = None) -> subprocess.Popen[str]:
+def start_server(
+    directory: Path, tier: str, port: int, next_url: str | None = None, extra: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
     import httpx
 
     cmd = [
@@ -392,6 +397,7 @@ def start_server(directory: Path, tier: str, port: int, next_url: str | None = N
     ]
     if next_url:
         cmd += ["--next", next_url]
+    cmd += extra
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 60
     while True:
@@ -540,6 +546,195 @@ def load(directory: Path, clients: int, seconds: float) -> dict[str, Any]:
     return result
 
 
+# -- load under a slow-client attack (issue 23) ----------------------------------------------------------------
+ATTACKS = ("headers", "body", "idle")
+
+
+async def _attacker(port: int, kind: str, body_bytes: int, end: float, held: list[float]) -> None:
+    """One slow client, again and again: it trickles its headers (a header line a second), or its body (a
+    byte a second after honest headers), or connects and says nothing; when the server drops it, it comes
+    back 0.1 s later. ``held``: how long each connection lasted."""
+    while time.monotonic() < end:
+        start = time.monotonic()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        try:
+            if kind == "body":
+                writer.write(
+                    b"POST /v1/infer HTTP/1.1\r\nhost: edge\r\ncontent-type: application/vnd.safetensors\r\n"
+                    b"content-length: %d\r\n\r\n" % body_bytes
+                )
+            elif kind == "headers":
+                writer.write(b"POST /v1/infer HTTP/1.1\r\nhost: edge\r\n")
+            while time.monotonic() < end:
+                await writer.drain()
+                try:
+                    await asyncio.wait_for(reader.read(4096), 1.0)
+                    break  # answered (408) or closed: dropped
+                except TimeoutError:
+                    pass
+                if kind == "body":
+                    writer.write(b"x")
+                elif kind == "headers":
+                    writer.write(b"x-slow: 1\r\n")
+            else:
+                continue  # still held when the attack ended: not a drop
+            held.append(time.monotonic() - start)
+        except OSError:
+            held.append(time.monotonic() - start)
+        finally:
+            writer.close()
+        await asyncio.sleep(0.1)
+
+
+def _attack_process(port: int, attackers: int, body_bytes: int, seconds: float, results: Any) -> None:
+    """The slow clients in a process of their own: their event loop does not slow the honest clients'."""
+
+    async def run() -> dict[str, list[float]]:
+        end = time.monotonic() + seconds
+        held: dict[str, list[float]] = {kind: [] for kind in ATTACKS}
+        kinds = [ATTACKS[k % len(ATTACKS)] for k in range(attackers)]
+        await asyncio.gather(*(_attacker(port, kind, body_bytes, end, held[kind]) for kind in kinds))
+        return held
+
+    results.put(asyncio.run(run()))
+
+
+def attack(
+    directory: Path, clients: int, attackers: int, seconds: float, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The load test's honest clients, with ``attackers`` slow clients and a /healthz probe (a new
+    connection every 0.1 s, as a health checker makes) alongside, against one `serve` with default limits
+    (plus ``extra`` flags)."""
+    import httpx
+
+    from dnnsplit.runtime.wire import CONTENT_TYPE, encode
+
+    manifest = Manifest.load(directory)
+    port = 18191
+    proc = start_server(directory, "edge", port, extra=extra)
+    url = f"http://127.0.0.1:{port}"
+    boundary = route.crossing(manifest, 1)
+    rng = np.random.default_rng(0)
+    body = encode(
+        {t.name: rng.standard_normal(t.shape).astype(t.dtype) for t in boundary},
+        {"manifest": route.digest(manifest)},
+    )
+    fds: list[int] = []
+
+    async def run() -> dict[str, Any]:
+        end = time.monotonic() + seconds
+        latencies: list[float] = []
+        errors: dict[str, int] = {}
+        health: list[float] = []
+        health_failures: dict[str, int] = {}
+
+        async def honest(http: httpx.AsyncClient) -> None:
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                try:
+                    answer = await http.post(
+                        f"{url}/v1/infer", content=body, headers={"content-type": CONTENT_TYPE}
+                    )
+                    if answer.status_code == 200:
+                        latencies.append((time.perf_counter() - t0) * 1000)
+                    else:
+                        errors[str(answer.status_code)] = errors.get(str(answer.status_code), 0) + 1
+                except httpx.HTTPError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+        async def probe() -> None:
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                try:
+                    async with httpx.AsyncClient(timeout=5) as fresh:  # a new connection each time
+                        status = (await fresh.get(f"{url}/healthz")).status_code
+                    if status == 200:
+                        health.append((time.perf_counter() - t0) * 1000)
+                    else:
+                        health_failures[str(status)] = health_failures.get(str(status), 0) + 1
+                except httpx.HTTPError as exc:
+                    health_failures[type(exc).__name__] = health_failures.get(type(exc).__name__, 0) + 1
+                await asyncio.sleep(0.1)
+
+        async def count_fds() -> None:
+            while time.monotonic() < end:
+                fds.append(len(os.listdir(f"/proc/{proc.pid}/fd")))
+                await asyncio.sleep(1.0)
+
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+            await asyncio.gather(probe(), count_fds(), *(honest(http) for _ in range(clients)))
+        return {
+            "latencies": latencies,
+            "errors": errors,
+            "health": health,
+            "health_failures": health_failures,
+        }
+
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    settle = min(5.0, seconds / 4) if attackers else 0.0  # the slow clients get in first
+    slow = context.Process(target=_attack_process, args=(port, attackers, len(body), seconds + settle, queue))
+    try:
+        slow.start()
+        time.sleep(settle)
+        t0 = time.monotonic()
+        got = asyncio.run(run())
+        wall = time.monotonic() - t0
+        got["held"] = queue.get(timeout=120)
+        slow.join(timeout=30)
+        metrics = httpx.get(f"{url}/metrics").text
+    finally:
+        if slow.is_alive():
+            slow.terminate()
+        proc.terminate()
+        proc.wait(timeout=60)
+    dropped = {
+        line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("dnnsplit_dropped_connections_total")
+    }
+    latencies, health = got["latencies"], got["health"]
+    result = {
+        "clients": clients,
+        "attackers": attackers,
+        "attack_kinds": list(ATTACKS),
+        "flags": list(extra),
+        "seconds": wall,
+        "body_bytes": len(body),
+        "requests_ok": len(latencies),
+        "errors": got["errors"],
+        "throughput_rps": len(latencies) / wall,
+        "p50_ms": statistics.median(latencies) if latencies else None,
+        "p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
+        "healthz_probes": len(health) + sum(got["health_failures"].values()),
+        "healthz_ok": len(health),
+        "healthz_failures": got["health_failures"],
+        "healthz_p50_ms": statistics.median(health) if health else None,
+        "healthz_p99_ms": float(np.percentile(health, 99)) if health else None,
+        "healthz_max_ms": max(health) if health else None,
+        "attacker_connections_dropped": {k: len(v) for k, v in got["held"].items()},
+        "attacker_hold_median_s": {k: statistics.median(v) if v else None for k, v in got["held"].items()},
+        "server_dropped": dropped,
+        "server_fds_max": max(fds) if fds else None,
+        "load_average": list(os.getloadavg()),
+    }
+    print(
+        f"  attack ({attackers} slow clients{', ' + ' '.join(extra) if extra else ''}): "
+        f"{result['throughput_rps']:.1f} req/s, errors {result['errors'] or 'none'}, healthz "
+        f"{result['healthz_ok']}/{result['healthz_probes']} p99 {result['healthz_p99_ms']} ms, "
+        f"dropped {dropped}",
+        flush=True,
+    )
+    return result
+
+
 # -- the report -----------------------------------------------------------------------------------------------
 def markdown(data: dict[str, Any]) -> str:
     lines = [
@@ -604,8 +799,65 @@ def markdown(data: dict[str, Any]) -> str:
             f"- server RSS: {ld['rss_mb_before']:.0f} MB before, {ld['rss_mb_first_10s']:.0f} MB (median, first "
             f"10 s), {ld['rss_mb_last_10s']:.0f} MB (median, last 10 s), max {ld['rss_mb_max']:.0f} MB",
         ]
+    for at in data.get("attack") or []:
+        lines += attack_markdown(at)
     lines += ["", "Reproduce: `flock /tmp/dnnsplit-timing.lock python benchmarks/runtime_bench.py`", ""]
+    if data.get("attack"):
+        lines += ["The slow-client attack alone: `python benchmarks/runtime_bench.py --attack`.", ""]
     return "\n".join(lines)
+
+
+def attack_markdown(at: dict[str, Any]) -> list[str]:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    flags = f" with `{' '.join(at['flags'])}`" if at["flags"] else ", default limits"
+    load = ", ".join(f"{x:.2f}" for x in at["load_average"])
+    if not at["attackers"]:
+        return [
+            "",
+            f"## Control: {at['clients']} honest clients, no slow ones, for {at['seconds']:.0f} s, right "
+            "before the attack runs below",
+            "",
+            f"- honest requests answered: {at['requests_ok']} ({at['throughput_rps']:.1f} req/s), errors: "
+            f"{at['errors'] or 'none'}; latency p50 {ms(at['p50_ms'])} ms, p99 {ms(at['p99_ms'])} ms",
+            f"- /healthz: {at['healthz_ok']} of {at['healthz_probes']} probes answered 200, p50 "
+            f"{ms(at['healthz_p50_ms'])} ms, p99 {ms(at['healthz_p99_ms'])} ms, max {ms(at['healthz_max_ms'])} ms",
+            f"- load average at the end: {load} (2 cores, shared): compare the runs under attack with this "
+            "control, taken minutes before them, rather than with the load section above, which ran on a "
+            "quieter machine",
+        ]
+    held = ", ".join(f"{k} {v:.1f} s" for k, v in at["attacker_hold_median_s"].items() if v is not None)
+    dropped = ", ".join(f"{k} {v:.0f}" for k, v in sorted(at["server_dropped"].items())) or "none"
+    return [
+        "",
+        f"## Load under a slow-client attack: {at['clients']} honest clients and {at['attackers']} slow ones "
+        f"for {at['seconds']:.0f} s{flags}",
+        "",
+        f"Slow clients, a third each: headers trickled (a header line a second, never the blank line), a body "
+        f"trickled a byte a second after honest headers (Content-Length {at['body_bytes']}), or "
+        "a connection that says nothing; each comes back 0.1 s after the server drops it. A health checker "
+        "probes /healthz on a new connection every 0.1 s. The slow clients run in a process of their own, "
+        "started 5 s before the honest ones.",
+        "",
+        f"- honest requests answered: {at['requests_ok']} ({at['throughput_rps']:.1f} req/s), errors: "
+        f"{at['errors'] or 'none'}; latency p50 {ms(at['p50_ms'])} ms, p99 {ms(at['p99_ms'])} ms",
+        f"- /healthz: {at['healthz_ok']} of {at['healthz_probes']} probes answered 200 (failures: "
+        f"{at['healthz_failures'] or 'none'}), p50 {ms(at['healthz_p50_ms'])} ms, p99 "
+        f"{ms(at['healthz_p99_ms'])} ms, max {ms(at['healthz_max_ms'])} ms",
+        f"- slow connections dropped by the server: {dropped}; a slow connection lasted (median) {held}",
+        f"- server file descriptors: at most {at['server_fds_max']}; load average at the end: {load} "
+        "(2 cores, shared)",
+    ]
+
+
+def attacks(directory: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [
+        attack(directory, 32, 0, args.attack_seconds),  # the control: the same minutes, no slow clients
+        attack(directory, 32, args.attackers, args.attack_seconds),
+        # A cap well under the attackers: each newcomer evicts the connection waiting longest on its client.
+        attack(directory, 32, args.attackers, args.attack_seconds, ("--max-connections", "128")),
+    ]
 
 
 def main() -> None:
@@ -624,7 +876,24 @@ def main() -> None:
     parser.add_argument("--rtt", type=float, default=0.0)
     parser.add_argument("--token")
     parser.add_argument("--slowdown", type=float, default=1.0)
+    parser.add_argument(
+        "--attack",
+        action="store_true",
+        help="only the load test under a slow-client attack; added to the existing results",
+    )
+    parser.add_argument("--attackers", type=int, default=300)
+    parser.add_argument("--attack-seconds", type=float, default=40.0)
     args = parser.parse_args()
+    if args.attack:
+        from _common import RESULTS
+
+        data = json.loads((RESULTS / "runtime.json").read_text())
+        directory = WORK / "resnet18" / "cuts-1"
+        if not (directory / "manifest.yaml").is_file():
+            directory = cut_splits("resnet18")[1]
+        data["attack"] = attacks(directory, args)
+        write_results("runtime", data, markdown(data))
+        return
     if args.tbf_client:
         args.requests = args.requests
         tbf_client(args)
@@ -653,6 +922,8 @@ def main() -> None:
     data["overhead"] = overhead(dirs, 200)
     if args.load_seconds > 0:
         data["load"] = load(dirs[1], 32, args.load_seconds)
+    if args.attackers > 0 and args.attack_seconds > 0:
+        data["attack"] = attacks(dirs[1], args)
     write_results("runtime", data, markdown(data))
 
 

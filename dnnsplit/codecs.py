@@ -6,8 +6,12 @@ the Cast / QuantizeLinear nodes at each boundary), so the two always agree.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dnnsplit.errors import UsageError
-from dnnsplit.profiling.graph import TensorSpec
+
+if TYPE_CHECKING:  # profiling.graph imports torch: the cost model must not pay for it to price bytes
+    from dnnsplit.profiling.graph import TensorSpec
 
 BYTES_PER_ELEMENT = {"fp16": 2, "int8": 1}
 MODES = tuple(BYTES_PER_ELEMENT)

@@ -208,8 +208,8 @@ def web_serve_case(work: Path) -> Observed:
 
 def web_page_case(work: Path) -> Observed:
     """The page, in headless Chromium: a mobile segment changed on disk after the server started."""
+    from dnnsplit.browser.chromium import chromium_page
     from dnnsplit.runtime.server import ServeSettings, serving
-    from dnnsplit.runtime.web.browser import chromium_page
 
     directory = copy_split(work)
     with serving(directory, ServeSettings(tier="edge", web=True)) as server, chromium_page() as (page, _):

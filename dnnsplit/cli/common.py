@@ -279,3 +279,17 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000.0
     return f"{n:.1f} GB"
+
+def check_top(top: int) -> None:
+    """``--top`` of run and infer: at least one class."""
+    if top < 1:
+        raise UsageError(f"--top must be at least 1 (got {top})", "pass --top 5, say")
+
+
+def classes_table(title: str, classes: list[dict[str, Any]]) -> Table:
+    """The top classes of ``run`` and ``infer``, as a table."""
+    return simple_table(
+        title,
+        ["class", "name", "probability"],
+        [[c["class"], c["name"] or "-", f"{c['probability']:.4f}"] for c in classes],
+    )

@@ -8,8 +8,18 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from dnnsplit.cli.common import Format, err, guarded, human_bytes, out, print_document, simple_table
-from dnnsplit.cli.run import check_top, classes_table, top_classes
+from dnnsplit.cli.common import (
+    Format,
+    check_top,
+    classes_table,
+    err,
+    guarded,
+    human_bytes,
+    out,
+    print_document,
+    simple_table,
+)
+from dnnsplit.runtime.labels import top_classes
 
 EXAMPLES = """
 Examples:
@@ -59,9 +69,12 @@ def infer(
 ) -> None:
     """Run DIRECTORY's first-tier segments here, the rest on the EDGE (and the tiers behind it)."""
     from dnnsplit.limits import check_threads
+    from dnnsplit.runtime.options import check_positive, check_token
 
     check_top(top)
     check_threads(threads)
+    check_positive(timeout, "--timeout", "pass 10, say")
+    check_token(token)
     from dnnsplit.images import load_inputs
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime.client import CollaborativeClient

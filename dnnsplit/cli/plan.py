@@ -310,7 +310,8 @@ def _branch_estimate(
             "than the profile's",
             "profile the same checkpoint and input shape that `dnnsplit branch` used",
         )
-    return estimate_with_branch(problem, branch_file, devices[problem.tiers[0]], devices[problem.tiers[1]])
+    costs = branch_file.costs(where)
+    return estimate_with_branch(problem, costs, devices[problem.tiers[0]], devices[problem.tiers[1]])
 
 
 def _print_branch(result: Any, estimate: Any) -> None:

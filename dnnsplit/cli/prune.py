@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,9 @@ from dnnsplit.cli.common import (
     takes_model,
 )
 from dnnsplit.errors import BudgetError, UsageError
+
+if TYPE_CHECKING:  # the command imports the pruning stack (torch) only when it runs
+    from dnnsplit.pruning.variants import VariantsFile
 
 PRUNE_EXAMPLES = """
 Examples:
@@ -142,7 +145,7 @@ def prune(
             meta,
             progress=update,
         )
-    _report(document.to_dict(), fmt, f"wrote {output}/variants.yaml and {len(document.variants)} variants")
+    _report(document, fmt, f"wrote {output}/variants.yaml and {len(document.variants)} variants")
 
 
 def _absolute(model: str) -> str:
@@ -211,46 +214,30 @@ def _from_misses(
         )
 
 
-def _report(doc: dict[str, Any], fmt: Format, done: str) -> None:
+def _report(document: VariantsFile, fmt: Format, done: str) -> None:
+    """The variants of a ``VariantsFile``: as the file (json/yaml) or as a table."""
     if fmt != Format.table:
-        print_document(doc, fmt.value)
+        print_document(document.to_dict(), fmt.value)
         return
-    ctx = doc["context"]
-    rows = []
-    for v in doc["variants"]:
-        lat = v["latency"]
-        target = v["target"] or {}
-        rows.append(
-            (
-                v["name"],
-                v["method"],
-                f"{target['budget_ms']:g}" if target else "-",
-                f"{lat['end_to_end_ms']:.2f}",
-                f"{lat['host_ms']:.3f}",
-                f"{lat['predicted_host_ms']:.3f}",
-                f"{v['accuracy']:.4f}",
-                f"{v['macs'] / 1e6:.1f}",
-                human_bytes(v["size_bytes"]),
-            )
+    ctx = document.context
+    rows = [
+        (
+            v.name,
+            v.method,
+            "-" if v.budget_ms is None else f"{v.budget_ms:g}",
+            f"{v.latency.end_to_end_ms:.2f}",
+            f"{v.latency.host_ms:.3f}",
+            f"{v.latency.predicted_host_ms:.3f}",
+            f"{v.accuracy:.4f}",
+            f"{v.macs / 1e6:.1f}",
+            human_bytes(v.size_bytes),
         )
-    edge = ctx["edge"]["name"] if ctx["edge"] else "none"
-    out.print(
-        simple_table(
-            f"variants for {ctx['device']['name']} over {ctx['network']['name']} (edge: {edge})",
-            [
-                "variant",
-                "method",
-                "budget ms",
-                "end-to-end ms",
-                "host ms",
-                "predicted",
-                "test acc",
-                "MMACs",
-                "size",
-            ],
-            rows,
-        )
-    )
+        for v in document.variants
+    ]
+    edge = ctx.edge.name if ctx.edge else "none"
+    header = ["variant", "method", "budget ms", "end-to-end ms", "host ms", "predicted", "test acc", "MMACs"]
+    title = f"variants for {ctx.device.name} over {ctx.network.name} (edge: {edge})"
+    out.print(simple_table(title, [*header, "size"], rows))
     err.print(done)
 
 
@@ -282,25 +269,23 @@ def select(
     selector = Selector(directory)
     choice = selector.choose(request)
     selector.flush()
-    doc = choice.to_dict()
     if fmt != Format.table:
-        print_document(doc, fmt.value)
+        print_document(choice.to_dict(), fmt.value)
     else:
-        pred, part = doc["prediction"], doc["partition"]
+        line = choice.plan
         where = (
-            f"{part['mobile_layers']} layers on the phone, then offload ({', '.join(part['cut'])})"
-            if part["offloaded"]
+            f"{line.mobile_layers} layers on the phone, then offload ({', '.join(line.cut)})"
+            if line.cut
             else "everything on the phone"
         )
         out.print(
             f"{'BEST EFFORT ' if choice.best_effort else ''}{choice.variant} ({choice.file}): accuracy "
-            f"{choice.accuracy:.4f}, {pred['latency_ms']:.2f} ms (budget {budget_ms:g}), "
-            f"{pred['energy_mj']:.1f} mJ on the phone"
+            f"{choice.accuracy:.4f}, {choice.latency_ms:.2f} ms (budget {budget_ms:g}), "
+            f"{choice.energy_mj:.1f} mJ on the phone"
         )
-        b = pred["breakdown"]
         out.print(
-            f"partition: {where}; phone compute {b['mobile_compute_ms']:.2f} ms, edge + network "
-            f"{b['edge_and_network_ms']:.2f} ms"
+            f"partition: {where}; phone compute {choice.mobile_compute_ms:.2f} ms, edge + network "
+            f"{line.rest_ms:.2f} ms"
         )
     if choice.best_effort:
         raise BudgetError(

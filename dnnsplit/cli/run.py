@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from dnnsplit.cli.common import Format, guarded, human_bytes, out, print_document, simple_table
-from dnnsplit.errors import UsageError
+from dnnsplit.cli.common import (
+    Format,
+    check_top,
+    classes_table,
+    guarded,
+    human_bytes,
+    out,
+    print_document,
+    simple_table,
+)
+from dnnsplit.runtime.labels import top_classes
 
 EXAMPLES = """
 Examples:
@@ -62,40 +71,4 @@ def run(
                 for r in runs
             ],
         )
-    )
-
-
-def check_top(top: int) -> None:
-    if top < 1:
-        raise UsageError(f"--top must be at least 1 (got {top})", "pass --top 5, say")
-
-
-def top_classes(manifest: Any, results: dict[str, Any], top: int) -> list[dict[str, Any]]:
-    """The ``top`` classes of the model's first output (softmax over its logits), with ImageNet names."""
-    import numpy as np
-
-    first = manifest.outputs[0].name
-    logits = np.asarray(results[first], dtype=np.float64).reshape(-1)
-    probs = np.exp(logits - logits.max())
-    probs /= probs.sum()
-    order = np.argsort(-probs)[: max(top, 1)]
-    from dnnsplit.runtime.labels import class_names
-
-    names = class_names(manifest.model, len(logits))
-    return [
-        {
-            "class": int(i),
-            "name": names[i] if names else None,
-            "probability": float(probs[i]),
-            "logit": float(logits[i]),
-        }
-        for i in order
-    ]
-
-
-def classes_table(title: str, classes: list[dict[str, Any]]) -> Any:
-    return simple_table(
-        title,
-        ["class", "name", "probability"],
-        [[c["class"], c["name"] or "-", f"{c['probability']:.4f}"] for c in classes],
     )

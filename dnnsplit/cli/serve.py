@@ -89,6 +89,31 @@ def serve(
             help="With --profiles-dir: the MODEL the phone profiles (default: the split's source model).",
         ),
     ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a request's headers may take to arrive; then 408 and closed.")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a request's body may take, plus 1 s per 8 kB received (slow uplinks are not cut); "
+            "then 408.",
+        ),
+    ] = 10.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            help="Open connections at most; past it a newcomer evicts the one waiting longest on its client "
+            "(default: what `ulimit -n` leaves room for, at most 1024).",
+        ),
+    ] = None,
+    max_queue: Annotated[
+        int,
+        typer.Option(help="Requests waiting for compute past --concurrency; more get 503 with Retry-After."),
+    ] = 64,
+    allow_non_finite: Annotated[
+        bool,
+        typer.Option("--allow-non-finite", help="Take NaN and inf in request tensors (default: 422)."),
+    ] = False,
 ) -> None:
     """Serve the segments of one TIER of DIRECTORY over HTTP until SIGTERM."""
     from dnnsplit.limits import check_threads
@@ -115,10 +140,15 @@ def serve(
         web=web,
         profiles_dir=str(profiles_dir) if profiles_dir else None,
         profile_model=profile_model,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
+        max_queue=max_queue,
+        allow_non_finite=allow_non_finite,
     )
     settings.check()
     if web:
-        from dnnsplit.runtime.web import check_vendor
+        from dnnsplit.browser import check_vendor
 
         check_vendor()  # before binding the port: a missing `make web` is one clear line
     manifest = Manifest.load(directory)

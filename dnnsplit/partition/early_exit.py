@@ -23,8 +23,28 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.problem import Problem
 
 if TYPE_CHECKING:
-    from dnnsplit.branching.branch_file import BranchFile
     from dnnsplit.profiling.devices import DeviceSpec
+
+
+@dataclass(frozen=True)
+class BranchCosts:
+    """What the planner needs of a branch from `dnnsplit branch` (``BranchFile.costs`` gives it).
+
+    Times are the branch's median host latencies (batch 1), scaled by each tier's device here, as the plan
+    scales the profile. ``model_sha256`` is the ONNX of the model the branch was built from: a plan checks
+    it against its profile's, since a branch's exit rate and boundary say nothing about another model.
+    """
+
+    directory: str  # where branch.yaml was read from, recorded in the plan
+    at: str  # the branch point
+    exit_rate: float
+    stem_ms: float
+    branch_ms: float
+    rest_ms: float
+    boundary_bytes: int  # the stem output, per sample, as uploaded
+    output_bytes: int  # the logits that come back, per sample
+    model_sha256: str | None = None
+    model_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,7 +121,7 @@ class BranchEstimate:
 
 
 def estimate_with_branch(
-    problem: Problem, branch: BranchFile, mobile: DeviceSpec, edge: DeviceSpec
+    problem: Problem, branch: BranchCosts, mobile: DeviceSpec, edge: DeviceSpec
 ) -> BranchEstimate:
     """Expected latency / energy of ``branch`` on ``problem``'s first two tiers and first link."""
     if len(problem.tiers) < 2:
@@ -110,11 +130,11 @@ def estimate_with_branch(
     p = branch.exit_rate
     if not 0.0 <= p <= 1.0:
         raise UsageError(f"branch exit rate {p} is outside [0, 1]", "re-run dnnsplit branch")
-    stem = branch.latency.stem_ms * mobile.latency_scale
-    side = branch.latency.branch_ms * mobile.latency_scale
-    rest = branch.latency.rest_ms * edge.latency_scale
-    up = link.up_ms(branch.boundary.bytes_per_sample)
-    down = link.down_ms(branch.output_bytes_per_sample)
+    stem = branch.stem_ms * mobile.latency_scale
+    side = branch.branch_ms * mobile.latency_scale
+    rest = branch.rest_ms * edge.latency_scale
+    up = link.up_ms(branch.boundary_bytes)
+    down = link.down_ms(branch.output_bytes)
     half_rtt = link.rtt_ms / 2
     radio = link.radio_model
     power = problem.mobile_power

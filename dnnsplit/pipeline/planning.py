@@ -99,7 +99,8 @@ def _branch_block(problem: Any, result: Any, layout: Layout, devices: dict[str, 
     from dnnsplit.partition.early_exit import estimate_with_branch
 
     branch = load_branch(layout.branch)
-    estimate = estimate_with_branch(problem, branch, devices[problem.tiers[0]], devices[problem.tiers[1]])
+    costs = branch.costs(layout.branch)
+    estimate = estimate_with_branch(problem, costs, devices[problem.tiers[0]], devices[problem.tiers[1]])
     return {
         "directory": str(layout.branch),
         "at": branch.at,

@@ -61,7 +61,7 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
 
 @contextmanager
 def _local_page_server(model: bytes, files: dict[str, bytes] | None = None) -> Iterator[str]:
-    from dnnsplit.runtime.web import STATIC
+    from dnnsplit.browser import STATIC
 
     handler = type("Handler", (_StaticHandler,), {"model": model, "files": dict(files or {})})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(STATIC)))
@@ -85,8 +85,8 @@ def run_in_browser(
 ) -> dict[str, Any]:
     """Profile the model in ``path`` in headless Chromium; the page's result (trace, whole-model times,
     device) with the browser's version added."""
-    from dnnsplit.runtime.web import check_vendor
-    from dnnsplit.runtime.web.browser import chromium_page
+    from dnnsplit.browser import check_vendor
+    from dnnsplit.browser.chromium import chromium_page
 
     check_vendor()
     progress("starting Chromium", 0, 1)

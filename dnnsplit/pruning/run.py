@@ -41,7 +41,7 @@ from dnnsplit.pruning.predict import Predictor
 from dnnsplit.pruning.search import MARGIN, max_pruned_shapes, search
 from dnnsplit.pruning.select import read_misses, write_misses
 from dnnsplit.pruning.structure import Prunable, conv_shapes
-from dnnsplit.pruning.variants import FILE, NetworkPlan, Variant, VariantsFile
+from dnnsplit.pruning.variants import FILE, NetworkPlan, Variant, VariantLatency, VariantsFile
 from dnnsplit.training.data import DataSplits, check_classes
 
 CALIBRATION_BATCHES = 2  # training batches the Taylor importance is taken on, per step
@@ -277,15 +277,15 @@ class _Job:
         profile_file = self.staging / f"{built.name}.profile.json"
         built.measured.profile.save(profile_file)
         m = built.measured
-        latency = {
-            "host_ms": m.latency_ms,
-            "predicted_host_ms": built.predicted_host_ms,
-            "threads": self.settings.threads,
-            "mobile_ms": m.latency_ms * self.context.device.latency_scale,
-        }
-        if self.context.edge is not None:
-            latency["edge_ms"] = m.latency_ms * self.context.edge.latency_scale
-        latency["end_to_end_ms"] = self.context.best(m.profile).latency_ms
+        edge = self.context.edge
+        latency = VariantLatency(
+            host_ms=m.latency_ms,
+            predicted_host_ms=built.predicted_host_ms,
+            threads=self.settings.threads,
+            mobile_ms=m.latency_ms * self.context.device.latency_scale,
+            end_to_end_ms=self.context.best(m.profile).latency_ms,
+            edge_ms=None if edge is None else m.latency_ms * edge.latency_scale,
+        )
         return Variant(
             name=built.name,
             method=built.method,
@@ -494,7 +494,7 @@ def add_from_misses(
     original = Measured(
         directory / original_variant.file,
         Profile.load(directory / original_variant.profile),
-        float(original_variant.latency["host_ms"]),
+        original_variant.latency.host_ms,
     )
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
     added: list[Variant] = []

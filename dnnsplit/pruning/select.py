@@ -61,6 +61,11 @@ class Choice:
     def best_effort(self) -> bool:
         return not self.meets_budget
 
+    @property
+    def mobile_compute_ms(self) -> float:
+        """The phone's compute at the request's device scale (the plan line's is at scale 1)."""
+        return self.plan.mobile_ms * self.request.device_scale
+
     def to_dict(self) -> dict[str, Any]:
         p, s = self.plan, self.request.device_scale
         return {
@@ -78,7 +83,7 @@ class Choice:
                 "latency_ms": self.latency_ms,
                 "energy_mj": self.energy_mj,
                 "breakdown": {
-                    "mobile_compute_ms": p.mobile_ms * s,
+                    "mobile_compute_ms": self.mobile_compute_ms,
                     "edge_and_network_ms": p.rest_ms,
                     "radio_ms": p.radio_ms,
                 },

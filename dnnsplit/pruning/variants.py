@@ -49,6 +49,42 @@ class NetworkPlan:
         )
 
 
+@dataclass(frozen=True)
+class VariantLatency:
+    """A variant's latency: measured on the host, as predicted before measuring, per tier, end to end."""
+
+    host_ms: float  # measured
+    predicted_host_ms: float
+    threads: int  # onnxruntime threads it was measured with
+    mobile_ms: float  # host_ms scaled by the phone
+    end_to_end_ms: float  # the best partition over the context's network
+    edge_ms: float | None = None  # host_ms scaled by the edge, when the context has one
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "host_ms": self.host_ms,
+            "predicted_host_ms": self.predicted_host_ms,
+            "threads": self.threads,
+            "mobile_ms": self.mobile_ms,
+        }
+        if self.edge_ms is not None:
+            data["edge_ms"] = self.edge_ms
+        data["end_to_end_ms"] = self.end_to_end_ms
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VariantLatency:
+        edge = data.get("edge_ms")
+        return cls(
+            host_ms=float(data["host_ms"]),
+            predicted_host_ms=float(data["predicted_host_ms"]),
+            threads=int(data["threads"]),
+            mobile_ms=float(data["mobile_ms"]),
+            end_to_end_ms=float(data["end_to_end_ms"]),
+            edge_ms=None if edge is None else float(edge),
+        )
+
+
 @dataclass
 class Variant:
     name: str
@@ -63,7 +99,7 @@ class Variant:
     size_bytes: int
     accuracy: float  # test split
     val_accuracy: float
-    latency: dict[str, Any]  # host_ms (measured), predicted_host_ms, per-tier ms, threads
+    latency: VariantLatency
     plans: dict[str, NetworkPlan]
     finetune: dict[str, Any] = field(default_factory=dict)
     unpruned: list[str] = field(default_factory=list)  # groups torch-pruning could not prune, with why
@@ -81,7 +117,7 @@ class Variant:
             "macs": self.macs,
             "params": self.params,
             "size_bytes": self.size_bytes,
-            "latency": self.latency,
+            "latency": self.latency.to_dict(),
             "ratios": dict(self.ratios),
             "unpruned": list(self.unpruned),
             "finetune": self.finetune,
@@ -103,11 +139,17 @@ class Variant:
             size_bytes=int(data["size_bytes"]),
             accuracy=float(data["accuracy"]),
             val_accuracy=float(data.get("val_accuracy", data["accuracy"])),
-            latency=dict(data["latency"]),
+            latency=VariantLatency.from_dict(dict(data["latency"])),
             plans={str(k): NetworkPlan.from_dict(v) for k, v in data["plans"].items()},
             finetune=dict(data.get("finetune") or {}),
             unpruned=[str(u) for u in data.get("unpruned", [])],
         )
+
+
+    @property
+    def budget_ms(self) -> float | None:
+        """The latency target it was pruned for (None: the unpruned original)."""
+        return None if not self.target else float(self.target["budget_ms"])
 
 
 @dataclass

@@ -17,3 +17,27 @@ def class_names(model: dict[str, Any], count: int) -> list[str] | None:
     except (ValueError, KeyError, AttributeError):
         return None
     return names if len(names) == count else None
+
+
+def top_classes(manifest: Any, results: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    """The ``top`` classes of the model's first output (softmax over its logits), with ImageNet names.
+
+    Plain data (class, name, probability, logit): what ``run`` and ``infer`` print and write as JSON.
+    """
+    import numpy as np
+
+    first = manifest.outputs[0].name
+    logits = np.asarray(results[first], dtype=np.float64).reshape(-1)
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    order = np.argsort(-probs)[: max(top, 1)]
+    names = class_names(manifest.model, len(logits))
+    return [
+        {
+            "class": int(i),
+            "name": names[i] if names else None,
+            "probability": float(probs[i]),
+            "logit": float(logits[i]),
+        }
+        for i in order
+    ]

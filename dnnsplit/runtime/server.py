@@ -28,14 +28,34 @@ import numpy as np
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
+from dnnsplit.runtime.guard import (
+    BodyDeadline,
+    Gate,
+    check_max_connections,
+    default_max_connections,
+    protocol_class,
+    retry_after_s,
+)
 from dnnsplit.runtime.link import EmulatedLink
-from dnnsplit.runtime.wire import CONTENT_TYPE, HEADER_SLACK, WireError, check, decode, encode, message_bytes
+from dnnsplit.runtime.options import check_port, check_positive, check_token
+from dnnsplit.runtime.wire import (
+    CONTENT_TYPE,
+    HEADER_SLACK,
+    WireError,
+    check,
+    check_finite,
+    decode,
+    encode,
+    message_bytes,
+)
 from dnnsplit.splitting.chain import SegmentChain
 from dnnsplit.splitting.manifest import Manifest
 
 DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_QUEUE = 64  # twice the 32 clients of the runtime benchmark's load test, which must see no 503
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ROUTES = ("/v1/infer", "/v1/manifest", "/healthz", "/metrics")
+CLIENT_CLOSED = 499  # the status /metrics counts a request under when its client left before the answer
 
 
 # Segments whose last compute took less than this run on the event loop itself (see TierService.infer).
@@ -63,16 +83,29 @@ class ServeSettings:
     web: bool = False  # also serve the browser client under /web (dnnsplit/runtime/web)
     profiles_dir: str | None = None  # where /web/profile.html's posted profiles are saved
     profile_model: str | None = None  # the MODEL that page profiles (default: the split's source)
+    header_timeout_s: float = 10.0  # a request's headers must be in within this (see runtime/guard.py)
+    body_timeout_s: float = 10.0  # ... and its body within this plus 1 s per 8 kB
+    max_connections: int | None = None  # default: what `ulimit -n` leaves room for, at most 1024
+    max_queue: int = DEFAULT_MAX_QUEUE  # requests waiting for compute past --concurrency; more get 503
+    allow_non_finite: bool = False  # NaN/inf in a request's tensors: 422 unless allowed
 
     def check(self) -> None:
         if self.max_batch < 1:
             raise UsageError(f"--max-batch must be at least 1 (got {self.max_batch})", "pass 8, say")
-        if self.max_body_mb is not None and not self.max_body_mb > 0:
-            raise UsageError(f"--max-body-mb must be > 0 (got {self.max_body_mb})", "pass 16, say")
+        if self.max_body_mb is not None:
+            check_positive(self.max_body_mb, "--max-body-mb", "pass 16, say")
         if self.concurrency < 1:
             raise UsageError(f"--concurrency must be at least 1 (got {self.concurrency})", "pass 1")
-        if not self.timeout_s > 0:
-            raise UsageError(f"--timeout must be > 0 (got {self.timeout_s})", "pass 30, say")
+        check_positive(self.timeout_s, "--timeout", "pass 30, say")
+        check_positive(self.header_timeout_s, "--header-timeout", "pass 10, say")
+        check_positive(self.body_timeout_s, "--body-timeout", "pass 10, say")
+        check_port(self.port)
+        check_token(self.token)
+        check_token(self.next_token, "--next-token")
+        if self.max_connections is not None:
+            check_max_connections(self.max_connections)
+        if self.max_queue < 0:
+            raise UsageError(f"--max-queue must be 0 or more (got {self.max_queue})", "pass 64, say")
         if self.token is None and not is_loopback(self.host):
             raise UsageError(
                 f"binding {self.host} exposes the server beyond this machine without authentication",
@@ -143,7 +176,17 @@ class Metrics:
             ["tier"],
             registry=self.registry,
         ).labels(**labels)
+        self.dropped = Counter(
+            "dnnsplit_dropped_connections",
+            "Connections the server closed: header_timeout, body_timeout, evicted (for a newcomer past "
+            "--max-connections: the one waiting longest on its client), over_capacity",
+            ["tier", "reason"],
+            registry=self.registry,
+        )
         self.tier = tier
+
+    def drop(self, reason: str) -> None:
+        self.dropped.labels(tier=self.tier, reason=reason).inc()
 
     def count(self, path: str, status: int) -> None:
         self.requests.labels(
@@ -198,6 +241,13 @@ class TierService:
         self.served = 0
         self.last_compute_ms = float("inf")  # the first request computes in a worker thread
         self.active = 0  # requests between arrival and answer
+        self.queued = 0  # checked requests computing or waiting to (at most concurrency + max_queue)
+        self.gate = Gate(
+            settings.max_connections or default_max_connections(),
+            settings.header_timeout_s,
+            settings.body_timeout_s,
+            on_drop=self.metrics.drop,
+        )
 
     # -- the checks --------------------------------------------------------------------------------------
     def authorize(self, headers: Mapping[str, str]) -> None:
@@ -227,6 +277,19 @@ class TierService:
             parts.append(chunk)
         self.metrics.received.inc(total)
         return b"".join(parts)
+
+    def admit(self) -> None:
+        """Load shedding: past --concurrency computing and --max-queue waiting, 503 and when to retry."""
+        capacity = self.settings.concurrency + self.settings.max_queue
+        if self.queued >= capacity:
+            waiting = self.queued - self.settings.concurrency
+            raise WireError(
+                503,
+                "overloaded",
+                f"{waiting} request(s) already wait for compute (--max-queue {self.settings.max_queue}); "
+                "retry later",
+                {"retry_after_s": retry_after_s(waiting, self.last_compute_ms, self.settings.concurrency)},
+            )
 
     def _too_large(self, size: int) -> WireError:
         return WireError(
@@ -294,6 +357,7 @@ class TierService:
         from starlette.responses import Response
 
         self.authorize(request.headers)
+        self.admit()  # a full queue refuses before reading the body, not after
         body = await self.read_body(request)
         start = time.perf_counter()
         tensors, metadata = decode(body)
@@ -305,15 +369,23 @@ class TierService:
                 f"the request is for split {claimed}, this server serves split {self.digest}",
             )
         check(tensors, self.accepts, self.settings.max_batch)
+        if not self.settings.allow_non_finite:
+            check_finite(tensors)
+        self.admit()
+        self.queued += 1
         self.metrics.in_flight.inc()
         try:
-            if self.active == 1 and self.last_compute_ms < INLINE_COMPUTE_MS:
-                # Alone, the loop would only wait for the worker thread, and the two thread hops cost
-                # ~0.25 ms each on a 2-core VM. Long computes stay on a thread so /healthz answers, and so do
-                # requests that queue: the limiter serves them in order (inline, p99 of 32 clients was 4x).
-                compute_ms = self.compute(tensors)
-            else:
-                compute_ms = await anyio.to_thread.run_sync(self.compute, tensors, limiter=self.limiter)
+            try:
+                if self.active == 1 and self.last_compute_ms < INLINE_COMPUTE_MS:
+                    # Alone, the loop would only wait for the worker thread, and the two thread hops cost
+                    # ~0.25 ms each on a 2-core VM. Long computes stay on a thread so /healthz answers, and so
+                    # do requests that queue: the limiter serves them in order (inline, p99 of 32 clients
+                    # was 4x).
+                    compute_ms = self.compute(tensors)
+                else:
+                    compute_ms = await anyio.to_thread.run_sync(self.compute, tensors, limiter=self.limiter)
+            finally:
+                self.queued -= 1
             self.last_compute_ms = compute_ms
             self.metrics.compute.observe(compute_ms / 1000)
             answer = {t.name: tensors[t.name] for t in self.returns if t.name in tensors}
@@ -389,6 +461,8 @@ class _CountStatuses:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        from starlette.requests import ClientDisconnect
+
         status = {"code": 500}
 
         async def record(message: Any) -> None:
@@ -398,6 +472,10 @@ class _CountStatuses:
 
         try:
             await self.app(scope, receive, record)
+        except ClientDisconnect:
+            # The client went away mid-request (or was evicted): not a server error, and nobody is left to
+            # answer. 499 is nginx's "client closed request".
+            status["code"] = CLIENT_CLOSED
         finally:
             self.metrics.count(scope.get("path", ""), status["code"])
 
@@ -413,6 +491,8 @@ def create_app(service: TierService) -> Any:
 
     def error(exc: WireError) -> JSONResponse:
         headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        if "retry_after_s" in exc.extra:
+            headers = {"retry-after": str(exc.extra["retry_after_s"])}
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
     async def infer(request: Request) -> Response:
@@ -442,7 +522,9 @@ def create_app(service: TierService) -> Any:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return JSONResponse({"error": exc.detail, "code": "http"}, status_code=exc.status_code)
+        return JSONResponse(
+            {"error": exc.detail, "code": "http"}, status_code=exc.status_code, headers=exc.headers
+        )
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -468,7 +550,10 @@ def create_app(service: TierService) -> Any:
         routes += [Route("/", home, methods=["GET"]), Mount("/web", app=web_app(service, service.directory))]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(_CountStatuses, metrics=service.metrics)],
+        middleware=[
+            Middleware(_CountStatuses, metrics=service.metrics),
+            Middleware(BodyDeadline, gate=service.gate),
+        ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
@@ -490,11 +575,15 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any, settings: ServeSettings) -> Any:
+def _config(service: TierService) -> Any:
     import uvicorn
 
+    settings = service.settings
     return uvicorn.Config(
-        app,
+        create_app(service),
+        # uvicorn's protocol has no deadline for a request's headers, nor a cap that /healthz gets past
+        # (limit_concurrency counts slow clients too and refuses the probe with them): see runtime/guard.py.
+        http=protocol_class(service.gate),
         log_level="warning",
         access_log=settings.access_log,
         lifespan="on",
@@ -509,7 +598,7 @@ def run_server(service: TierService, on_ready: Any = None) -> None:
 
     settings = service.settings
     sock = listen(settings.host, settings.port)
-    server = uvicorn.Server(_config(create_app(service), settings))
+    server = uvicorn.Server(_config(service))
     # uvicorn stops on SIGTERM/SIGINT, lets in-flight requests finish, then re-raises the signal with the
     # handlers that were in place before it: no-op ones make that a normal return (exit 0, no traceback).
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -547,7 +636,7 @@ class BackgroundServer:
         self._sock = listen(settings.host, 0)
         host, port = self._sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
-        self._server = uvicorn.Server(_config(create_app(self.service), settings))
+        self._server = uvicorn.Server(_config(self.service))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )

@@ -131,3 +131,16 @@ def check(
 def message_bytes(specs: Sequence[TensorSpec], batch: int = 1) -> int:
     """The tensors' own bytes in a message of ``batch`` samples (the header comes on top)."""
     return sum(t.bytes for t in specs) * batch
+
+
+def check_finite(tensors: Mapping[str, np.ndarray]) -> None:
+    """NaN or inf in a floating-point tensor: 422 naming it (a model fed them answers garbage, silently)."""
+    for name, value in tensors.items():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            raise WireError(
+                422,
+                "non_finite",
+                f"tensor '{name}' holds {bad} NaN or infinite value(s) (serve --allow-non-finite takes them)",
+                {"tensor": name},
+            )

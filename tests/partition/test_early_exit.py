@@ -6,14 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnnsplit.branching.branch_file import (
-    BoundaryTensor,
-    BranchAccuracy,
-    BranchFile,
-    BranchLatency,
-    BranchSizes,
-)
-from dnnsplit.partition.early_exit import estimate_with_branch
+from dnnsplit.partition.early_exit import BranchCosts, estimate_with_branch
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.partition.problem import LayerCost, MobilePower, Problem, Tensor
 from dnnsplit.profiling.devices import DeviceSpec
@@ -21,24 +14,17 @@ from dnnsplit.profiling.devices import DeviceSpec
 LINK = LinkSpec(up_mbps=8.0, down_mbps=16.0, rtt_ms=40.0, radio="lte")
 
 
-def _branch(exit_rate: float, stem: float = 1.0, side: float = 4.0, rest: float = 10.0) -> BranchFile:
-    return BranchFile(
-        model={"sha256": "x"},
+def _branch(exit_rate: float, stem: float = 1.0, side: float = 4.0, rest: float = 10.0) -> BranchCosts:
+    return BranchCosts(
+        directory="branch",
         at="maxpool",
-        data="digits",
-        num_classes=10,
-        input_shape=[1, 3, 32, 32],
-        boundary=BoundaryTensor("stem_output", [1, 64, 8, 8], 16_000),
-        output_bytes_per_sample=40,
-        threshold=0.1,
         exit_rate=exit_rate,
-        accuracy=BranchAccuracy(0.99, 0.99, 0.99),
-        sizes=BranchSizes(1, 1, 1, 1, 1),
-        latency=BranchLatency(stem, side, rest, 1, "cpu"),
-        files={},
-        calibration={},
-        validation={},
-        training={},
+        stem_ms=stem,
+        branch_ms=side,
+        rest_ms=rest,
+        boundary_bytes=16_000,
+        output_bytes=40,
+        model_sha256="x",
     )
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from dnnsplit.pruning.context import Context
 from dnnsplit.pruning.plans import PlanLine
 from dnnsplit.pruning.select import Request, Selector, read_misses
-from dnnsplit.pruning.variants import NetworkPlan, Variant, VariantsFile
+from dnnsplit.pruning.variants import NetworkPlan, Variant, VariantLatency, VariantsFile
 
 CONTEXT = Context.parse("mobile-web", "wifi", "edge")
 POWER = (CONTEXT.device.compute_power_w, CONTEXT.device.idle_power_w)
@@ -47,7 +47,7 @@ def document(table: list[tuple[float, list[PlanLine]]]) -> VariantsFile:
             size_bytes=0,
             accuracy=acc,
             val_accuracy=acc,
-            latency={},
+            latency=VariantLatency(0.0, 0.0, 1, 0.0, 0.0),
             plans={"wifi": NetworkPlan(0.0, 0.0, 0, [], list(ls))},
         )
         for i, (acc, ls) in enumerate(table)

@@ -121,7 +121,7 @@ def test_run_serve_and_infer_refuse_a_hostile_segment_in_one_line(
 def test_a_tampered_mobile_segment_is_refused_by_the_edge_that_serves_it_to_browsers(
     cli, two_tier: Path, tmp_path: Path, taken_port: int
 ) -> None:
-    from dnnsplit.runtime.web import REQUIRED, VENDOR
+    from dnnsplit.browser import REQUIRED, VENDOR
 
     if not all((VENDOR / name).is_file() for name in REQUIRED):
         pytest.skip("no vendored onnxruntime-web (make web)")

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dnnsplit.runtime.web import REQUIRED, VENDOR
-from dnnsplit.runtime.web.browser import find_chromium
+from dnnsplit.browser import REQUIRED, VENDOR
+from dnnsplit.browser.chromium import find_chromium
 
 
 def _missing() -> str | None:
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[tuple[Any, list[str]]]:
-    from dnnsplit.runtime.web.browser import chromium_page
+    from dnnsplit.browser.chromium import chromium_page
 
     with chromium_page() as (page, console):
         yield page, console
@@ -167,8 +167,8 @@ def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, b
 
 
 def test_camera_frame_goes_through_the_split(two_tier: Path, artifacts) -> None:
+    from dnnsplit.browser.chromium import chromium_page
     from dnnsplit.runtime.server import ServeSettings, serving
-    from dnnsplit.runtime.web.browser import chromium_page
 
     # Chromium's fake camera (a moving test pattern) stands in for the phone's, permission granted.
     fake = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
@@ -360,14 +360,18 @@ def test_browser_profile_is_a_valid_profile_that_plan_takes(cli, tiny_onnx: Path
     assert plan["devices"]["mobile"]["compute"] == f"measured: {browser_file}"
 
 
-def test_profile_page_posts_a_phone_profile_back(two_tier: Path, tiny_model, tmp_path: Path, browser) -> None:
+@pytest.mark.parametrize("token", [None, "s3cret"])
+def test_profile_page_posts_a_phone_profile_back(
+    two_tier: Path, tiny_model, tmp_path: Path, browser, token: str | None
+) -> None:
     from dnnsplit.profiling.profile import Profile
     from dnnsplit.runtime.server import ServeSettings, serving
 
     page, _console = browser
-    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "phones"))
+    settings = ServeSettings(tier="edge", web=True, profiles_dir=str(tmp_path / "phones"), token=token)
     with serving(two_tier, settings) as server:
-        page.goto(f"{server.url}/web/profile.html")
+        # With a token the page sends it (from ?token=) for the model download as well as the post.
+        page.goto(f"{server.url}/web/profile.html" + (f"?token={token}" if token else ""))
         page.fill("#repeat", "5")
         page.click("#start")
         page.wait_for_selector("#status[data-state=done], #status[data-state=error]", timeout=120_000)

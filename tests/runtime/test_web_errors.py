@@ -10,7 +10,7 @@ import pytest
 def test_serve_web_without_the_runtime_says_make_web(
     cli, two_tier: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dnnsplit.runtime.web as web
+    import dnnsplit.browser as web
 
     monkeypatch.setattr(web, "VENDOR", tmp_path / "vendor")
     code, _out, err = cli("serve", two_tier, "--web", "--port", "1")

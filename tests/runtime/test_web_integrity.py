@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dnnsplit.runtime.web import REQUIRED, VENDOR
-from dnnsplit.runtime.web.browser import find_chromium
+from dnnsplit.browser import REQUIRED, VENDOR
+from dnnsplit.browser.chromium import find_chromium
 
 
 def _missing() -> str | None:
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[tuple[Any, list[str]]]:
-    from dnnsplit.runtime.web.browser import chromium_page
+    from dnnsplit.browser.chromium import chromium_page
 
     with chromium_page() as (page, console):
         yield page, console

@@ -2,35 +2,6 @@
 offloads to the edge (``dnnsplit serve --web``), and per-layer profiling inside a browser
 (``dnnsplit profile --runtime browser``, and the page ``/web/profile.html`` for a real phone).
 
-onnxruntime-web comes from the npm registry (``web/package-lock.json``) and is copied into ``static/vendor/``
-by ``make web``; the page loads it from there, never from a CDN.
+The page files are in ``static/``; ``dnnsplit.browser`` names them (and checks the vendored runtime) for
+both this package and profiling.
 """
-
-from __future__ import annotations
-
-import json
-from pathlib import Path
-
-from dnnsplit.errors import UsageError
-
-STATIC = Path(__file__).parent / "static"
-VENDOR = STATIC / "vendor"
-REQUIRED = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
-
-
-def check_vendor() -> None:
-    """Refuse clearly when the onnxruntime-web runtime was not copied into the package."""
-    missing = [name for name in REQUIRED if not (VENDOR / name).is_file()]
-    if missing:
-        raise UsageError(
-            f"the browser runtime (onnxruntime-web) is missing from {VENDOR} ({', '.join(missing)})",
-            "run `make web` in a checkout (npm ci + copy), then try again",
-        )
-
-
-def ort_web_version() -> str:
-    """The vendored onnxruntime-web version (from its package.json), or '' when unknown."""
-    try:
-        return str(json.loads((VENDOR / "onnxruntime-web.package.json").read_text())["version"])
-    except (OSError, ValueError, KeyError):
-        return ""

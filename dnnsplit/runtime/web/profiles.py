@@ -87,12 +87,27 @@ class ProfileStation:
         }
 
 
+async def read_limited(request: Any, limit: int) -> bytes | None:
+    """The body, or None once it is over ``limit``: refused on Content-Length before reading, and a body
+    without one read only up to the limit (``request.body()`` read 300 MB, RSS +500 MB, then refused it)."""
+    length = request.headers.get("content-length")
+    if length is not None and length.strip().isdigit() and int(length) > limit:
+        return None
+    parts, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def profile_routes(station: ProfileStation | None, service: Any) -> list[Any]:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from dnnsplit.runtime.web.routes import send_file
+    from dnnsplit.runtime.web.files import send_file
 
     off = {"error": "this server does not take profiles: start it with --profiles-dir DIR", "code": "off"}
 
@@ -102,8 +117,14 @@ def profile_routes(station: ProfileStation | None, service: Any) -> list[Any]:
         return JSONResponse(station.config())
 
     async def model(request: Request) -> Response:
+        from dnnsplit.runtime.wire import WireError
+
         if station is None:
             return JSONResponse(off, status_code=404)
+        try:
+            service.authorize(request.headers)  # the whole model, weights and all: not for anyone who asks
+        except WireError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.status)
         return send_file(request, station.prepared.exported.path, "application/octet-stream")
 
     async def post(request: Request) -> Response:
@@ -115,9 +136,13 @@ def profile_routes(station: ProfileStation | None, service: Any) -> list[Any]:
             service.authorize(request.headers)  # it writes files here: the same token as /v1/infer
         except WireError as exc:
             return JSONResponse(exc.to_dict(), status_code=exc.status)
-        body = await request.body()
-        if len(body) > MAX_POST_BYTES:
-            return JSONResponse({"error": "profile too large", "code": "too_large"}, status_code=413)
+        body = await read_limited(request, MAX_POST_BYTES)
+        if body is None:
+            return JSONResponse(
+                {"error": f"a profile is at most {MAX_POST_BYTES} bytes", "code": "too_large"},
+                status_code=413,
+                headers={"connection": "close"},  # the rest of the body is not read
+            )
         try:
             result = json.loads(body)
             summary = station.save(result)

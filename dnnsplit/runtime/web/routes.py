@@ -8,16 +8,15 @@ so the page is cross-origin isolated: onnxruntime-web's threads need SharedArray
 
 from __future__ import annotations
 
-import functools
-import gzip
 import mimetypes
 from pathlib import Path
 from typing import Any
 
+from dnnsplit.browser import STATIC, VENDOR, check_vendor
 from dnnsplit.errors import UsageError
 from dnnsplit.runtime import route
 from dnnsplit.runtime.labels import class_names
-from dnnsplit.runtime.web import STATIC, VENDOR, check_vendor
+from dnnsplit.runtime.web.files import send_file
 
 # Debian's mimetypes lacks .mjs; a module script served as text/plain is refused by the browser.
 mimetypes.add_type("text/javascript", ".mjs")
@@ -96,25 +95,6 @@ def branch_kernels(config: dict[str, Any], manifest: Any, mobile: Path) -> dict[
         "wasm": "bitkernels.wasm",
     }
     return blobs
-
-
-@functools.lru_cache(maxsize=16)
-def _gzipped(path: Path, mtime_ns: int) -> bytes:
-    # Level 6: the 14 MB wasm runtime compresses in ~0.5 s once (level 9 takes 3x as long for 1% less);
-    # kept in memory so every later page load gets it at once.
-    return gzip.compress(path.read_bytes(), compresslevel=6, mtime=0)
-
-
-def send_file(request: Any, path: Path, media_type: str) -> Any:
-    """A large static file, gzip-compressed (once, then cached) when the client accepts it."""
-    from starlette.responses import FileResponse, Response
-
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        body = _gzipped(path, path.stat().st_mtime_ns)
-        return Response(
-            body, media_type=media_type, headers={"content-encoding": "gzip", "vary": "accept-encoding"}
-        )
-    return FileResponse(path, media_type=media_type)
 
 
 class _Isolate:

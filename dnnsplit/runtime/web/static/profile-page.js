@@ -16,16 +16,19 @@ async function start() {
     const config = await (await fetch('profile-config.json')).json();
     if (config.error) throw new Error(config.error);
     setStatus(`downloading ${config.name}…`);
-    const model = await (await fetch(config.model_url)).arrayBuffer();
+    // The model and the profile both need the server's token, when it has one (?token= in the page's URL).
+    const token = new URLSearchParams(location.search).get('token');
+    const auth = token ? { authorization: `Bearer ${token}` } : {};
+    const download = await fetch(config.model_url, { headers: auth });
+    if (!download.ok) throw new Error((await download.json().catch(() => ({}))).error || download.statusText);
+    const model = await download.arrayBuffer();
     const repeat = Math.max(1, Number($('repeat').value) || config.repeat);
     const measured = await profileModel({
       model, inputShape: config.input_shape, warmup: config.warmup, repeat,
       onProgress: (stage, done, total) => { setStatus(`${stage}…`); $('progress').value = done / total; },
     });
     setStatus('sending the profile…');
-    const headers = { 'content-type': 'application/json' };
-    const token = new URLSearchParams(location.search).get('token');
-    if (token) headers.authorization = `Bearer ${token}`;
+    const headers = { 'content-type': 'application/json', ...auth };
     const answer = await fetch('profiles', { method: 'POST', headers, body: JSON.stringify(measured) });
     const saved = await answer.json();
     if (!answer.ok) throw new Error(saved.error || answer.statusText);
