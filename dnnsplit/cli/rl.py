@@ -114,6 +114,7 @@ def train(
     `plan --solver rl` need nothing else. Exit 2 on bad input.
     """
     from dnnsplit.partition import parse_tiers, problem_from_profile
+    from dnnsplit.partition.request import profile_context
     from dnnsplit.partition.rl.multiuser import MultiUserConfig
     from dnnsplit.partition.rl.policy_file import save_policy
     from dnnsplit.partition.rl.train import Scenario, check_scenario, default_space, train_policy
@@ -137,18 +138,15 @@ def train(
     with progress_bar() as progress:
         profile = load_or_profile(model, options, settings, progress)
         base = problem_from_profile(profile, tiers=tier_list, input_bytes=input_bytes, compress=compress)
+        # The provenance a plan of this profile records; `plan --solver rl` checks its sha256 against its own.
+        context = profile_context(profile.calibrated(), model if from_file else None, input_bytes, compress)
         policy = train_policy(
             base,
             Scenario(scenario, default_space(base), config),
             timesteps=timesteps,
             seed=seed,
-            model={k: profile.model.get(k) for k in ("source", "name", "sha256")},
-            profile={
-                "path": model if from_file else None,
-                "input_bytes_on_wire": input_bytes or profile.input.bytes,
-                "compress": compress,
-                "group": profile.group,
-            },
+            model=context.model,
+            profile={**context.profile, "compress": context.compress},
             progress=progress,
         )
         save_policy(output, policy.meta, policy.weights)
