@@ -15,8 +15,9 @@ from dnnsplit import __version__
 from dnnsplit.fileio import atomic_path, read_document, write_text_atomic
 from dnnsplit.pipeline.budgets import BudgetResult
 from dnnsplit.pipeline.config import PipelineConfig
+from dnnsplit.pipeline.layout import Layout
 from dnnsplit.pipeline.planning import network_label
-from dnnsplit.pipeline.stages import Layout, StageOutcome
+from dnnsplit.pipeline.stages import StageOutcome
 
 REPORT = "report.md"
 TOP_LAYERS = 10
@@ -30,8 +31,8 @@ def write_report(
     results = {o.name: o.result for o in outcomes}
     profile = Profile.load(layout.profile)
     plans = {
-        network_label(text, i): read_document(layout.plans / f"{network_label(text, i)}.yaml")
-        for i, text in enumerate(config.plan.networks)
+        network_label(link, i): read_document(layout.plans / f"{network_label(link, i)}.yaml")
+        for i, link in enumerate(config.plan.networks)
     }
     parts = [
         "# dnnsplit pipeline report",
@@ -156,7 +157,8 @@ def _plans_section(plans: dict[str, dict[str, Any]], layout: Layout, config: Pip
     lines = [
         "## Chosen plan per network",
         "",
-        f"Tiers {' -> '.join(f'{t} ({config.tiers[t]})' for t in tiers)}; objective {config.objective}. "
+        f"Tiers {' -> '.join(f'{t} ({config.tiers[t]})' for t in tiers)}; "
+        f"objective {config.objective.describe()}. "
         f"The plan shipped (split below) is the one for `{next(iter(plans))}`.",
         "",
         "![plan vs baselines per network](plans.png)",
