@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.early_exit import BranchCosts
 from dnnsplit.partition.network import NETWORK_PRESETS, parse_link
 from dnnsplit.partition.objective import Constraints, Objective
-from dnnsplit.partition.plan_file import plan_document, stretches
+from dnnsplit.partition.plan_file import load_plan, plan_document, save_plan, stretches
 from dnnsplit.partition.request import (
     PlanRequest,
     check_policy_options,
@@ -121,3 +122,15 @@ def test_the_summary_shows_the_typed_plan() -> None:
     assert any(line.startswith("budget 1 ms: MISSES by") for line in lines)
     assert branch.title.startswith("Early exit (exit rate 60.0%") and len(branch.rows) == 3
     assert cuts.rows and all(r[0] == "mobile-edge" for r in cuts.rows)
+
+
+def test_a_plan_file_read_back_gives_the_same_figures(tmp_path: Path) -> None:
+    planned = make_plan(_request(objective=Objective(1.0, 0.5)))
+    save_plan(tmp_path / "plan.yaml", planned.plan, planned.context)
+    again = load_plan(tmp_path / "plan.yaml").plan
+    assert again.prediction.latency_ms == planned.plan.prediction.latency_ms
+    assert again.prediction.energy_mj == planned.plan.prediction.energy_mj
+    assert {k: b.latency_ms for k, b in again.baselines.items()} == {
+        k: b.latency_ms for k, b in planned.plan.baselines.items()
+    }
+    assert again.solver == planned.plan.solver and again.proven_optimal == planned.plan.proven_optimal
