@@ -31,6 +31,7 @@ from rich.text import Text
 from dnnsplit.errors import DnnsplitError, UsageError
 from dnnsplit.fileio import dump_document
 from dnnsplit.progress import ProgressFn, describe, no_progress
+from dnnsplit.text import Summary, TextTable, human_bytes  # noqa: F401 - human_bytes: the commands' too
 
 # Piped or captured output is not squeezed into 80 columns: tables stay readable in logs and CI.
 _WIDE = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
@@ -273,12 +274,21 @@ def simple_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]
     return table
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} GB"
+def text_table(table: TextTable) -> Table:
+    drawn = Table(title=table.title, title_justify="left")
+    for i, name in enumerate(table.columns):
+        drawn.add_column(name, justify=table.justify(i))  # type: ignore[arg-type]
+    for row in table.rows:
+        drawn.add_row(*row)
+    return drawn
+
+
+def print_summary(summary: Summary) -> None:
+    """A library's summary (its headline, tables and lines), drawn; the library chose every word."""
+    out.print(Text.assemble((summary.name, "bold"), summary.headline), highlight=False)
+    for block in summary.blocks:
+        out.print(text_table(block) if isinstance(block, TextTable) else block, highlight=False)
+
 
 def check_top(top: int) -> None:
     """``--top`` of run and infer: at least one class."""

@@ -17,8 +17,8 @@ from dnnsplit.cli.common import (
     guarded,
     out,
     print_document,
+    print_summary,
     progress_bar,
-    simple_table,
     takes_model,
 )
 from dnnsplit.errors import UsageError
@@ -114,6 +114,7 @@ def train(
     `plan --solver rl` need nothing else. Exit 2 on bad input.
     """
     from dnnsplit.partition import parse_tiers, problem_from_profile
+    from dnnsplit.partition.request import profile_context
     from dnnsplit.partition.rl.multiuser import MultiUserConfig
     from dnnsplit.partition.rl.policy_file import save_policy
     from dnnsplit.partition.rl.train import Scenario, check_scenario, default_space, train_policy
@@ -137,18 +138,15 @@ def train(
     with progress_bar() as progress:
         profile = load_or_profile(model, options, settings, progress)
         base = problem_from_profile(profile, tiers=tier_list, input_bytes=input_bytes, compress=compress)
+        # The provenance a plan of this profile records; `plan --solver rl` checks its sha256 against its own.
+        context = profile_context(profile.calibrated(), model if from_file else None, input_bytes, compress)
         policy = train_policy(
             base,
             Scenario(scenario, default_space(base), config),
             timesteps=timesteps,
             seed=seed,
-            model={k: profile.model.get(k) for k in ("source", "name", "sha256")},
-            profile={
-                "path": model if from_file else None,
-                "input_bytes_on_wire": input_bytes or profile.input.bytes,
-                "compress": compress,
-                "group": profile.group,
-            },
+            model=context.model,
+            profile={**context.profile, "compress": context.compress},
             progress=progress,
         )
         save_policy(output, policy.meta, policy.weights)
@@ -204,6 +202,7 @@ def eval_(
     """
     from dnnsplit.partition.rl.evaluate import evaluate_context, evaluate_multiuser
     from dnnsplit.partition.rl.policy_file import load_policy
+    from dnnsplit.partition.rl.summary import evaluation_summary
 
     if contexts < 1 or seeds < 1 or requests < 1:
         raise UsageError("--contexts, --seeds and --requests must be at least 1", "pass positive numbers")
@@ -217,10 +216,8 @@ def eval_(
     result = {"policy": str(policy_path), "model": policy.model_name, "tiers": list(policy.tiers), **result}
     if fmt != Format.table:
         print_document(result, fmt.value)
-    elif policy.scenario == "context":
-        _print_context(result)
     else:
-        _print_multiuser(result)
+        print_summary(evaluation_summary(result))
 
 
 def _loads(text: str) -> tuple[float, ...]:
@@ -231,71 +228,3 @@ def _loads(text: str) -> tuple[float, ...]:
     if not values or any(not v > 0 for v in values):
         raise UsageError(f"bad --loads '{text}'", "loads must be positive, e.g. 0.3,1.5")
     return values
-
-
-def _print_context(result: dict[str, Any]) -> None:
-    out.print(
-        Text.assemble(
-            (str(result["model"]), "bold"),
-            f" over {' -> '.join(result['tiers'])}: {result['contexts']} held-out "
-            f"contexts, {result['candidates']} candidate partitions; "
-            f"decision {result['decision_us']['median']:.0f} us "
-            f"(p99 {result['decision_us']['p99']:.0f} us)",
-        ),
-        highlight=False,
-    )
-    rows = [
-        (
-            name,
-            f"{row['gap']:.3%}",
-            f"{row['gap_p99']:.2%}",
-            f"{row['optimal']:.1%}",
-            f"{row['mean_objective_ratio']:.4f}",
-        )
-        for name, row in result["policies"].items()
-    ]
-    out.print(
-        simple_table(
-            "Against the exact optimum (min-cut) per context",
-            ["policy", "mean gap", "p99 gap", "exactly optimal", "mean objective / exact"],
-            rows,
-        )
-    )
-
-
-def _print_multiuser(result: dict[str, Any]) -> None:
-    out.print(
-        Text.assemble(
-            (str(result["model"]), "bold"),
-            f" over {' -> '.join(result['tiers'])}: {result['users']} users, "
-            f"{result['seeds']} traces x {result['requests']} requests per load",
-        ),
-        highlight=False,
-    )
-    names = list(result["loads"][0]["policies"])
-    rows = []
-    for row in result["loads"]:
-        for name in names:
-            p = row["policies"][name]
-            rows.append(
-                (
-                    f"{row['load']:g}",
-                    name,
-                    f"{p['mean_latency_ms']:.1f}",
-                    f"{p['p95_latency_ms']:.1f}",
-                    f"{p['edge_share']:.0%}",
-                    f"{p['mean_edge_wait_ms']:.1f}",
-                )
-            )
-    table = simple_table(
-        "Per request, after the system drains (ms)",
-        ["load", "policy", "mean latency", "p95 latency", "on edge", "edge wait"],
-        rows,
-    )
-    out.print(table)
-    for row in result["loads"]:
-        out.print(
-            f"load {row['load']:g}: rl vs myopic exact {row['rl_vs_myopic']:+.1%}, "
-            f"vs load-aware exact {row['rl_vs_load_aware']:+.1%}",
-            highlight=False,
-        )

@@ -72,6 +72,18 @@ class LinkSpec:
     def down_ms(self, nbytes: float) -> float:
         return nbytes * 8.0 / (self.down_mbps * 1000.0)
 
+    @property
+    def is_preset(self) -> bool:
+        return NETWORK_PRESETS.get(self.name) == self
+
+    def describe(self) -> str:
+        """The link as ``parse_link`` reads it back: a preset's name, or ``up=..,down=..,rtt=..``, with
+        ``radio=..`` unless it is the default (lte)."""
+        if self.is_preset:
+            return self.name
+        text = f"up={self.up_mbps:.15g},down={self.down_mbps:.15g},rtt={self.rtt_ms:.15g}"
+        return text if self.radio == "lte" else f"{text},radio={self.radio or 'none'}"
+
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from dnnsplit.partition.evaluate import Prediction
 from dnnsplit.partition.feasibility import hard_violations, violations
 from dnnsplit.partition.network import RADIO_MODELS, LinkSpec
 from dnnsplit.partition.objective import Constraints, parse_objective
-from dnnsplit.partition.planner import Plan
+from dnnsplit.partition.planner import Plan, plan_for
 from dnnsplit.partition.problem import LayerCost, MobilePower, Problem, Tensor, link_names
 
 SCHEMA = "dnnsplit/plan@1"
@@ -242,6 +243,18 @@ class PlanFile:
     @property
     def model_sha256(self) -> str | None:
         return self.document.get("model", {}).get("sha256")
+
+    @cached_property
+    def plan(self) -> Plan:
+        """The plan recomputed from the file alone: its prediction and baselines are the file's figures."""
+        solver = self.document.get("solver") or {}
+        return plan_for(
+            self.problem,
+            self.assignment,
+            solver=str(solver.get("name", "given")),
+            proven_optimal=bool(solver.get("proven_optimal", False)),
+            notes=[str(n) for n in self.document.get("notes") or []],
+        )
 
 
 def load_plan(path: str | Path) -> PlanFile:

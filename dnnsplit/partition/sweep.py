@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,19 @@ class SweepPoint:
     def cut(self) -> tuple[tuple[str, ...], ...]:
         """Per link, the tensors sent up it: what identifies where the cut falls."""
         return tuple(tuple(t.name for t in link.up_tensors) for link in self.plan.prediction.links)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The point as `plan --sweep-bandwidth --format json` prints it."""
+        pred = self.plan.prediction
+        return {
+            "up_mbps": self.up_mbps,
+            "latency_ms": pred.latency_ms,
+            "energy_mj": pred.energy_mj,
+            "layers": pred.layers_per_tier,
+            "cut": describe_cut(self.plan),
+            "cut_tensors": [list(names) for names in self.cut],
+            "baselines": {name: b.latency_ms for name, b in self.plan.baselines.items()},
+        }
 
 
 def with_uplink(problem: Problem, up_mbps: float) -> Problem:

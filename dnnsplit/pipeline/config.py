@@ -21,9 +21,11 @@ from dnnsplit.branching.branch_file import BINARY_ACTIVATIONS
 from dnnsplit.errors import UsageError
 from dnnsplit.fileio import compose_yaml, parse_yaml, read_text
 from dnnsplit.limits import max_threads
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.partition.objective import Objective
+from dnnsplit.partition.problem import TIER_ORDER
 
 SCHEMA = "dnnsplit/pipeline@1"
-TIER_ORDER = ("mobile", "edge", "cloud")
 LINK_KEYS = ("up_mbps", "down_mbps", "rtt_ms", "radio")
 
 
@@ -114,7 +116,7 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class PlanConfig:
-    networks: tuple[str, ...] = ()
+    networks: tuple[LinkSpec, ...] = ()  # the first is the shipped plan's (links' mobile link)
     private_input: bool = False
     max_mobile_mb: float | None = None
 
@@ -142,8 +144,8 @@ class PipelineConfig:
     train: TrainConfig
     tiers: dict[str, str]  # tier -> device preset or file
     tier_profiles: dict[str, str]
-    links: dict[str, str]  # link name -> parse_link text
-    objective: str  # parse_objective text
+    links: dict[str, LinkSpec]  # link name -> link
+    objective: Objective
     profile: ProfileConfig
     branch: BranchConfig
     prune: PruneConfig
@@ -301,7 +303,7 @@ def _device(value: Any, ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
 
 
 def _link(value: Any, _ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
-    """A network preset name or {up_mbps, down_mbps, rtt_ms[, radio]}; returned as parse_link text."""
+    """A network preset name or {up_mbps, down_mbps, rtt_ms[, radio]}, as a LinkSpec."""
     from dnnsplit.partition.network import NETWORK_PRESETS, parse_link
 
     if isinstance(value, str):
@@ -309,7 +311,7 @@ def _link(value: Any, _ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
             close = difflib.get_close_matches(value.lower(), list(NETWORK_PRESETS), n=1)
             hint = f"did you mean {close[0]}?" if close else f"use one of {', '.join(NETWORK_PRESETS)}"
             return None, (f"unknown network preset '{value}'", hint)
-        return value.lower(), None
+        return NETWORK_PRESETS[value.lower()], None
     example = "{up_mbps: 8, down_mbps: 40, rtt_ms: 30}"
     if not isinstance(value, dict):
         return None, (f"expected a network preset or a mapping, got {value!r}", f"write 4g or {example}")
@@ -322,22 +324,21 @@ def _link(value: Any, _ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
     if value.get("radio") is not None:
         text += f",radio={value['radio']}"
     try:
-        parse_link(text)
+        return parse_link(text), None
     except UsageError as exc:
         return None, (exc.message, exc.hint or example)
-    return text, None
 
 
 def _networks(value: Any, ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
     if not isinstance(value, list):
         return None, (f"expected a list of networks, got {value!r}", "write e.g. [4g, wifi, 3g]")
-    texts = []
+    links = []
     for item in value:
-        text, problem = _link(item, ctx)
+        link, problem = _link(item, ctx)
         if problem:
             return None, problem
-        texts.append(text)
-    return tuple(texts), None
+        links.append(link)
+    return tuple(links), None
 
 
 def _budgets_list(value: Any, _ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
@@ -365,10 +366,9 @@ def _objective(value: Any, _ctx: _Context) -> tuple[Any, tuple[str, str] | None]
             "write {latency: 1, energy: 0.5}",
         )
     try:
-        parse_objective(text)
+        return parse_objective(text), None
     except UsageError as exc:
         return None, (exc.message, "write latency, energy or {latency: 1, energy: 0.5}")
-    return text, None
 
 
 _STR = _typed(str, "a string", "name")
@@ -563,7 +563,7 @@ def load_config(path: str | Path, output: str | Path | None = None) -> PipelineC
         tiers=tiers,
         tier_profiles=tier_profiles,
         links=links,
-        objective=top.get("objective", "latency"),
+        objective=top.get("objective", Objective()),
         profile=ProfileConfig(**sections["profile"]),
         branch=BranchConfig(**sections["branch"]),
         prune=PruneConfig(**prune),
@@ -575,7 +575,7 @@ def load_config(path: str | Path, output: str | Path | None = None) -> PipelineC
             "resolved": {
                 "data": top["data"],
                 "tiers": tiers,
-                "links": links,
+                "links": {name: link.to_dict() for name, link in links.items()},
                 "tier_profiles": tier_profiles,
                 "model": sections["model"],
             },
@@ -611,7 +611,9 @@ def _check_tiers(data: Any, ctx: _Context, issues: _Collector) -> dict[str, str]
     return tiers
 
 
-def _check_links(data: Any, tiers: dict[str, str], ctx: _Context, issues: _Collector) -> dict[str, str]:
+def _check_links(
+    data: Any, tiers: dict[str, str], ctx: _Context, issues: _Collector
+) -> dict[str, LinkSpec]:
     names = [t for t in TIER_ORDER if t in tiers]
     expected = [f"{a}-{b}" for a, b in zip(names, names[1:], strict=False)]
     if data is None:
@@ -619,16 +621,16 @@ def _check_links(data: Any, tiers: dict[str, str], ctx: _Context, issues: _Colle
     if not isinstance(data, dict):
         issues.add(("links",), f"expected a mapping, got {data!r}", "write links: {mobile-edge: 4g}")
         return {}
-    links: dict[str, str] = {}
+    links: dict[str, LinkSpec] = {}
     for key, value in data.items():
         if key not in expected:
             issues.unknown(("links",), str(key), expected)
             continue
-        text, problem = _link(value, ctx)
+        link, problem = _link(value, ctx)
         if problem:
             issues.add(("links", key), *problem)
         else:
-            links[key] = text
+            links[key] = link
     if expected and expected[0] not in data:
         issues.add(("links", expected[0]), "missing key", f"add {expected[0]}: 4g (the phone's network)")
     return links

@@ -2,7 +2,8 @@
 
 The report reads the files (profile.json, branch/branch.yaml, variants/variants.yaml, plans/*.yaml,
 segments/manifest.yaml), not the stages' in-memory results, so a run whose stages were all skipped
-still reports the same figures.
+still reports the same figures. Each file is read by its own loader, the one the commands use, so a
+damaged or foreign file fails here as it would there.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from dnnsplit import __version__
-from dnnsplit.fileio import atomic_path, read_document, write_text_atomic
+from dnnsplit.fileio import atomic_path, write_text_atomic
+from dnnsplit.partition.plan_file import PlanFile, load_plan, speedup
 from dnnsplit.pipeline.budgets import BudgetResult
 from dnnsplit.pipeline.config import PipelineConfig
+from dnnsplit.pipeline.layout import Layout
 from dnnsplit.pipeline.planning import network_label
-from dnnsplit.pipeline.stages import Layout, StageOutcome
+from dnnsplit.pipeline.stages import StageOutcome
 
 REPORT = "report.md"
 TOP_LAYERS = 10
@@ -30,8 +33,8 @@ def write_report(
     results = {o.name: o.result for o in outcomes}
     profile = Profile.load(layout.profile)
     plans = {
-        network_label(text, i): read_document(layout.plans / f"{network_label(text, i)}.yaml")
-        for i, text in enumerate(config.plan.networks)
+        network_label(link, i): load_plan(layout.plans / f"{network_label(link, i)}.yaml")
+        for i, link in enumerate(config.plan.networks)
     }
     parts = [
         "# dnnsplit pipeline report",
@@ -150,39 +153,40 @@ def _profile_section(profile: Any, layout: Layout) -> list[str]:
     ]
 
 
-def _plans_section(plans: dict[str, dict[str, Any]], layout: Layout, config: PipelineConfig) -> list[str]:
+def _plans_section(plans: dict[str, PlanFile], layout: Layout, config: PipelineConfig) -> list[str]:
     _plot_plans(plans, layout.root / "plans.png")
     tiers = config.tier_names
     lines = [
         "## Chosen plan per network",
         "",
-        f"Tiers {' -> '.join(f'{t} ({config.tiers[t]})' for t in tiers)}; objective {config.objective}. "
+        f"Tiers {' -> '.join(f'{t} ({config.tiers[t]})' for t in tiers)}; "
+        f"objective {config.objective.describe()}. "
         f"The plan shipped (split below) is the one for `{next(iter(plans))}`.",
         "",
         "![plan vs baselines per network](plans.png)",
         "",
     ]
     rows = []
-    for label, doc in plans.items():
-        pred = doc["predicted"]
-        layers = pred.get("layers") or {}
-        speed = doc.get("speedup")
+    for label, file in plans.items():
+        pred = file.plan.prediction
+        layers = pred.layers_per_tier
+        speed = speedup(file.plan)
         rows.append(
             [
                 label,
-                _f(pred["latency_ms"]),
-                _f(pred["energy_mj"]),
+                _f(pred.latency_ms),
+                _f(pred.energy_mj),
                 " / ".join(str(layers.get(t, 0)) for t in tiers),
-                "-" if speed is None else f"{speed['latency']:.2f}x vs {speed['vs']}",
+                "-" if speed is None else f"{speed.latency:.2f}x vs {speed.baseline}",
             ]
         )
     lines += _table(
         ["network", "latency ms", "phone energy mJ", f"layers {'/'.join(tiers)}", "speed-up"], rows
     )
-    names = list(next(iter(plans.values()))["baselines"])
+    names = list(next(iter(plans.values())).plan.baselines)
     base_rows = [
-        [label, _f(doc["predicted"]["latency_ms"]), *[_f(doc["baselines"][n]["latency_ms"]) for n in names]]
-        for label, doc in plans.items()
+        [label, _f(file.plan.prediction.latency_ms), *[_f(file.plan.baselines[n].latency_ms) for n in names]]
+        for label, file in plans.items()
     ]
     lines += ["Latency (ms) of the plan and of the baselines:", ""]
     lines += _table(["network", "dnnsplit", *names], base_rows)
@@ -197,7 +201,7 @@ def _save(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_plans(plans: dict[str, dict[str, Any]], path: Path) -> None:
+def _plot_plans(plans: dict[str, PlanFile], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,13 +209,10 @@ def _plot_plans(plans: dict[str, dict[str, Any]], path: Path) -> None:
     import numpy as np
 
     labels = list(plans)
-    names = ["dnnsplit", *next(iter(plans.values()))["baselines"]]
+    names = ["dnnsplit", *next(iter(plans.values())).plan.baselines]
     values = [
-        [
-            doc["predicted"]["latency_ms"] if n == "dnnsplit" else doc["baselines"][n]["latency_ms"]
-            for n in names
-        ]
-        for doc in plans.values()
+        [(file.plan.prediction if n == "dnnsplit" else file.plan.baselines[n]).latency_ms for n in names]
+        for file in plans.values()
     ]
     x = np.arange(len(labels))
     width = 0.8 / len(names)
@@ -230,7 +231,7 @@ def _plot_plans(plans: dict[str, dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
-def _branch_section(layout: Layout, shipped: dict[str, Any]) -> list[str]:
+def _branch_section(layout: Layout, shipped: PlanFile) -> list[str]:
     from dnnsplit.branching.branch_file import load_branch
     from dnnsplit.branching.plot import plot_exit_curve
 
@@ -254,9 +255,9 @@ def _branch_section(layout: Layout, shipped: dict[str, Any]) -> list[str]:
             "flip sign near zero); the branch is not in the shipped segments. More `branch.epochs` help.",
             "",
         ]
-    block = shipped.get("branch")
+    block = shipped.document.get("branch")
     if block:
-        plain = shipped["predicted"]["latency_ms"]
+        plain = shipped.plan.prediction.latency_ms
         verdict = (
             f"saves {block['saves_latency_ms']:.2f} ms per request on average"
             if block["saves_latency_ms"] > 0
@@ -338,17 +339,16 @@ def _plot_pareto(points: list[tuple[str, str, float, float, int, int]], path: Pa
 
 
 def _split_section(layout: Layout) -> list[str]:
-    manifest = read_document(layout.segments / "manifest.yaml")
-    rows = [
-        [s.get("index", i) + 1, s["tier"], f"`{s['file']}`", s.get("layers", "-"), f"{s['bytes'] / 1e6:.2f}"]
-        for i, s in enumerate(manifest.get("segments", []))
-    ]
-    v = manifest.get("validation") or {}
+    from dnnsplit.splitting.manifest import Manifest
+
+    manifest = Manifest.load(layout.segments)
+    rows = [[s.index + 1, s.tier, f"`{s.file}`", s.layers, f"{s.bytes / 1e6:.2f}"] for s in manifest.segments]
+    v = manifest.validation
     check = (
-        f"Validation on {v.get('inputs')} inputs: max relative difference {v.get('max_rel_diff', 0):.3g} "
-        f"({'passed' if v.get('passed') else 'FAILED'})."
-        if v
-        else "Validation was skipped (split.validate: 0)."
+        "Validation was skipped (split.validate: 0)."
+        if v is None
+        else f"Validation on {v.inputs} inputs: max relative difference {v.max_rel_diff:.3g} "
+        f"({'passed' if v.passed else 'FAILED'})."
     )
     return [
         "## Shipped segments",

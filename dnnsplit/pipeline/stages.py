@@ -26,8 +26,8 @@ from dnnsplit.fileio import write_text_atomic
 from dnnsplit.models.export import file_sha256
 from dnnsplit.models.loading import ModelOptions
 from dnnsplit.pipeline.config import PipelineConfig
+from dnnsplit.pipeline.layout import Layout
 
-STATE_FILE = ".stages.yaml"
 STATE_SCHEMA = "dnnsplit/stages@1"
 STAGES = ("train", "profile", "branch", "prune", "plan", "split")
 
@@ -54,45 +54,6 @@ class StageOutcome:
     seconds: float
     result: dict[str, Any] = field(default_factory=dict)
     why: str = ""  # why it ran (forced, inputs changed, first run) or why it is off
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where every artifact goes under OUT."""
-
-    root: Path
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model.pt"
-
-    @property
-    def profile(self) -> Path:
-        return self.root / "profile.json"
-
-    @property
-    def branch(self) -> Path:
-        return self.root / "branch"
-
-    @property
-    def variants(self) -> Path:
-        return self.root / "variants"
-
-    @property
-    def plan(self) -> Path:
-        return self.root / "plan.yaml"
-
-    @property
-    def plans(self) -> Path:
-        return self.root / "plans"
-
-    @property
-    def segments(self) -> Path:
-        return self.root / "segments"
-
-    @property
-    def state(self) -> Path:
-        return self.root / STATE_FILE
 
 
 def _folder_digest(path: Path) -> str:
@@ -371,7 +332,8 @@ class Pipeline:
 
     def _prune_inputs(self) -> tuple[Any, list[Path]]:
         c = self.config
-        context = {"mobile": c.tiers["mobile"], "edge": c.tiers.get("edge"), "link": c.links[c.first_link]}
+        link = c.links[c.first_link].to_dict()
+        context = {"mobile": c.tiers["mobile"], "edge": c.tiers.get("edge"), "link": link}
         files = self._model_files() + self._data_files() + self._device_files(["mobile", "edge"])
         return {"prune": c.section("prune"), "data": c.raw["resolved"]["data"], "context": context}, files
 
@@ -427,7 +389,7 @@ class Pipeline:
         config = {
             "tiers": resolved["tiers"],
             "links": resolved["links"],
-            "objective": c.objective,
+            "objective": c.objective.describe(),
             "plan": c.section("plan"),
             "compress": c.split.compress,
             "branch": c.branch.enabled,

@@ -13,7 +13,7 @@ from typing import Any
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.evaluate import Prediction, evaluate
 from dnnsplit.partition.from_profile import problem_from_profile
-from dnnsplit.partition.network import NETWORK_PRESETS, LinkSpec, parse_link
+from dnnsplit.partition.network import NETWORK_PRESETS, LinkSpec, as_link, parse_link
 from dnnsplit.partition.planner import solve
 from dnnsplit.partition.problem import Problem
 from dnnsplit.profiling.devices import DeviceSpec, load_device
@@ -30,7 +30,7 @@ class Context:
     edge: DeviceSpec | None  # None: the whole model runs on the phone
 
     @classmethod
-    def parse(cls, device: str, network: str, edge: str | None) -> Context:
+    def parse(cls, device: str, network: LinkSpec | str, edge: str | None) -> Context:
         edge_spec = None if edge is None or edge.lower() == "none" else load_device(edge)
         spec = load_device(device)
         if spec.compute_power_w is None or spec.idle_power_w is None:
@@ -38,7 +38,7 @@ class Context:
                 f"device '{spec.name}' has no compute_power_w / idle_power_w",
                 "selection breaks ties by mobile energy: add both to the device file",
             )
-        return cls(spec, parse_link(network), edge_spec)
+        return cls(spec, as_link(network), edge_spec)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -175,6 +175,29 @@ def test_policy_for_another_profile(cli, files) -> None:
     )
 
 
+def test_policy_for_another_model_with_the_same_layers(cli, files, tmp_path: Path) -> None:
+    # Same layer names and tensor sizes, another ONNX file: only the recorded sha256 tells them apart.
+    data = json.loads(files["chain"].read_text())
+    data["model"]["sha256"] = "f" * 64
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    assert_usage_error(
+        cli("plan", other, "--solver", "rl", "--policy", files["policy"]),
+        "trained for another model or profile",
+        "sha256 000000000000..., this profile's ffffffffffff...",
+    )
+
+
+def test_policy_records_the_provenance_a_plan_records(cli, files) -> None:
+    with zipfile.ZipFile(files["policy"]) as zf:
+        meta = json.loads(zf.read("dnnsplit.json"))
+    code, stdout, stderr = cli("plan", files["chain"], "--format", "json")
+    assert code == 0, stderr
+    plan = json.loads(stdout)
+    assert meta["model"] == plan["model"]
+    assert meta["profile"] == {**plan["profile"], "compress": None}
+
+
 class _Touch:
     """Unpickling this creates ``path``: proof that reading a file ran code the file chose."""
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dnnsplit.partition.network import NETWORK_PRESETS, LinkSpec
+from dnnsplit.partition.objective import Objective
 from dnnsplit.pipeline.config import ConfigError, load_config
 
 DEMO = Path(__file__).resolve().parents[2] / "dnnsplit" / "pipeline" / "demo.yaml"
@@ -31,8 +33,9 @@ def _line_of(path: Path, needle: str) -> int:
 def test_demo_config_is_valid(tmp_path: Path) -> None:
     cfg = load_config(DEMO, tmp_path / "out")
     assert cfg.tier_names == ("mobile", "edge", "cloud")
-    assert cfg.first_link == "mobile-edge" and cfg.links["mobile-edge"] == "4g"
-    assert cfg.plan.networks == ("4g", "wifi", "3g")
+    assert cfg.first_link == "mobile-edge" and cfg.links["mobile-edge"] == NETWORK_PRESETS["4g"]
+    assert cfg.plan.networks == tuple(NETWORK_PRESETS[n] for n in ("4g", "wifi", "3g"))
+    assert cfg.objective == Objective(latency=1.0, energy=0.0)
     assert cfg.model.source == "torchvision:resnet18" and not cfg.model.trained
     assert cfg.budgets.accuracy == 0.9 and cfg.output == tmp_path / "out"
     assert cfg.branch.activations == "binary"
@@ -131,11 +134,13 @@ def test_link_numbers_and_device_file(tmp_path: Path) -> None:
         DEMO.read_text()
         .replace("  mobile: mobile-web", "  mobile: phone.yaml")
         .replace("  mobile-edge: 4g ", "  mobile-edge: {up_mbps: 8, down_mbps: 40, rtt_ms: 30} ")
+        .replace("objective: latency ", "objective: {latency: 1, energy: 0.5} ")
     )
     cfg = load_config(_write(tmp_path, text))
     assert cfg.tiers["mobile"] == str(tmp_path / "phone.yaml")
-    assert cfg.links["mobile-edge"] == "up=8,down=40,rtt=30"
-    assert cfg.plan.networks[0] == "up=8,down=40,rtt=30"
+    assert cfg.links["mobile-edge"] == LinkSpec(up_mbps=8.0, down_mbps=40.0, rtt_ms=30.0, radio="lte")
+    assert cfg.plan.networks[0] is cfg.links["mobile-edge"]
+    assert cfg.objective == Objective(latency=1.0, energy=0.5)  # typed once, here; planning parses nothing
 
 
 def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.assertions import assert_usage_error
 from tests.fixtures.trained import TINY
 
 CONFIG = """\
@@ -154,6 +155,15 @@ def test_force_reruns_one_stage(cli, rerun: tuple[Path, dict]) -> None:
     assert all(stages[s]["status"] == "skipped" for s in ("train", "branch", "prune"))
     code, _, stderr = cli("pipeline", str(config), "--force", "tran")
     assert code == 2 and "unknown stage 'tran'" in stderr
+
+
+def test_a_branch_of_another_model_stops_the_plan_stage(cli, rerun: tuple[Path, dict]) -> None:
+    config, _ = rerun
+    branch_yaml = config.parent / "out" / "branch" / "branch.yaml"
+    doc = yaml.safe_load(branch_yaml.read_text())
+    doc["model"]["sha256"] = "f" * 64  # as if the branch stage had run on another checkpoint
+    branch_yaml.write_text(yaml.safe_dump(doc))
+    assert_usage_error(cli("pipeline", str(config)), "was built for another model")
 
 
 def test_missed_budgets_exit_1_naming_each(cli, rerun: tuple[Path, dict]) -> None:

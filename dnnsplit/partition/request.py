@@ -1,0 +1,234 @@
+"""One way to a plan: a typed ``PlanRequest`` in, the complete ``dnnsplit/plan@1`` document out.
+
+`dnnsplit plan`, the pipeline's plan stage and any library caller come through ``make_plan``, so a plan
+file has one shape whichever path wrote it, and every path checks that what it combines was made for the
+profiled model: a branch built from another model's ONNX, or a policy trained on another model, is a
+usage error before anything is solved. (The split checks the third pairing, a plan given for another
+model: ``splitting.split.segments_from_plan``.) ``profile_context`` is the provenance a plan records
+(the model's identity and where its profile came from); `rl train` records the same in its policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from dnnsplit.errors import UsageError
+from dnnsplit.partition.early_exit import BranchCosts, BranchEstimate, estimate_with_branch
+from dnnsplit.partition.from_profile import problem_from_profile, tier_devices
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.partition.objective import Constraints, Objective
+from dnnsplit.partition.plan_file import PlanContext, device_block, plan_document
+from dnnsplit.partition.planner import Plan, solve
+from dnnsplit.partition.problem import DEFAULT_TIERS, check_tiers
+from dnnsplit.partition.sweep import SweepPoint, sweep_bandwidth
+from dnnsplit.progress import ProgressFn, no_progress
+
+if TYPE_CHECKING:  # importing dnnsplit.profiling pulls in torch; a plan only needs the types
+    from dnnsplit.partition.rl.policy_file import PolicyFile
+    from dnnsplit.profiling.devices import DeviceSpec
+    from dnnsplit.profiling.profile import Profile
+
+MODEL_KEYS = ("source", "name", "onnx", "sha256")
+
+
+@dataclass(frozen=True)
+class TierProfile:
+    """A profile measured on one tier, and the file it was read from (recorded as that tier's time source)."""
+
+    profile: Profile
+    path: str
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """Everything a plan is made from. ``profile_path``: where the profile is on disk (None: measured now
+    and not saved). ``devices`` and ``links`` not given default as in ``problem_from_profile``."""
+
+    profile: Profile
+    profile_path: str | None = None
+    tiers: tuple[str, ...] = DEFAULT_TIERS
+    devices: Mapping[str, DeviceSpec] = field(default_factory=dict)
+    tier_profiles: Mapping[str, TierProfile] = field(default_factory=dict)
+    links: Mapping[str, LinkSpec] = field(default_factory=dict)
+    objective: Objective = field(default_factory=Objective)
+    constraints: Constraints = field(default_factory=Constraints)
+    input_bytes: int | None = None  # what the raw input costs on the wire (default: its tensor's size)
+    compress: str | None = None  # the boundary codec split will use (fp16, int8)
+    branch: BranchCosts | None = None
+    policy: PolicyFile | None = None  # a context policy from `rl train`: it makes the plan, not the solver
+    bandwidths: tuple[float, ...] | None = None  # a sweep of the phone's uplink, Mbit/s
+
+
+@dataclass(frozen=True)
+class BranchOutcome:
+    """The plan with the branch: the estimate and what it saves against the same plan without it."""
+
+    costs: BranchCosts
+    estimate: BranchEstimate
+    plain_latency_ms: float  # the plan without the branch
+
+    @property
+    def latency_ms(self) -> float:
+        return self.estimate.best.latency_ms
+
+    @property
+    def saves_latency_ms(self) -> float:
+        return self.plain_latency_ms - self.latency_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "directory": self.costs.directory,
+            "at": self.costs.at,
+            **self.estimate.to_dict(),
+            "latency_ms": self.latency_ms,
+            "saves_latency_ms": self.saves_latency_ms,
+        }
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """What a policy chose (candidate partition ``candidate``) and its relative gap to the exact optimum."""
+
+    policy: str  # the policy file
+    candidate: int
+    gap: float
+    exact_objective: float
+
+
+@dataclass(frozen=True)
+class PlannedDocument:
+    """A plan and all that its file records; ``to_dict`` is the complete ``dnnsplit/plan@1`` document."""
+
+    plan: Plan
+    context: PlanContext
+    branch: BranchOutcome | None = None
+    decision: PolicyDecision | None = None
+    sweep: tuple[SweepPoint, ...] | None = None
+    calibration_notes: tuple[str, ...] = ()  # per profile scaled to its whole model: which, and why
+
+    def to_dict(self) -> dict[str, Any]:
+        document = plan_document(self.plan, self.context)
+        if self.branch is not None:
+            document["branch"] = self.branch.to_dict()
+        if self.decision is not None:
+            # Which solver made the plan, and how far it is from the exact optimum in this very context.
+            document["solver"].update(
+                policy=self.decision.policy,
+                gap=self.decision.gap,
+                exact_objective=self.decision.exact_objective,
+            )
+        return document
+
+
+def profile_context(
+    profile: Profile, path: str | None, input_bytes: int | None = None, compress: str | None = None
+) -> PlanContext:
+    """The model's identity and where ``profile`` came from, as a plan (or a policy) records them."""
+    return PlanContext(
+        model={k: profile.model.get(k) for k in MODEL_KEYS},
+        profile={
+            "path": path,
+            "input_bytes_on_wire": input_bytes or profile.input.bytes,
+            "device": profile.device,
+            "group": profile.group,
+            "latency_ms": profile.latency_ms,
+            "calibration": profile.calibration,
+        },
+        compress=compress,
+    )
+
+
+def check_policy_options(bandwidths: Sequence[float] | None, constraints: Constraints) -> None:
+    """A policy plans one context under no hard constraints: what else is asked of it is refused."""
+    if bandwidths is not None:
+        raise UsageError("--solver rl plans one context; it has no bandwidth sweep or plot", "drop them")
+    if constraints.private_input or constraints.max_mobile_mb is not None:
+        raise UsageError(
+            "--solver rl does not handle --private-input or --max-mobile-mb", "use the exact solver for those"
+        )
+
+
+def check_branch_model(branch: BranchCosts, profiled_sha256: str | None) -> None:
+    if profiled_sha256 and branch.model_sha256 != profiled_sha256:
+        raise UsageError(
+            f"the branch in {branch.directory} was built for another model ({branch.model_source}) "
+            "than the profile's",
+            "profile the same checkpoint and input shape that `dnnsplit branch` used",
+        )
+
+
+def check_policy_model(policy: PolicyFile, profiled_sha256: str | None) -> None:
+    trained = (policy.meta.get("model") or {}).get("sha256")
+    if trained and profiled_sha256 and trained != profiled_sha256:
+        raise UsageError(
+            f"{policy.path or 'the policy'} was trained for another model or profile ({policy.model_name}, "
+            f"sha256 {trained[:12]}..., this profile's {profiled_sha256[:12]}...)",
+            "train a policy on this profile with `dnnsplit rl train`",
+        )
+
+
+def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> PlannedDocument:
+    """The plan for ``request`` (exact, or the policy's), with its branch estimate and sweep if asked."""
+    tiers = check_tiers(request.tiers)
+    if request.policy is not None:
+        check_policy_options(request.bandwidths, request.constraints)
+    # A profile whose layers do not add up to its whole model is priced scaled to it (and says so).
+    profile = request.profile.calibrated()
+    sha256 = profile.model.get("sha256")
+    if request.branch is not None:
+        check_branch_model(request.branch, sha256)
+    if request.policy is not None:
+        check_policy_model(request.policy, sha256)
+    problem = problem_from_profile(
+        profile,
+        tiers=tiers,
+        devices=request.devices,
+        tier_profiles={t: tp.profile for t, tp in request.tier_profiles.items()},
+        links=request.links,
+        objective=request.objective,
+        constraints=request.constraints,
+        input_bytes=request.input_bytes,
+        compress=request.compress,
+    )
+    progress("solving", 0, 1)
+    decision = None
+    if request.policy is None:
+        plan = solve(problem)
+    else:
+        from dnnsplit.partition.rl.decide import plan_with_policy
+
+        plan, info = plan_with_policy(request.policy, problem)
+        decision = PolicyDecision(
+            str(request.policy.path),
+            int(info["candidate"]),
+            float(info["gap"]),
+            float(info["exact_objective"]),
+        )
+    points: list[SweepPoint] | None = None
+    if request.bandwidths is not None:
+        points = []
+        for i, b in enumerate(request.bandwidths):
+            progress("sweeping bandwidth", i, len(request.bandwidths))
+            points.extend(sweep_bandwidth(problem, [b]))
+    devices = tier_devices(tiers, request.devices)
+    measured = {t: tp.path for t, tp in request.tier_profiles.items()}
+    context = replace(
+        profile_context(profile, request.profile_path, request.input_bytes, request.compress),
+        devices={t: device_block(spec, measured.get(t)) for t, spec in devices.items()},
+    )
+    branch = None
+    if request.branch is not None:
+        estimate = estimate_with_branch(problem, request.branch, devices[tiers[0]], devices[tiers[1]])
+        branch = BranchOutcome(request.branch, estimate, plan.prediction.latency_ms)
+    labelled = [
+        ("profile", profile),
+        *((f"{t} profile", tp.profile) for t, tp in request.tier_profiles.items()),
+    ]
+    notes = tuple(
+        f"{label}: {p.calibrated().calibration['reason']}"
+        for label, p in labelled
+        if p.calibrated().calibration is not None
+    )
+    return PlannedDocument(plan, context, branch, decision, None if points is None else tuple(points), notes)
