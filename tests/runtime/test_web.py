@@ -17,26 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dnnsplit.browser import REQUIRED, VENDOR
-from dnnsplit.browser.chromium import find_chromium
+from tests.fixtures.browser import needs_browser
 
-
-def _missing() -> str | None:
-    if find_chromium() is None:
-        return "no chromium (apt-get install -y chromium)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "no playwright (pip install -e '.[test]')"
-    if not all((VENDOR / name).is_file() for name in REQUIRED):
-        return "no vendored onnxruntime-web (make web)"
-    return None
-
-
-MISSING = _missing()
-if MISSING and os.environ.get("CI") == "true":
-    raise RuntimeError(f"browser tests cannot run in CI: {MISSING}")
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+pytestmark = needs_browser()
 
 
 @pytest.fixture(scope="module")

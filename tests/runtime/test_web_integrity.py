@@ -1,7 +1,7 @@
 """The browser page checks each downloaded segment against the manifest's size and sha256 before
 onnxruntime-web gets it (issue 23, point 3), in the system's headless Chromium on loopback.
 
-Skipped where Chromium, Playwright or the vendored onnxruntime-web is missing (as tests/runtime/test_web.py).
+Skipped where Chromium, Playwright or the vendored onnxruntime-web is missing, except in CI.
 """
 
 from __future__ import annotations
@@ -15,24 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dnnsplit.browser import REQUIRED, VENDOR
-from dnnsplit.browser.chromium import find_chromium
+from tests.fixtures.browser import needs_browser
 
-
-def _missing() -> str | None:
-    if find_chromium() is None:
-        return "no chromium (apt-get install -y chromium)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "no playwright (pip install -e '.[test]')"
-    if not all((VENDOR / name).is_file() for name in REQUIRED):
-        return "no vendored onnxruntime-web (make web)"
-    return None
-
-
-MISSING = _missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+pytestmark = needs_browser()
 
 
 @pytest.fixture(scope="module")
