@@ -39,6 +39,8 @@ def run_case(case: Case) -> tuple[Observed, float]:
         except Exception as exc:  # noqa: BLE001 - a probe that crashes is a failed case, not a crashed run
             traceback.print_exc()
             observed = Observed(False, f"probe raised {type(exc).__name__}: {exc}")
+    # The temporary directory's name changes every run: WORK keeps the results file diffable.
+    observed = Observed(observed.ok, observed.text.replace(str(Path(work).resolve()), "WORK").replace(work, "WORK"))
     return observed, time.perf_counter() - start
 
 
