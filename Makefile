@@ -64,6 +64,7 @@ bench: $(STAMP) web
 	$(BIN)/python benchmarks/plan_solver.py
 	$(BIN)/python benchmarks/split_chain.py
 	$(BIN)/python benchmarks/branch_exit.py
+	$(BIN)/python benchmarks/branch_kernels.py
 	$(BIN)/python benchmarks/prune_variants.py
 	$(BIN)/python benchmarks/browser_bench.py
 
