@@ -14,7 +14,6 @@ import json
 import shutil
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import numpy as np
 import yaml
 
 from benchmarks.hardening import Case, CliResult, Observed, dnnsplit, free_port, tiny_split
+from tests.fixtures.fake_edge import dripping, edge_answer, fake_edge, http_head
 
 _PRISTINE: list[Path] = []
 
@@ -226,85 +226,6 @@ DRIP_S = 0.2
 DRIP_FOR_S = 10.0  # then the fake edge hangs up (bounded; the old client waited all of it)
 
 
-def answer_body(directory: Path, tensors: dict[str, np.ndarray]) -> bytes:
-    from dnnsplit.runtime import route
-    from dnnsplit.runtime.wire import encode
-    from dnnsplit.splitting.manifest import Manifest
-
-    digest = route.digest(Manifest.load(directory))
-    return encode(tensors, {"manifest": digest, "complete": "true", "tier": "edge"})
-
-
-def http_head(length: int) -> bytes:
-    return (
-        f"HTTP/1.1 200 OK\r\ncontent-type: application/vnd.safetensors\r\ncontent-length: {length}\r\n\r\n"
-    ).encode()
-
-
-def _read_request(conn: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")[1:]
-        if line.lower().startswith(b"content-length")
-    )
-    while len(body) < length:
-        body += conn.recv(65536)
-
-
-@contextmanager
-def fake_edge(respond: Callable[[socket.socket], None], connections: int = 4) -> Iterator[str]:
-    """A raw-socket edge on loopback: reads each request, then ``respond`` writes (at most ``connections``)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        served = 0
-        while not stop.is_set() and served < connections:
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            served += 1
-            with conn:
-                try:
-                    _read_request(conn)
-                    respond(conn)
-                except OSError:  # the client hung up
-                    pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
-
-
-def dripping(data: bytes, head_at_once: int) -> Callable[[socket.socket], None]:
-    def respond(conn: socket.socket) -> None:
-        conn.sendall(data[:head_at_once])
-        stop = time.monotonic() + DRIP_FOR_S
-        for k in range(head_at_once, len(data)):
-            if time.monotonic() > stop:
-                return
-            conn.sendall(data[k : k + 1])
-            time.sleep(DRIP_S)
-
-    return respond
-
-
 def infer_against(respond_for: Callable[[Path], Callable[[socket.socket], None]], needle: str,
                   timeout: str = "1") -> Callable[[Path], Observed]:  # fmt: skip
     """``infer --timeout 1`` against a fake edge: exit 0, a ``fallback:`` line naming why, `run`'s top-5."""
@@ -314,7 +235,7 @@ def infer_against(respond_for: Callable[[Path], Callable[[socket.socket], None]]
         x = frame(work)
         reference = dnnsplit("run", directory, "--input", x, "--format", "json", timeout=60)
         expected = [c["class"] for c in json.loads(reference.stdout)["top"]] if reference.code == 0 else None
-        with fake_edge(respond_for(directory)) as url:
+        with fake_edge(respond_for(directory), connections=4) as (url, _ends):
             start = time.perf_counter()
             result = dnnsplit("infer", directory, "--edge", url, "--input", x, "--timeout", timeout,
                               "--format", "json", timeout=60)  # fmt: skip
@@ -337,19 +258,19 @@ def judge(result: CliResult, seconds: float, expected: list[int] | None, needle:
 
 
 def _drip_all(directory: Path) -> Callable[[socket.socket], None]:
-    body = answer_body(directory, {"logits": np.zeros((1, 10), np.float32)})
-    return dripping(http_head(len(body)) + body, 0)
+    body = edge_answer(directory, {"logits": np.zeros((1, 10), np.float32)})
+    return dripping(http_head(len(body)) + body, 0, DRIP_S, DRIP_FOR_S)
 
 
 def _drip_body(directory: Path) -> Callable[[socket.socket], None]:
-    body = answer_body(directory, {"logits": np.zeros((1, 10), np.float32)})
+    body = edge_answer(directory, {"logits": np.zeros((1, 10), np.float32)})
     head = http_head(len(body))
-    return dripping(head + body, len(head))
+    return dripping(head + body, len(head), DRIP_S, DRIP_FOR_S)
 
 
 def _answers(tensors: dict[str, np.ndarray], length: int | None = None) -> Callable[[Path], Callable]:
     def respond_for(directory: Path) -> Callable[[socket.socket], None]:
-        body = answer_body(directory, tensors)
+        body = edge_answer(directory, tensors)
         return lambda conn: conn.sendall(http_head(len(body) if length is None else length) + body)
 
     return respond_for

@@ -9,106 +9,29 @@ answer with the wrong tensors in it.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dnnsplit.runtime import route
 from dnnsplit.runtime.client import CollaborativeClient
-from dnnsplit.runtime.wire import CONTENT_TYPE, encode
-from dnnsplit.splitting.manifest import Manifest
+from tests.fixtures.fake_edge import Respond, edge_answer, fake_edge, http_head
+from tests.fixtures.fake_edge import dripping as drip
 
 DRIP_S = 0.2
 DRIP_FOR_S = 5.0
 
 
 def _http(body: bytes, length: int | None = None) -> tuple[bytes, bytes]:
-    head = (
-        f"HTTP/1.1 200 OK\r\ncontent-type: {CONTENT_TYPE}\r\n"
-        f"content-length: {len(body) if length is None else length}\r\n\r\n"
-    ).encode()
-    return head, body
+    return http_head(len(body) if length is None else length), body
 
 
-def _answer(directory: Path, tensors: dict[str, np.ndarray]) -> bytes:
-    digest = route.digest(Manifest.load(directory))
-    return encode(tensors, {"manifest": digest, "complete": "true", "tier": "edge"})
-
-
-def _read_request(conn: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:] if line.lower().startswith(b"content-length")
-    )
-    while len(body) < length:
-        body += conn.recv(65536)
-
-
-@contextmanager
-def fake_edge(respond: Callable[[socket.socket], None]) -> Iterator[tuple[str, list[str]]]:
-    """An edge on loopback that reads each request, then lets ``respond`` write to the socket; the list
-    says per connection whether the edge finished (``done``) or the client hung up on it (``hung up``)."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(0.1)
-    stop = threading.Event()
-    ends: list[str] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                _read_request(conn)
-                try:
-                    respond(conn)
-                    ends.append("done")
-                except OSError:
-                    ends.append("hung up")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", ends
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
-
-
-def dripping(head: bytes, body: bytes, drip_head: bool) -> Callable[[socket.socket], None]:
+def dripping(head: bytes, body: bytes, drip_head: bool) -> Respond:
     """Send ``head`` (at once, or dripped) and ``body`` a byte every DRIP_S, for at most DRIP_FOR_S."""
-
-    def respond(conn: socket.socket) -> None:
-        data = head + body
-        sent = 0 if drip_head else len(head)
-        if not drip_head:
-            conn.sendall(head)
-        stop = time.monotonic() + DRIP_FOR_S
-        while sent < len(data) and time.monotonic() < stop:
-            conn.sendall(data[sent : sent + 1])
-            sent += 1
-            time.sleep(DRIP_S)
-
-    return respond
+    return drip(head + body, 0 if drip_head else len(head), DRIP_S, DRIP_FOR_S)
 
 
-def answering(head: bytes, body: bytes) -> Callable[[socket.socket], None]:
+def answering(head: bytes, body: bytes) -> Respond:
     return lambda conn: conn.sendall(head + body)
 
 
@@ -116,7 +39,7 @@ def answering(head: bytes, body: bytes) -> Callable[[socket.socket], None]:
 def test_an_edge_that_drip_feeds_its_answer_is_given_up_at_the_deadline(
     two_tier: Path, whole, sample: np.ndarray, drip_head: bool
 ) -> None:
-    head, body = _http(_answer(two_tier, {"logits": np.zeros((1, 10), np.float32)}))
+    head, body = _http(edge_answer(two_tier, {"logits": np.zeros((1, 10), np.float32)}))
     with fake_edge(dripping(head, body, drip_head)) as (url, ends):
         with CollaborativeClient(two_tier, url, timeout_s=1.0) as client:
             result = client.infer(sample)
@@ -143,7 +66,7 @@ def test_an_answer_that_is_not_the_splits_outputs_is_a_fallback(
     two_tier: Path, whole, sample: np.ndarray, kind: str
 ) -> None:
     tensors, reason = WRONG[kind]
-    with fake_edge(answering(*_http(_answer(two_tier, tensors)))) as (url, _ends):
+    with fake_edge(answering(*_http(edge_answer(two_tier, tensors)))) as (url, _ends):
         with CollaborativeClient(two_tier, url) as client:
             result = client.infer(sample)
     assert result.fallback is not None and "sent a wrong answer" in result.fallback, result.fallback
@@ -152,7 +75,7 @@ def test_an_answer_that_is_not_the_splits_outputs_is_a_fallback(
 
 
 def test_an_answer_larger_than_the_split_can_send_is_not_read(two_tier: Path, whole, sample: np.ndarray) -> None:
-    body = _answer(two_tier, {"logits": np.zeros((1, 10), np.float32)})
+    body = edge_answer(two_tier, {"logits": np.zeros((1, 10), np.float32)})
     with fake_edge(answering(*_http(body, length=10**9))) as (url, _ends):
         with CollaborativeClient(two_tier, url) as client:
             result = client.infer(sample)
@@ -166,7 +89,7 @@ def test_infer_falls_back_from_a_dripping_edge_and_says_so(cli, two_tier: Path, 
     code, stdout, stderr = cli("run", two_tier, "--input", frame, "--format", "json")
     assert code == 0, stderr
     expected = [c["class"] for c in json.loads(stdout)["top"]]
-    head, body = _http(_answer(two_tier, {"logits": np.zeros((1, 10), np.float32)}))
+    head, body = _http(edge_answer(two_tier, {"logits": np.zeros((1, 10), np.float32)}))
     with fake_edge(dripping(head, body, drip_head=False)) as (url, _ends):
         code, stdout, stderr = cli(
             "infer", two_tier, "--edge", url, "--input", frame, "--timeout", "1", "--format", "json"
