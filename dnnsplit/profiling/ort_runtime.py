@@ -76,10 +76,9 @@ def measure_onnxruntime(
     feed = random_feed(session, input_shape)
     whole = []
     for i in range(warmup + repeat):
-        start = time.perf_counter()
-        session.run(None, feed)
+        ms = _timed_run_ms(session, feed)
         if i >= warmup:
-            whole.append((time.perf_counter() - start) * 1000.0)
+            whole.append(ms)
         done += 1
         progress("measuring the whole model", done, total_runs)
     del session
@@ -90,13 +89,7 @@ def measure_onnxruntime(
             session.run(None, feed)
             done += 1
             progress("measuring per layer", done, total_runs)
-        trace_file = session.end_profiling()
-        with open(trace_file, encoding="utf-8") as fh:
-            events = json.load(fh)
-        import onnx
-
-        opt_nodes = _optimized_nodes(onnx.load(optimized, load_external_data=False))
-    return measurement_from_trace(graph, events, opt_nodes, warmup, whole)
+        return _from_profiled_session(graph, session, optimized, warmup, whole)
 
 
 def _measure_interleaved(
@@ -116,19 +109,31 @@ def _measure_interleaved(
         feed = random_feed(plain, input_shape)
         whole = []
         for i in range(warmup + repeat):
-            start = time.perf_counter()
-            plain.run(None, feed)
+            ms = _timed_run_ms(plain, feed)
             if i >= warmup:
-                whole.append((time.perf_counter() - start) * 1000.0)
+                whole.append(ms)
             profiled.run(None, feed)
             progress("measuring whole model and per layer, in turns", 2 * (i + 1), total_runs)
         del plain
-        trace_file = profiled.end_profiling()
-        with open(trace_file, encoding="utf-8") as fh:
-            events = json.load(fh)
-        import onnx
+        return _from_profiled_session(graph, profiled, optimized, warmup, whole)
 
-        opt_nodes = _optimized_nodes(onnx.load(optimized, load_external_data=False))
+
+def _timed_run_ms(session: Any, feed: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    session.run(None, feed)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _from_profiled_session(
+    graph: LayerGraph, session: Any, optimized: str, warmup: int, whole: list[float]
+) -> Measurement:
+    """End the profiled session's trace and read it against the optimised graph it ran."""
+    import onnx
+
+    trace_file = session.end_profiling()
+    with open(trace_file, encoding="utf-8") as fh:
+        events = json.load(fh)
+    opt_nodes = _optimized_nodes(onnx.load(optimized, load_external_data=False))
     return measurement_from_trace(graph, events, opt_nodes, warmup, whole)
 
 
