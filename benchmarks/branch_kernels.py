@@ -72,7 +72,7 @@ PAGE = """async ([rounds, warmup]) => {
 def measure(mobile: Path, rounds: int, warmup: int) -> dict:
     from dnnsplit.branching.kernels import branch_model, compile_branch
     from dnnsplit.browser.chromium import chromium_page
-    from dnnsplit.profiling.browser_runtime import _local_page_server
+    from dnnsplit.profiling.browser_runtime import local_page_server
 
     program = compile_branch(mobile)
     packed = branch_model(mobile).SerializeToString()
@@ -83,7 +83,7 @@ def measure(mobile: Path, rounds: int, warmup: int) -> dict:
         "/folded.onnx": folded(packed, mobile.parent),
         "/input.bin": x.tobytes(),
     }
-    with _local_page_server(b"", files) as url, chromium_page(timeout_s=1200) as (page, _console):
+    with local_page_server(b"", files) as url, chromium_page(timeout_s=1200) as (page, _console):
         page.goto(f"{url}/profile.html")
         return page.evaluate(PAGE, [rounds, warmup])
 

@@ -221,6 +221,7 @@ class BranchFile:
             output_bytes=self.output_bytes_per_sample,
             model_sha256=self.model.get("sha256"),
             model_source=self.model.get("source"),
+            mobile_sha256=self.files.get("mobile_sha256"),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -84,6 +85,15 @@ def profile(
         Path | None, typer.Option("--output", "-o", help="Write the profile (.json or .yaml).")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG: latency and output size per row.")] = None,
+    branch: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --runtime browser: also time this early-exit branch (a `dnnsplit branch` "
+            "directory) as the browser client runs it: the stem in onnxruntime-web, the branch on the "
+            "bit kernels (and in onnxruntime-web for comparison). The profile's `branch` block is what "
+            "`plan --profile mobile=THIS --branch DIR` charges.",
+        ),
+    ] = None,
     model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
     """Measure per-layer cost of MODEL: latency (median, p90), MACs, params and output bytes."""
@@ -113,8 +123,27 @@ def profile(
         raise UsageError(f"--plot '{plot}' is not a .png file", "name it something.png")
     if plot is not None:
         check_writable(plot)
+    if branch is not None:
+        from dnnsplit.branching.browser_timing import check_branch_directory
+
+        if runtime != Runtime.browser:
+            from dnnsplit.errors import UsageError
+
+            raise UsageError(
+                "--branch times the branch in the browser only", "add --runtime browser (the branch's host "
+                "times are in its branch.yaml already)"
+            )
+        check_branch_directory(branch)
     with progress_bar() as progress:
         result = profile_model(model, model_opts, settings, progress)
+        if branch is not None:
+            from dnnsplit.branching.browser_timing import check_branch_directory, time_branch_in_browser
+
+            check_branch_directory(branch, result.model.get("sha256"))
+            timing = time_branch_in_browser(
+                branch, threads=settings.resolved_threads, warmup=warmup, repeat=repeat, progress=progress
+            )
+            result = dataclasses.replace(result, branch=timing)
     if output is not None:
         result.save(output)
     if plot is not None:
@@ -139,6 +168,8 @@ def profile(
         print_csv(header, rows)
     else:
         _print_table(result, top)
+        if result.branch is not None:
+            _print_branch(result.branch)
     for note in result.notes:
         err.print(f"note: {note}", highlight=False)
     for path, what in ((output, "profile"), (plot, "plot")):
@@ -221,3 +252,20 @@ def _print_table(result: object, top: int) -> None:
     if result.calibration is not None:
         line += f"; layer times scaled x{result.calibration['scale']:.2f} to the whole model (calibration)"
     out.print(line, highlight=False)
+
+
+def _print_branch(timing: object) -> None:
+    from dnnsplit.profiling.profile import BranchTiming
+
+    assert isinstance(timing, BranchTiming)
+    engine = "bit kernels" if timing.engine == "kernels" else "onnxruntime-web"
+    line = (
+        f"branch at {timing.at}: stem {timing.stem_ms:.3f} ms + branch {timing.branch_ms:.3f} ms on {engine}"
+        f" (p90 {timing.branch_p90_ms:.3f}); the same branch in onnxruntime-web "
+        f"{timing.onnxruntime_branch_ms:.3f} ms"
+    )
+    if timing.engine == "kernels" and timing.branch_ms > 0:
+        line += f" ({timing.onnxruntime_branch_ms / timing.branch_ms:.1f}x)"
+    out.print(line, highlight=False)
+    if timing.reason:
+        out.print(f"the kernels did not run: {timing.reason}", highlight=False)

@@ -16,7 +16,7 @@ figures compare directly with the plan without a branch.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from dnnsplit.errors import UsageError
@@ -45,6 +45,38 @@ class BranchCosts:
     output_bytes: int  # the logits that come back, per sample
     model_sha256: str | None = None
     model_source: str | None = None
+    mobile_sha256: str | None = None  # the branch's mobile.onnx: what a measured timing must be of
+    # Measured on the mobile tier itself (``profile --runtime browser --branch``): these replace the host
+    # times scaled by the mobile device; ``mobile_source`` says where they came from.
+    mobile_stem_ms: float | None = None
+    mobile_branch_ms: float | None = None
+    mobile_source: str | None = None
+
+    @property
+    def time_source(self) -> str:
+        if self.mobile_source is not None:
+            return self.mobile_source
+        return "branch.yaml host times x the mobile device's latency_scale"
+
+
+def with_mobile_timing(costs: BranchCosts, timing: Any, source: str, scale: float = 1.0) -> BranchCosts:
+    """``costs`` with the stem and branch times a profile measured (its ``branch`` block, a
+    ``BranchTiming``) on the mobile tier: ``scale`` 1 for the mobile tier's own profile, the mobile
+    device's latency_scale for a profile that stands for every tier. A timing of another branch is refused:
+    its times say nothing about this one."""
+    if timing.mobile_sha256 != costs.mobile_sha256:
+        raise UsageError(
+            f"{source} timed another branch ({timing.directory}) than {costs.directory}",
+            f"profile again with --branch {costs.directory}, or plan with that profile's branch",
+        )
+    engine = "bit kernels" if timing.engine == "kernels" else timing.engine
+    how = f"measured in {source} ({engine})" + (f", x{scale:g} for the mobile device" if scale != 1 else "")
+    return replace(
+        costs,
+        mobile_stem_ms=timing.stem_ms * scale,
+        mobile_branch_ms=timing.branch_ms * scale,
+        mobile_source=how,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,8 +162,9 @@ def estimate_with_branch(
     p = branch.exit_rate
     if not 0.0 <= p <= 1.0:
         raise UsageError(f"branch exit rate {p} is outside [0, 1]", "re-run dnnsplit branch")
-    stem = branch.stem_ms * mobile.latency_scale
-    side = branch.branch_ms * mobile.latency_scale
+    stem, side = branch.stem_ms * mobile.latency_scale, branch.branch_ms * mobile.latency_scale
+    if branch.mobile_stem_ms is not None and branch.mobile_branch_ms is not None:
+        stem, side = branch.mobile_stem_ms, branch.mobile_branch_ms
     rest = branch.rest_ms * edge.latency_scale
     up = link.up_ms(branch.boundary_bytes)
     down = link.down_ms(branch.output_bytes)

@@ -15,7 +15,12 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dnnsplit.errors import UsageError
-from dnnsplit.partition.early_exit import BranchCosts, BranchEstimate, estimate_with_branch
+from dnnsplit.partition.early_exit import (
+    BranchCosts,
+    BranchEstimate,
+    estimate_with_branch,
+    with_mobile_timing,
+)
 from dnnsplit.partition.from_profile import problem_from_profile, tier_devices
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.partition.objective import Constraints, Objective
@@ -81,6 +86,7 @@ class BranchOutcome:
         return {
             "directory": self.costs.directory,
             "at": self.costs.at,
+            "mobile_times": self.costs.time_source,
             **self.estimate.to_dict(),
             "latency_ms": self.latency_ms,
             "saves_latency_ms": self.saves_latency_ms,
@@ -169,6 +175,20 @@ def check_policy_model(policy: PolicyFile, profiled_sha256: str | None) -> None:
         )
 
 
+def _branch_on_mobile(request: PlanRequest, mobile: str, scale: float) -> BranchCosts:
+    """The branch's costs, with the mobile times a profile measured when one did: the mobile tier's own
+    profile (as is), else the profile every tier scales (scaled like its layers)."""
+    assert request.branch is not None
+    own = request.tier_profiles.get(mobile)
+    if own is not None:
+        timing, source, factor = own.profile.branch, own.path, 1.0
+    else:
+        timing, source, factor = request.profile.branch, request.profile_path or "the profile", scale
+    if timing is None:
+        return request.branch
+    return with_mobile_timing(request.branch, timing, source, factor)
+
+
 def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> PlannedDocument:
     """The plan for ``request`` (exact, or the policy's), with its branch estimate and sweep if asked."""
     tiers = check_tiers(request.tiers)
@@ -220,8 +240,9 @@ def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> Plann
     )
     branch = None
     if request.branch is not None:
-        estimate = estimate_with_branch(problem, request.branch, devices[tiers[0]], devices[tiers[1]])
-        branch = BranchOutcome(request.branch, estimate, plan.prediction.latency_ms)
+        costs = _branch_on_mobile(request, tiers[0], devices[tiers[0]].latency_scale)
+        estimate = estimate_with_branch(problem, costs, devices[tiers[0]], devices[tiers[1]])
+        branch = BranchOutcome(costs, estimate, plan.prediction.latency_ms)
     labelled = [
         ("profile", profile),
         *((f"{t} profile", tp.profile) for t, tp in request.tier_profiles.items()),

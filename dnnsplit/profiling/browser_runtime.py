@@ -60,7 +60,7 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def _local_page_server(model: bytes, files: dict[str, bytes] | None = None) -> Iterator[str]:
+def local_page_server(model: bytes, files: dict[str, bytes] | None = None) -> Iterator[str]:
     from dnnsplit.browser import STATIC
 
     handler = type("Handler", (_StaticHandler,), {"model": model, "files": dict(files or {})})
@@ -90,7 +90,7 @@ def run_in_browser(
 
     check_vendor()
     progress("starting Chromium", 0, 1)
-    with _local_page_server(Path(path).read_bytes()) as url, chromium_page(timeout_s=600) as (page, _console):
+    with local_page_server(Path(path).read_bytes()) as url, chromium_page(timeout_s=600) as (page, _console):
         page.goto(f"{url}/profile.html")
         page.wait_for_load_state("load")
         progress("measuring in the browser", 0, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,52 @@ class LayerProfile:
         )
 
 
+@dataclass(frozen=True)
+class BranchTiming:
+    """The early-exit branch timed where this profile was measured (``profile --runtime browser --branch``):
+    the stem in onnxruntime-web, the branch on the bit kernels when they run there (``engine``), and the
+    same branch in onnxruntime-web for comparison. ``mobile_sha256`` names the branch's ``mobile.onnx``, so
+    a plan uses these times only for the branch they were measured on."""
+
+    directory: str
+    at: str
+    mobile_sha256: str
+    engine: str  # "kernels" or "onnxruntime-web": what the page runs the branch on
+    stem_ms: float
+    stem_p90_ms: float
+    branch_ms: float  # on ``engine``, with the exit decision
+    branch_p90_ms: float
+    onnxruntime_branch_ms: float  # the same branch in onnxruntime-web
+    binary_layers: int
+    repeat: int
+    reason: str = ""  # why the kernels did not run, when they did not
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("stem_ms", "stem_p90_ms", "branch_ms", "branch_p90_ms", "onnxruntime_branch_ms"):
+            data[key] = round(data[key], 6)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BranchTiming:
+        if not isinstance(data, dict):
+            raise ValueError(f"branch must be a mapping, got {data!r}")
+        return cls(
+            directory=str(data["directory"]),
+            at=str(data["at"]),
+            mobile_sha256=str(data["mobile_sha256"]),
+            engine=str(data["engine"]),
+            stem_ms=float(data["stem_ms"]),
+            stem_p90_ms=float(data["stem_p90_ms"]),
+            branch_ms=float(data["branch_ms"]),
+            branch_p90_ms=float(data["branch_p90_ms"]),
+            onnxruntime_branch_ms=float(data["onnxruntime_branch_ms"]),
+            binary_layers=int(data["binary_layers"]),
+            repeat=int(data["repeat"]),
+            reason=str(data.get("reason", "")),
+        )
+
+
 @dataclass
 class Profile:
     """Everything ``dnnsplit profile`` measured; what ``plan`` reads."""
@@ -90,6 +136,7 @@ class Profile:
     # Set when the layer times were scaled to the whole model: {scale, measured_layer_sum_ms, measured_ratio,
     # rounds, reason}. The layers (and total.layer_sum_ms) are then the scaled times.
     calibration: dict[str, Any] | None = None
+    branch: BranchTiming | None = None  # the early-exit branch timed on the same runtime (browser only)
 
     @property
     def total_macs(self) -> int:
@@ -181,6 +228,8 @@ class Profile:
                 "measured_ratio": round(float(self.calibration["measured_ratio"]), 6),
             },
             "layers": [la.to_dict() for la in self.layers],
+            # Written only when measured, so a profile without a branch is what it was before the block.
+            **({} if self.branch is None else {"branch": self.branch.to_dict()}),
         }
 
     @classmethod
@@ -201,6 +250,7 @@ class Profile:
             layers=[LayerProfile.from_dict(la) for la in data["layers"]],
             notes=list(data.get("notes", [])),
             calibration=_calibration(data.get("calibration")),
+            branch=None if data.get("branch") is None else BranchTiming.from_dict(data["branch"]),
         )
 
     def save(self, path: str | Path) -> None:

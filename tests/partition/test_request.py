@@ -14,11 +14,13 @@ from dnnsplit.partition.objective import Constraints, Objective
 from dnnsplit.partition.plan_file import load_plan, plan_document, save_plan, stretches
 from dnnsplit.partition.request import (
     PlanRequest,
+    TierProfile,
     check_policy_options,
     make_plan,
     profile_context,
 )
 from dnnsplit.partition.summary import plan_summary
+from dnnsplit.profiling.profile import BranchTiming
 from dnnsplit.text import TextTable
 from tests.fixtures.profiles import chain_profile
 
@@ -134,3 +136,58 @@ def test_a_plan_file_read_back_gives_the_same_figures(tmp_path: Path) -> None:
         k: b.latency_ms for k, b in planned.plan.baselines.items()
     }
     assert again.solver == planned.plan.solver and again.proven_optimal == planned.plan.proven_optimal
+
+
+def _timing(**changes: object) -> BranchTiming:
+    base = BranchTiming(
+        directory="branch-dir",
+        at="conv1",
+        mobile_sha256="m" * 64,
+        engine="kernels",
+        stem_ms=0.7,
+        stem_p90_ms=0.8,
+        branch_ms=0.3,
+        branch_p90_ms=0.4,
+        onnxruntime_branch_ms=3.0,
+        binary_layers=4,
+        repeat=20,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_a_branch_timed_on_the_mobile_tier_replaces_the_scaled_host_times() -> None:
+    branch = replace(BRANCH, mobile_sha256="m" * 64)
+    scale = make_plan(_request(branch=branch)).context.devices["mobile"]["latency_scale"]
+    host = make_plan(_request(branch=branch)).branch
+    assert host is not None and host.estimate.compute_ms["branch"] == pytest.approx(0.2 * scale)
+    assert host.to_dict()["mobile_times"].startswith("branch.yaml host times")
+    # The mobile tier's own profile carries the timing: its times as measured, unscaled.
+    mobile = TierProfile(replace(chain_profile(), branch=_timing()), "browser.json")
+    own = make_plan(_request(branch=branch, tier_profiles={"mobile": mobile})).branch
+    assert own is not None
+    assert own.estimate.compute_ms["stem"] == 0.7 and own.estimate.compute_ms["branch"] == 0.3
+    assert own.to_dict()["mobile_times"] == "measured in browser.json (bit kernels)"
+    # The profile every tier scales carries it: scaled like that profile's layers.
+    shared = make_plan(_request(profile=replace(chain_profile(), branch=_timing()), branch=branch)).branch
+    assert shared is not None and shared.estimate.compute_ms["branch"] == pytest.approx(0.3 * scale)
+    assert shared.estimate.best.exited.latency_ms == pytest.approx((0.7 + 0.3) * scale)
+
+
+def test_a_timing_of_another_branch_is_refused() -> None:
+    mobile = TierProfile(replace(chain_profile(), branch=_timing(mobile_sha256="o" * 64)), "browser.json")
+    with pytest.raises(UsageError, match=r"browser.json timed another branch \(branch-dir\) than branch-dir"):
+        make_plan(_request(branch=replace(BRANCH, mobile_sha256="m" * 64), tier_profiles={"mobile": mobile}))
+
+
+def test_a_profile_keeps_its_branch_timing_through_its_file(tmp_path: Path) -> None:
+    from dnnsplit.profiling.profile import Profile
+
+    plain = chain_profile()
+    assert "branch" not in plain.to_dict()  # a profile without one is what it was before the block
+    timed = replace(plain, branch=_timing(engine="onnxruntime-web", reason="no bit kernels here"))
+    timed.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json").branch == timed.branch
+    data = timed.to_dict()
+    del data["branch"]["stem_ms"]
+    with pytest.raises(KeyError):
+        Profile.from_dict(data)
