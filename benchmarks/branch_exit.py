@@ -189,6 +189,9 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+KERNELS_SECTION = "## The branch on bit kernels in the browser"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="resnet18,mobilenet_v2,mobilenet_v2:real")
@@ -201,7 +204,12 @@ def main() -> None:
         results["models"][name] = bench_model(name, work)
     if "resnet18" in results["models"]:  # the binary-activation resnet18 entry
         results["int8"] = int8_agreement(Path(results["models"]["resnet18"]["checkpoint"]), work)
-    write_results("branch", results, markdown(results))
+    # The kernels' section below this one is written by hand from benchmarks/branch_kernels.py: keep it.
+    kept = ""
+    if (RESULTS / "branch.md").is_file():
+        old = (RESULTS / "branch.md").read_text()
+        kept = old[old.find(KERNELS_SECTION) :] if KERNELS_SECTION in old else ""
+    write_results("branch", results, markdown(results) + ("\n" + kept if kept else ""))
 
 
 if __name__ == "__main__":
