@@ -185,13 +185,21 @@ def start_ray(tiers: list[str], ray_settings: RaySettings, **local: Any) -> None
 
 
 def deploy(
-    directory: str | Path, settings: ServeSettings, ray_settings: RaySettings, name: str = APP_NAME
+    directory: str | Path,
+    settings: ServeSettings,
+    ray_settings: RaySettings,
+    name: str = APP_NAME,
+    route_prefix: str = "/",
 ) -> float:
-    """Run the split's application on the Ray instance this process is connected to; seconds it took."""
+    """Run the split's application on the Ray instance this process is connected to; seconds it took.
+
+    ``route_prefix``: where the routes hang (``/a``: ``/a/v1/infer``), so several applications share the
+    proxy (the benchmark's configurations, side by side).
+    """
     start = time.perf_counter()
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build(app_args(directory, settings, ray_settings)), name=name, route_prefix="/")
+    serve.run(build(app_args(directory, settings, ray_settings)), name=name, route_prefix=route_prefix)
     return time.perf_counter() - start
 
 
@@ -229,12 +237,16 @@ def run_ray(
 
 @contextmanager
 def ray_serving(
-    directory: str | Path, settings: ServeSettings, ray_settings: RaySettings, name: str = APP_NAME
+    directory: str | Path,
+    settings: ServeSettings,
+    ray_settings: RaySettings,
+    name: str = APP_NAME,
+    route_prefix: str = "/",
 ) -> Iterator[str]:
     """The split's application on the running Ray instance (tests, bench) for the block; its URL."""
-    deploy(directory, settings, ray_settings, name)
+    deploy(directory, settings, ray_settings, name, route_prefix)
     try:
-        yield serve_url()
+        yield serve_url() + route_prefix.rstrip("/")
     finally:
         serve.delete(name)
 
