@@ -131,7 +131,7 @@ def serve(
         typer.Option(
             help="uvicorn: this process serves --tier. ray: Ray Serve deployments of --tier and (without "
             "--next) every later tier, chained by handles, behind the same routes (pip install "
-            "'dnnsplit[ray]').",
+            "'dnnsplit\\[ray]').",
         ),
     ] = "uvicorn",
     replicas: Annotated[

@@ -217,9 +217,11 @@ def run_ray(
     tiers = served_tiers(Manifest.load(directory), settings)
     listen(settings.host, settings.port).close()  # a taken port is one clear line, not a proxy retrying
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict[int, Any] = {}
     try:
         start_ray(tiers, ray_settings)
+        # After ray.init, which installs its own SIGTERM handler (it would end the driver with a stack dump)
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             seconds = deploy(directory, settings, ray_settings)
         except RuntimeError as exc:  # an application that failed to start: its replicas' error

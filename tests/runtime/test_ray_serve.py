@@ -249,3 +249,34 @@ def test_a_tier_that_is_not_served_here(three_tier: Path) -> None:
     for tier, needle in (("mobile", "the client's"), ("gpu", "has no 'gpu'")):
         with pytest.raises(UsageError, match=needle):
             served_tiers(manifest, ServeSettings(tier=tier))
+
+
+@pytest.mark.slow
+def test_serve_engine_ray_runs_until_sigterm(three_tier: Path, sample, whole) -> None:
+    """The command itself: its own local Ray instance, both tiers, a client's answer, SIGTERM -> exit 0."""
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("ray.serve")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "dnnsplit.cli.main", "serve", str(three_tier), "--engine", "ray"]
+    cmd += ["--port", str(port), "--ray-cpus", "2", "--replica-cpus", "0.5", "--batch-wait-ms", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        with CollaborativeClient(three_tier, url) as client:
+            result = client.infer(sample)
+        assert result.fallback is None and set(result.stages.remote_compute_ms) == {"edge", "cloud"}
+        np.testing.assert_allclose(result.outputs["logits"], whole(sample), rtol=1e-5, atol=1e-6)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "on Ray Serve at" in err and "stopped" in err and "Traceback" not in err
