@@ -280,3 +280,26 @@ def test_serve_engine_ray_runs_until_sigterm(three_tier: Path, sample, whole) ->
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-2000:]
     assert "on Ray Serve at" in err and "stopped" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_ray_edge_forwards_over_http_to_a_cloud_elsewhere(
+    ray_instance: int, three_tier: Path, whole, sample
+) -> None:
+    """--next URL: the cloud runs in another application (here the single-process server); the Ray edge
+    reaches it over HTTP, as the uvicorn edge does, and only the edge is deployed."""
+    from dnnsplit.runtime.ray_app import ray_serving
+    from dnnsplit.runtime.server import serving
+
+    with serving(three_tier, ServeSettings(tier="cloud")) as cloud:
+        settings = ServeSettings(tier="edge", port=ray_instance, next_url=cloud.url)
+        with (
+            ray_serving(three_tier, settings, RaySettings(replica_cpus=0.5), "remote", "/remote") as url,
+            CollaborativeClient(three_tier, url) as client,
+        ):
+            result = client.infer(sample)
+            served = httpx.get(f"{url}/v1/manifest").json()["served"]
+        assert cloud.service.served == 1
+    assert result.fallback is None and set(result.stages.remote_compute_ms) == {"edge", "cloud"}
+    np.testing.assert_allclose(result.outputs["logits"], whole(sample), rtol=1e-5, atol=1e-6)
+    assert served["next"] == cloud.url
