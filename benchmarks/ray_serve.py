@@ -16,6 +16,7 @@ Floor: with batching Ray serves >= 1.5x the single-process throughput at 32 clie
 zero errors over 60 s, zero lost in the fault test. Writes docs/benchmarks/ray.{md,json}.
 
     python benchmarks/ray_serve.py [--floor-seconds 60] [--seconds 20] [--rounds 2] [--clients 8,32,64]
+    python benchmarks/ray_serve.py --wait-probe 5,50 --seconds 30   # how full batches get, into ray.json
 """
 
 from __future__ import annotations
@@ -334,6 +335,46 @@ def fault_test(ray: Ray, url: str, directory: Path, body: bytes, seconds: float)
     return row
 
 
+def batch_stats(url: str) -> dict[str, int] | None:
+    import httpx
+
+    return httpx.get(f"{url}/v1/manifest", timeout=30).json()["served"].get("batching")
+
+
+def wait_probe(directory: Path, body: bytes, waits: list[float], seconds: float) -> list[dict[str, Any]]:
+    """One replica per tier, --batch-wait-ms 0 and each of ``waits``, 32 clients in turns: throughput and
+    how many requests a batch of the edge held on average."""
+    from dnnsplit.runtime.ray_app import deploy, serve_url
+    from dnnsplit.runtime.ray_config import RaySettings
+    from dnnsplit.runtime.server import ServeSettings
+
+    ray = Ray(directory)
+    try:
+        urls = {}
+        for wait in [0.0, *waits]:
+            name = f"probe-{wait:g}"
+            ray_settings = RaySettings(replicas=1, batch_wait_ms=wait, replica_cpus=CPUS_PER_TIER)
+            settings = ServeSettings(tier="edge", port=PROXY_PORT, max_batch=MAX_BATCH)
+            deploy(directory, settings, ray_settings, name, f"/{name}")
+            urls[wait] = f"{serve_url()}/{name}"
+        for url in urls.values():
+            asyncio.run(closed_loop(url, body, 4, 3.0))
+        rows = []
+        for wait, url in urls.items():
+            before = batch_stats(url)
+            row = run_one(f"ray-1 wait {wait:g}", url, body, FLOOR_CLIENTS, seconds, 1)
+            after = batch_stats(url)
+            row["batch_wait_ms"] = wait
+            if before and after and after["batches"] > before["batches"]:
+                row["mean_batch_requests"] = (after["requests"] - before["requests"]) / (
+                    after["batches"] - before["batches"]
+                )
+            rows.append(row)
+        return rows
+    finally:
+        ray.shutdown()
+
+
 def single_pss(procs: dict[str, subprocess.Popen[str]]) -> dict[str, float]:
     return {tier: pss_mb(p.pid) for tier, p in procs.items()}
 
@@ -453,6 +494,23 @@ def markdown(data: dict[str, Any]) -> str:
         f"({2 * CPUS_PER_TIER} threads in all) and, on cores other jobs keep busy, more runnable threads get "
         "a larger share of them than the one 2-thread process the limit was measured in.",
     ]
+    if "wait_probe" in data:
+        lines += [
+            "",
+            "## How full the batches get (`--wait-probe`)",
+            "",
+            "One replica per tier, 32 clients, in turns; a batch's size is read from the edge replica's "
+            "/v1/manifest (`batching.requests / batching.batches`).",
+            "",
+            "| --batch-wait-ms | s | req/s | p99 ms | requests per batch | load after |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in data["wait_probe"]:
+            size = r.get("mean_batch_requests")
+            lines.append(
+                f"| {r['batch_wait_ms']:g} | {r['seconds']:.0f} | {r['throughput_rps']:.1f} | {r['p99_ms']:.0f} | "
+                f"{'-' if size is None else f'{size:.2f}'} | {r['load_after']} |"
+            )
     if "reading" in data:
         lines += ["", "## Reading", "", data["reading"]]
     budget = 200.0
@@ -518,15 +576,25 @@ def main() -> None:
     parser.add_argument("--fault-seconds", type=float, default=45.0)
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument(
+        "--wait-probe",
+        default="",
+        help="only probe batch filling at these --batch-wait-ms (e.g. 5,50), into the existing ray.json",
+    )
+    parser.add_argument(
         "--markdown-only", action="store_true", help="rewrite ray.md from ray.json (after editing 'reading')"
     )
     args = parser.parse_args()
-    if args.markdown_only:
+    if args.markdown_only or args.wait_probe:
         import json
 
         from _common import RESULTS
 
         data = json.loads((RESULTS / "ray.json").read_text())
+        if args.wait_probe:
+            directory = make_split()
+            waits = [float(w) for w in args.wait_probe.split(",")]
+            data["wait_probe"] = wait_probe(directory, boundary_body(directory), waits, args.seconds)
+            data["wait_probe_argv"] = " ".join(sys.argv[1:])
         write_results("ray", data, markdown(data))
         return
     args.clients = [int(c) for c in args.clients.split(",")]
