@@ -199,6 +199,16 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@dataclass
+class TierAnswer:
+    """What a tier's segments (and the tiers after it) made of one request: the answer's tensors, the
+    ``Server-Timing`` entries and whether the answer is complete (else it carries the next boundary)."""
+
+    tensors: dict[str, np.ndarray]
+    timing: list[str]
+    complete: str = "true"
+
+
 class TierService:
     """What one server does for a request: check it, run its segments, forward the rest, answer."""
 
@@ -228,6 +238,7 @@ class TierService:
             self.chain.verify(route.local_prefix(manifest))
         self.metrics = Metrics(self.tier)
         self.link = EmulatedLink(settings.link) if settings.link else None
+        self.forwards = settings.next_url is not None  # later tiers reached from here (else: handed back)
         self.http: Any = None  # aiohttp.ClientSession for the next tier, opened with the app
         largest = max(
             [message_bytes(self.accepts)]
@@ -353,13 +364,29 @@ class TierService:
             self.active -= 1
 
     async def _infer(self, request: Any) -> Any:
-        import anyio
         from starlette.responses import Response
 
         self.authorize(request.headers)
         self.admit()  # a full queue refuses before reading the body, not after
         body = await self.read_body(request)
         start = time.perf_counter()
+        tensors = self.accept(body)
+        self.admit()
+        self.metrics.in_flight.inc()
+        try:
+            answer = await self.process(tensors)
+            out = encode(
+                answer.tensors, {"manifest": self.digest, "complete": answer.complete, "tier": self.tier}
+            )
+        finally:
+            self.metrics.in_flight.dec()
+        self.metrics.sent.inc(len(out))
+        self.metrics.latency.observe(time.perf_counter() - start)
+        self.served += 1
+        return Response(out, media_type=CONTENT_TYPE, headers={"server-timing": ", ".join(answer.timing)})
+
+    def accept(self, body: bytes) -> dict[str, np.ndarray]:
+        """The tensors of a request body, checked against what this tier takes (else ``WireError``)."""
         tensors, metadata = decode(body)
         claimed = metadata.get("manifest")
         if claimed is not None and claimed != self.digest:
@@ -371,47 +398,44 @@ class TierService:
         check(tensors, self.accepts, self.settings.max_batch)
         if not self.settings.allow_non_finite:
             check_finite(tensors)
-        self.admit()
+        return tensors
+
+    async def compute_async(self, tensors: dict[str, np.ndarray]) -> float:
+        """This tier's compute for one checked request, in ms (the Ray engine batches requests here)."""
+        import anyio
+
+        if self.active == 1 and self.last_compute_ms < INLINE_COMPUTE_MS:
+            # Alone, the loop would only wait for the worker thread, and the two thread hops cost ~0.25 ms
+            # each on a 2-core VM. Long computes stay on a thread so /healthz answers, and so do requests
+            # that queue: the limiter serves them in order (inline, p99 of 32 clients was 4x).
+            return self.compute(tensors)
+        return await anyio.to_thread.run_sync(self.compute, tensors, limiter=self.limiter)
+
+    async def process(self, tensors: dict[str, np.ndarray]) -> TierAnswer:
+        """Run this tier's segments on checked tensors, forward what later tiers need, gather the answer."""
         self.queued += 1
-        self.metrics.in_flight.inc()
         try:
-            try:
-                if self.active == 1 and self.last_compute_ms < INLINE_COMPUTE_MS:
-                    # Alone, the loop would only wait for the worker thread, and the two thread hops cost
-                    # ~0.25 ms each on a 2-core VM. Long computes stay on a thread so /healthz answers, and so
-                    # do requests that queue: the limiter serves them in order (inline, p99 of 32 clients
-                    # was 4x).
-                    compute_ms = self.compute(tensors)
-                else:
-                    compute_ms = await anyio.to_thread.run_sync(self.compute, tensors, limiter=self.limiter)
-            finally:
-                self.queued -= 1
-            self.last_compute_ms = compute_ms
-            self.metrics.compute.observe(compute_ms / 1000)
-            answer = {t.name: tensors[t.name] for t in self.returns if t.name in tensors}
-            timing = [f"compute-{self.tier};dur={compute_ms:.3f}"]
-            complete = "true"
-            if self.later:
-                pending = {t.name: tensors[t.name] for t in self.pending}
-                if self.settings.next_url:
-                    t0 = time.perf_counter()
-                    relayed, meta, next_timing = await self.forward(pending)
-                    timing.append(f"forward;dur={(time.perf_counter() - t0) * 1000:.3f}")
-                    timing.extend(
-                        e.strip() for e in next_timing.split(",") if e.strip().startswith("compute-")
-                    )
-                    answer.update(relayed)
-                    complete = meta.get("complete", "true")
-                else:  # no next tier: hand the next boundary back to the caller
-                    answer.update(pending)
-                    complete = "false"
-            out = encode(answer, {"manifest": self.digest, "complete": complete, "tier": self.tier})
+            compute_ms = await self.compute_async(tensors)
         finally:
-            self.metrics.in_flight.dec()
-        self.metrics.sent.inc(len(out))
-        self.metrics.latency.observe(time.perf_counter() - start)
-        self.served += 1
-        return Response(out, media_type=CONTENT_TYPE, headers={"server-timing": ", ".join(timing)})
+            self.queued -= 1
+        self.last_compute_ms = compute_ms
+        self.metrics.compute.observe(compute_ms / 1000)
+        answer = {t.name: tensors[t.name] for t in self.returns if t.name in tensors}
+        timing = [f"compute-{self.tier};dur={compute_ms:.3f}"]
+        complete = "true"
+        if self.later:
+            pending = {t.name: tensors[t.name] for t in self.pending}
+            if self.forwards:
+                t0 = time.perf_counter()
+                relayed, meta, next_timing = await self.forward(pending)
+                timing.append(f"forward;dur={(time.perf_counter() - t0) * 1000:.3f}")
+                timing.extend(e.strip() for e in next_timing.split(",") if e.strip().startswith("compute-"))
+                answer.update(relayed)
+                complete = meta.get("complete", "true")
+            else:  # no next tier: hand the next boundary back to the caller
+                answer.update(pending)
+                complete = "false"
+        return TierAnswer(answer, timing, complete)
 
     def describe(self) -> dict[str, Any]:
         return {

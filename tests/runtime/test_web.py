@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.fixtures.browser import needs_browser
+from tests.fixtures.browser import classify, needs_browser, open_page, png, reference
 
 pytestmark = needs_browser()
 
@@ -37,38 +37,6 @@ def artifacts() -> Path:
     return directory
 
 
-def _png(path: Path, pixels: np.ndarray) -> Path:
-    from PIL import Image
-
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
-    return path
-
-
-def _open_page(page: Any, url: str, query: str = "") -> None:
-    page.goto(f"{url}/web/{query}")
-    page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
-    assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#status")
-
-
-def _classify(page: Any, image: Path) -> dict[str, Any]:
-    page.evaluate("document.getElementById('status').dataset.state = 'busy'")
-    page.set_input_files("#file", str(image))
-    page.wait_for_selector("#status[data-state=done], #status[data-state=error]")
-    assert page.get_attribute("#status", "data-state") == "done", page.inner_text("#status")
-    return page.evaluate("window.dnnsplitResult")
-
-
-def _reference(directory: Path, image: Path) -> tuple[dict[str, np.ndarray], bool]:
-    """What `dnnsplit run DIR --input IMAGE` computes: the chain in onnxruntime, and whether it exited."""
-    from dnnsplit.images import load_image
-    from dnnsplit.splitting.chain import SegmentChain
-
-    chain = SegmentChain.load(directory)
-    x = load_image(image, chain.manifest.input.shape)
-    outputs, runs = chain.run(x)
-    return outputs, len(runs) == 1 and chain.manifest.early_exit is not None
-
-
 def test_page_offloads_to_the_edge_and_matches_run(
     two_tier: Path, tmp_path: Path, browser, artifacts
 ) -> None:
@@ -76,13 +44,13 @@ def test_page_offloads_to_the_edge_and_matches_run(
 
     page, _console = browser
     # An odd size and aspect: the page's resize and centre crop must be Pillow's to the bit.
-    image = _png(tmp_path / "noise.png", np.random.default_rng(3).integers(0, 256, (45, 61, 3)))
-    expected, _ = _reference(two_tier, image)
+    image = png(tmp_path / "noise.png", np.random.default_rng(3).integers(0, 256, (45, 61, 3)))
+    expected, _ = reference(two_tier, image)
     logits = expected["logits"][0]
     with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
-        _open_page(page, server.url)
+        open_page(page, server.url)
         assert page.get_attribute("#backend", "data-backend") == "wasm"  # headless, --disable-gpu
-        result = _classify(page, image)
+        result = classify(page, image)
         served = server.service.served
     assert result["path"] == "edge" and served == 1
     assert [c["class"] for c in result["top"]] == list(np.argsort(-logits)[:5])
@@ -105,10 +73,10 @@ def test_a_jpeg_photo_gives_the_logits_of_run(two_tier: Path, tmp_path: Path, br
     pixels[100:200, 100:300] = (200, 30, 30)
     image = tmp_path / "photo.jpg"
     Image.fromarray(pixels).save(image, quality=85)
-    expected, _ = _reference(two_tier, image)
+    expected, _ = reference(two_tier, image)
     with serving(two_tier, ServeSettings(tier="edge", web=True)) as server:
-        _open_page(page, server.url)
-        result = _classify(page, image)
+        open_page(page, server.url)
+        result = classify(page, image)
     np.testing.assert_allclose(result["logits"], expected["logits"][0], rtol=1e-5, atol=1e-5)
 
 
@@ -116,14 +84,14 @@ def test_three_tiers_the_edge_forwards_to_the_cloud(three_tier: Path, tmp_path: 
     from dnnsplit.runtime.server import ServeSettings, serving
 
     page, _console = browser
-    image = _png(tmp_path / "noise.png", np.random.default_rng(8).integers(0, 256, (40, 40, 3)))
-    expected, _ = _reference(three_tier, image)
+    image = png(tmp_path / "noise.png", np.random.default_rng(8).integers(0, 256, (40, 40, 3)))
+    expected, _ = reference(three_tier, image)
     with (
         serving(three_tier, ServeSettings(tier="cloud")) as cloud,
         serving(three_tier, ServeSettings(tier="edge", web=True, next_url=cloud.url)) as edge,
     ):
-        _open_page(page, edge.url)
-        result = _classify(page, image)
+        open_page(page, edge.url)
+        result = classify(page, image)
         assert edge.service.served == 1 and cloud.service.served == 1
     np.testing.assert_allclose(result["logits"], expected["logits"][0], rtol=1e-5, atol=1e-5)
     # The edge's part includes its round trip to the cloud (Server-Timing: compute-edge + forward).
@@ -134,14 +102,14 @@ def test_webgpu_falls_back_to_wasm_and_says_so(two_tier: Path, tmp_path: Path, b
     from dnnsplit.runtime.server import ServeSettings, serving
 
     page, _console = browser
-    image = _png(tmp_path / "noise.png", np.random.default_rng(5).integers(0, 256, (32, 32, 3)))
+    image = png(tmp_path / "noise.png", np.random.default_rng(5).integers(0, 256, (32, 32, 3)))
     with serving(two_tier, ServeSettings(tier="edge", web=True, token="s3cret")) as server:
         # No GPU in headless Chromium (--disable-gpu): asking for WebGPU must end on wasm, saying why.
         page.goto(f"{server.url}/web/?backend=webgpu&token=s3cret")
         page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
         assert page.get_attribute("#backend", "data-backend") == "wasm"
         assert "webgpu failed" in page.inner_text("#backend")
-        assert _classify(page, image)["path"] == "edge"  # the token from ?token= reached the edge
+        assert classify(page, image)["path"] == "edge"  # the token from ?token= reached the edge
         page.goto(f"{server.url}/web/?backend=wasm")  # no token: the edge refuses, the page says so
         page.wait_for_selector("#status[data-state=ready]")
         page.set_input_files("#file", str(image))
@@ -162,7 +130,7 @@ def test_camera_frame_goes_through_the_split(two_tier: Path, artifacts) -> None:
             _console,
         ),
     ):
-        _open_page(page, server.url)
+        open_page(page, server.url)
         page.click("#camera")
         page.wait_for_selector("#snap:not([hidden])")
         page.click("#snap")
@@ -185,8 +153,8 @@ def _digit_images(tmp_path: Path, directory: Path) -> tuple[Path, Path]:
     exits = offloads = None
     for i, digit in enumerate(digits[:200]):
         gray = np.kron(digit / 16.0 * 255.0, np.ones((4, 4)))  # 8x8 -> 32x32
-        image = _png(tmp_path / f"digit{i}.png", np.repeat(gray[:, :, None], 3, axis=2))
-        _, exited = _reference(directory, image)
+        image = png(tmp_path / f"digit{i}.png", np.repeat(gray[:, :, None], 3, axis=2))
+        _, exited = reference(directory, image)
         if exited and exits is None:
             exits = image
         if not exited and offloads is None:
@@ -206,21 +174,21 @@ def test_confident_branch_answers_without_the_edge(
     requests: list[str] = []
     page.on("request", lambda r: requests.append(r.url))
     with serving(tiny_branch, ServeSettings(tier="edge", web=True)) as server:
-        _open_page(page, server.url)
+        open_page(page, server.url)
         # The branch runs on the bit kernels (XNOR/popcount in WebAssembly SIMD), and the page says so.
         assert page.get_attribute("#branch-engine", "data-engine") == "kernels", page.inner_text("#branch-engine")
-        early = _classify(page, exits)
+        early = classify(page, exits)
         assert early["branch"] == "kernels"
         assert server.service.served == 0
         assert not [u for u in requests if "/v1/infer" in u]
         assert page.get_attribute("#path", "data-path") == "early-exit"
         page.screenshot(path=str(artifacts / "web-early-exit.png"), full_page=True)
-        remote = _classify(page, offloads)
+        remote = classify(page, offloads)
         assert server.service.served == 1
-    expected, _ = _reference(tiny_branch, exits)
+    expected, _ = reference(tiny_branch, exits)
     assert early["path"] == "early-exit"
     assert early["top"][0]["class"] == int(np.argmax(next(iter(expected.values()))[0]))
-    expected, _ = _reference(tiny_branch, offloads)
+    expected, _ = reference(tiny_branch, offloads)
     assert remote["path"] == "edge"
     np.testing.assert_allclose(remote["logits"], next(iter(expected.values()))[0], rtol=1e-4, atol=1e-4)
 
@@ -248,7 +216,7 @@ def test_bit_kernels_match_onnxruntime(tiny_branch: Path, browser) -> None:
     full = ort.InferenceSession(str(mobile), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(5)
     with serving(tiny_branch, ServeSettings(tier="edge", web=True)) as server:
-        _open_page(page, server.url)
+        open_page(page, server.url)
         for trial in range(3):
             image = rng.standard_normal((1, 3, 16, 16)).astype(np.float32) * (1 + trial)
             features = full.run(["stem_output"], {"input": image})[0]
@@ -279,12 +247,12 @@ def test_branch_falls_back_to_onnxruntime_web(tiny_branch: Path, tmp_path: Path,
     page, _console = browser
     exits, _ = _digit_images(tmp_path, tiny_branch)
     with serving(tiny_branch, ServeSettings(tier="edge", web=True)) as server:
-        _open_page(page, server.url, "?kernels=off")
+        open_page(page, server.url, "?kernels=off")
         assert page.get_attribute("#branch-engine", "data-engine") == "onnxruntime"
         assert "turned off" in page.inner_text("#branch-engine")
-        slow = _classify(page, exits)
-        _open_page(page, server.url)
-        fast = _classify(page, exits)
+        slow = classify(page, exits)
+        open_page(page, server.url)
+        fast = classify(page, exits)
     assert slow["branch"] == "onnxruntime" and fast["branch"] == "kernels"
     assert slow["path"] == fast["path"] == "early-exit"
     np.testing.assert_allclose(fast["logits"], slow["logits"], rtol=1e-5, atol=1e-5)
