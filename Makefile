@@ -65,6 +65,8 @@ bench: $(STAMP) web
 	$(BIN)/python benchmarks/split_chain.py
 	$(BIN)/python benchmarks/branch_exit.py
 	$(BIN)/python benchmarks/branch_kernels.py
+	test -f $(DEMO_OUT)/branch/branch.yaml || $(MAKE) demo
+	$(BIN)/python benchmarks/branch_plans.py --run $(DEMO_OUT)
 	$(BIN)/python benchmarks/prune_variants.py
 	$(BIN)/python benchmarks/browser_bench.py
 
