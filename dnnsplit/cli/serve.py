@@ -114,6 +114,13 @@ def serve(
         bool,
         typer.Option("--allow-non-finite", help="Take NaN and inf in request tensors (default: 422)."),
     ] = False,
+    coding: Annotated[
+        str,
+        typer.Option(
+            help="Lossless coding of what goes to --next: identity, zstd or deflate (requests coming in are "
+            "decoded whatever their Content-Encoding says, if it is one of these).",
+        ),
+    ] = "identity",
 ) -> None:
     """Serve the segments of one TIER of DIRECTORY over HTTP until SIGTERM."""
     from dnnsplit.limits import check_threads
@@ -145,6 +152,7 @@ def serve(
         max_connections=max_connections,
         max_queue=max_queue,
         allow_non_finite=allow_non_finite,
+        coding=coding,
     )
     settings.check()
     if web:
