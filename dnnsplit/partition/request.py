@@ -341,11 +341,12 @@ def codec_block(
     for link in plan.prediction.links:
         for t in link.up_tensors:
             option = chosen.get(t.name)
+            as_is = "jpeg" if t.name == request.profile.input.name and request.boundaries.input else "none"
             per_tensor.append(
                 {
                     "link": link.name,
                     "tensor": t.name,
-                    "codec": option.name if option else (compress or "none"),
+                    "codec": option.name if option else as_is,
                     "lossless": option.lossless if option else "identity",
                     "bytes": t.bytes,
                     "bytes_p95": None if option is None else option.bytes_p95,

@@ -180,7 +180,7 @@ def test_a_codec_over_the_accuracy_bound_is_refused() -> None:
         PlanRequest(profile=profile, links={"mobile-edge": link}, boundaries=boundaries, compress="int8")
     )
     block = fixed.context.boundary_codec
-    assert all(b["codec"] == "none" for b in block["boundaries"])
+    assert all(b["codec"] in ("none", "jpeg") for b in block["boundaries"])  # jpeg: the input, all-edge
     # and the plan says so: split will not int8-code what the planner priced as float32
     assert block["codec"] == "none" and fixed.to_dict()["compress"] is None
 
