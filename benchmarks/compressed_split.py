@@ -267,13 +267,13 @@ def jpeg_frame(size: int) -> bytes:
 
 
 # -- one model over every network ----------------------------------------------------------------------------
-def run_model(model: str, args: argparse.Namespace, tbf: bool) -> list[dict[str, Any]]:
+def run_model(model: str, args: argparse.Namespace, tbf: bool, data: dict[str, Any]) -> list[dict[str, Any]]:
     ckpt = checkpoint(model, args.size, args.epochs, Path(args.checkpoints) if args.checkpoints else None)
     profile, boundaries = measure_model(ckpt, args.samples, args.accuracy_samples, args.reuse)
     costs = json.loads(boundaries.read_text())
     frame = jpeg_frame(args.size)
     rows = []
-    local = None
+    local, whole = None, None
     for network in args.networks.split(","):
         link = NETWORK_PRESETS[network]
         path, doc = plan_for(profile, boundaries, network)
@@ -307,23 +307,30 @@ def run_model(model: str, args: argparse.Namespace, tbf: bool) -> list[dict[str,
         }
         if tbf:
             shape(link)
-            directory = split_for(ckpt, path, args.size)
             split = doc["predicted"]["layers"]
             is_split = split.get("mobile", 0) > 0 and split.get("edge", 0) > 0
             if is_split:
+                directory = split_for(ckpt, path, args.size)
+                whole = whole or directory
                 got = measured(directory, "plan", link, block["lossless"], args.requests)
                 row["measured_plan_ms"] = statistics.median(got["totals"])
                 row["measured_up_bytes"] = got["up_bytes"]
+            # all-local and all-edge run every segment of any split: one split serves every network
+            whole = whole or split_for(ckpt, path, args.size)
             if local is None:
-                local = measured(directory, "all-local", link, "identity", args.requests)
+                local = measured(whole, "all-local", link, "identity", args.requests)
             row["measured_all_local_ms"] = statistics.median(local["totals"])
-            edge = measured(directory, "all-edge", link, "identity", args.requests, jpeg=frame)
+            edge = measured(whole, "all-edge", link, "identity", args.requests, jpeg=frame)
             row["measured_all_edge_jpeg_ms"] = statistics.median(edge["totals"])
+            row["measured_edge_compute_ms"] = edge["edge_compute_ms"]
             single = min(row["measured_all_local_ms"], row["measured_all_edge_jpeg_ms"])
             if not is_split:
                 row["measured_plan_ms"] = single
             row["measured_speedup"] = single / row["measured_plan_ms"]
         rows.append(row)
+        data["rows"].append(row)
+        data["load_end"] = os.getloadavg()[0]
+        write_results("compressed-split", data, markdown(data))  # after every row: a cut-short run says so
         print(f"  {model} {network}: {block['codec']}+{block['lossless']} {doc['predicted']['layers']} "
               f"predicted {predicted:.0f} ms; measured {row.get('measured_plan_ms', float('nan')):.0f} ms, "
               f"speed-up {row.get('measured_speedup', float('nan')):.2f}x", flush=True)
@@ -370,6 +377,23 @@ def markdown(data: dict[str, Any]) -> str:
             f"{r['accuracy_drop']:+.1f} | {r.get('measured_up_bytes', r['predicted_up_bytes']):,} ({r['jpeg_bytes']:,}) |"
         )
     lines += ["", *data.get("notes", []), ""]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        path = WORK / model / "boundaries.json"
+        if not path.is_file():
+            continue
+        costs = json.loads(path.read_text())
+        drops = {o["codec"]: o["accuracy"] for t in costs["tensors"][:1] for o in t["options"]
+                 if o["lossless"] == "identity"}
+        jpeg = costs["input"]["jpeg"]
+        lines.append(
+            f"- {model}: test top-1 {costs['base_top1']:.1f}% on {costs['samples']['accuracy']} test images; "
+            "with the codec at every boundary (`accuracy_scope: all-boundaries`): "
+            + ", ".join(f"{c} {a['drop_points']:+.1f} points ({a['agreement'] * 100:.0f}% agreement)"
+                        for c, a in drops.items())
+            + f"; the frame's JPEG q{jpeg['quality']}: {jpeg['mean']:,.0f} B mean, {jpeg['p95']:,.0f} B p95 "
+            f"(the input tensor: {costs['input']['raw_bytes']:,} B)."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -393,7 +417,14 @@ def main() -> None:
     parser.add_argument("--token")
     parser.add_argument("--coding", default="identity")
     parser.add_argument("--jpeg")
+    parser.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args()
+    if args.markdown_only:
+        from _common import RESULTS
+
+        data = json.loads((RESULTS / "compressed-split.json").read_text())
+        write_results("compressed-split", data, markdown(data))
+        return
     if args.client:
         client(args)
         return
@@ -410,7 +441,7 @@ def main() -> None:
         data["notes"].append(f"tbf link skipped: {why or '--skip-tbf'}; only predictions.")
     try:
         for model in [m for m in args.models.split(",") if m]:
-            data["rows"] += run_model(model, args, tbf=not (why or args.skip_tbf))
+            run_model(model, args, not (why or args.skip_tbf), data)
     finally:
         if not (why or args.skip_tbf):
             netns_down()

@@ -68,9 +68,12 @@ def infer(
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per segment.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
     coding: Annotated[
-        str,
-        typer.Option(help="Lossless coding of the upload: identity, zstd or deflate (Content-Encoding)."),
-    ] = "identity",
+        str | None,
+        typer.Option(
+            help="Lossless coding of the upload: identity, zstd or deflate (Content-Encoding); default: the "
+            "one the split's plan chose (`plan --boundaries`), else identity."
+        ),
+    ] = None,
 ) -> None:
     """Run DIRECTORY's first-tier segments here, the rest on the EDGE (and the tiers behind it)."""
     from dnnsplit.limits import check_threads

@@ -124,15 +124,16 @@ class CollaborativeClient:
         early_exit: EarlyExit | None = None,
         manifest: Manifest | None = None,
         split_at: int | None = None,
-        coding: str = "identity",
+        coding: str | None = None,
     ) -> None:
-        check_coding(coding)
-        self.coding = coding  # lossless coding of the upload (zstd, deflate; see runtime/wire.py)
         if not timeout_s > 0:
             raise UsageError(f"--timeout must be > 0 (got {timeout_s})", "pass 10, say")
         if edge_url is not None and not edge_url.startswith(("http://", "https://")):
             raise UsageError(f"--edge '{edge_url}' is not an http(s) URL", "pass http://HOST:PORT")
         self.manifest = manifest or Manifest.load(directory)
+        # the lossless coding of the upload (see runtime/wire.py): given, else the one the split's plan
+        # priced its boundaries with, else none
+        self.coding = check_coding(coding or str(self.manifest.origin.get("coding") or "identity"))
         # split_at: the first segment sent away (default: the first past the mobile tier's; 0: all of them).
         self.first_remote = len(route.local_prefix(self.manifest)) if split_at is None else split_at
         self.local = tuple(range(self.first_remote))

@@ -145,3 +145,20 @@ def test_bad_codings_get_their_4xx_and_the_server_stays_up(two_tier: Path) -> No
             answer = http.post("/v1/infer", content=body, headers={"content-encoding": coding})
             assert answer.status_code == 200, answer.text
         assert http.get("/healthz").json()["served"] == 3
+
+
+def test_the_client_codes_as_the_splits_plan_says_unless_told(two_tier: Path, sample: np.ndarray) -> None:
+    from dataclasses import replace
+
+    manifest = Manifest.load(two_tier)
+    planned = replace(manifest, origin={**manifest.origin, "coding": "zstd"})  # split by a plan that chose zstd
+    with serving(two_tier, ServeSettings(tier="edge")) as edge:
+        with CollaborativeClient(two_tier, edge.url, manifest=planned) as client:
+            assert client.coding == "zstd"
+            coded = client.infer(np.maximum(sample, 0))
+        with CollaborativeClient(two_tier, edge.url, manifest=planned, coding="identity") as client:
+            raw = client.infer(np.maximum(sample, 0))
+    assert coded.fallback is None and coded.stages.up_bytes < raw.stages.up_bytes
+    np.testing.assert_array_equal(coded.outputs["logits"], raw.outputs["logits"])
+    with pytest.raises(UsageError, match="unknown lossless coding"):
+        CollaborativeClient(two_tier, None, coding="lz4")
