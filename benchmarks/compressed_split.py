@@ -347,7 +347,8 @@ def markdown(data: dict[str, Any]) -> str:
         "`python benchmarks/compressed_split.py " + data["args"] + "`",
         "",
         f"Machine: {data['machine']['cpu']}, {data['machine']['cores']} cores, load average at the start "
-        f"{data['load_start']}, at the end {data['load_end']} (shared with other tenants: timings drift).",
+        f"{data['load_start']:.1f}, at the end {data['load_end']:.1f} (shared with other tenants: timings drift; "
+        "the profile behind the predictions was taken at another moment than the measurement).",
         "",
         "Models trained on the digits upscaled to "
         f"{data['size']}x{data['size']} (`dnnsplit train`, {data['epochs_note']}); phone = mobile-web "
@@ -393,6 +394,22 @@ def markdown(data: dict[str, Any]) -> str:
             + f"; the frame's JPEG q{jpeg['quality']}: {jpeg['mean']:,.0f} B mean, {jpeg['p95']:,.0f} B p95 "
             f"(the input tensor: {costs['input']['raw_bytes']:,} B)."
         )
+        # where a cut could pay: the boundaries that get under the JPEG, and how deep in the model they are
+        names = [t["name"] for t in costs["tensors"]]
+        for label in ("int8+zstd", "fp16+zstd", "none+zstd"):
+            codec, lossless = label.split("+")
+            sizes = [(next(o["bytes"]["mean"] for o in t["options"] if (o["codec"], o["lossless"]) == (codec, lossless)),
+                      t["name"]) for t in costs["tensors"]]
+            under = [name for size, name in sizes if size <= jpeg["mean"]]
+            first = min(under, key=names.index) if under else None
+            small, where = min(sizes)
+            lines.append(
+                f"  - {label}: smallest boundary {small:,.0f} B ({where}, tensor {names.index(where) + 1} of "
+                f"{len(names)}); "
+                + (f"the first under the JPEG is tensor {names.index(first) + 1} ({first})" if first
+                   else "none is under the JPEG")
+                + "."
+            )
     lines.append("")
     return "\n".join(lines)
 
