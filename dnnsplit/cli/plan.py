@@ -211,6 +211,8 @@ def plan(
         from dnnsplit.codecs import check_coding
 
         check_coding(coding)
+    if not max_accuracy_drop >= 0:
+        raise UsageError(f"--max-accuracy-drop must be 0 or more (got {max_accuracy_drop})", "pass 1, say")
     if session_requests < 0:
         raise UsageError(f"--session-requests must be 0 or more (got {session_requests})", "pass 100, say")
     goal = parse_objective(objective)

@@ -245,3 +245,16 @@ def test_plan_an_onnx_file(cli, tiny_onnx: Path) -> None:
     assert (doc["predicted"]["latency_ms"], doc["predicted"]["energy_mj"]) == pytest.approx(
         recompute_by_hand(doc)
     )
+
+
+def test_the_codec_and_session_flags_are_checked(cli, chain: Path) -> None:
+    for args, needle in (
+        (["--max-accuracy-drop", "-1"], "--max-accuracy-drop must be 0 or more"),
+        (["--coding", "zstd"], "--coding chooses among measured codings"),
+        (["--session-requests", "-5"], "--session-requests must be 0 or more"),
+        (["--boundaries", "missing.json"], "missing.json"),
+    ):
+        code, _, stderr = cli("plan", chain, *args)
+        assert code == 2 and needle in stderr and "Traceback" not in stderr, (args, stderr)
+    code, _, stderr = cli("boundaries", "torchvision:resnet18", "--data", "digits", "-o", "b.json", "--samples", "0")
+    assert code == 2 and "--samples and --accuracy-samples must be at least 1" in stderr
