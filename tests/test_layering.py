@@ -31,6 +31,7 @@ FLOORS = (
     "branching",
     "pruning",
     "runtime",
+    "boundaries",
     "pipeline",
     "cli",
 )

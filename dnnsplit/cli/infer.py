@@ -30,6 +30,7 @@ Examples:
 
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link 4g
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link up=5.85,down=20,rtt=40
+  dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link 3g --coding zstd
 
 The result is the one `dnnsplit run DIR` gives; when the edge is down, slow (no full answer within
 --timeout), failing, or answers tensors other than the split's outputs, the client runs the rest itself
@@ -66,6 +67,13 @@ def infer(
     top: Annotated[int, typer.Option(help="How many classes to show.")] = 5,
     threads: Annotated[int | None, typer.Option(help="onnxruntime threads per segment.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
+    coding: Annotated[
+        str | None,
+        typer.Option(
+            help="Lossless coding of the upload: identity, zstd or deflate (Content-Encoding); default: the "
+            "one the split's plan chose (`plan --boundaries`), else identity."
+        ),
+    ] = None,
 ) -> None:
     """Run DIRECTORY's first-tier segments here, the rest on the EDGE (and the tiers behind it)."""
     from dnnsplit.limits import check_threads
@@ -81,7 +89,7 @@ def infer(
 
     spec = parse_link(link) if link else None
     with CollaborativeClient(
-        directory, edge, token=token, link=spec, timeout_s=timeout, threads=threads
+        directory, edge, token=token, link=spec, timeout_s=timeout, threads=threads, coding=coding
     ) as client:
         x = load_inputs(input_file, client.manifest.input.shape)[:1]
         result = client.infer(x)

@@ -6,6 +6,7 @@ import typer
 
 from dnnsplit import __version__
 from dnnsplit.cli import bench as bench_cmd
+from dnnsplit.cli import boundaries as boundaries_cmd
 from dnnsplit.cli import branch as branch_cmd
 from dnnsplit.cli import cuts as cuts_cmd
 from dnnsplit.cli import devices as devices_cmd
@@ -42,6 +43,7 @@ def _register(module: object, name: str) -> None:
 
 _register(profile_cmd, "profile")
 _register(plan_cmd, "plan")
+_register(boundaries_cmd, "boundaries")
 _register(split_cmd, "split")
 _register(cuts_cmd, "cuts")
 _register(run_cmd, "run")

@@ -37,6 +37,9 @@ Examples:
   dnnsplit plan profile.json --sweep-bandwidth 0.1:100:40 --plot sweep.png
 
   dnnsplit plan profile.json --solver rl --policy policy.zip --network 4g   # a trained policy decides
+
+  dnnsplit plan profile.json --boundaries boundaries.json --network 3g --max-accuracy-drop 1 \
+      --session-requests 500        # measured bytes; the codec is chosen with the cut
 """
 
 
@@ -104,6 +107,33 @@ def plan(
             help="fp16 or int8: tensors sent between tiers are compressed (as split --compress does)."
         ),
     ] = None,
+    boundaries: Annotated[
+        Path | None,
+        typer.Option(
+            help="A `dnnsplit boundaries` file: charge each boundary's measured bytes, codec times and JPEG "
+            "input, and choose the codec (none/fp16/int8 x identity/zstd/deflate) with the plan.",
+        ),
+    ] = None,
+    max_accuracy_drop: Annotated[
+        float,
+        typer.Option(
+            help="With --boundaries: points of test top-1 a codec may cost at a boundary; past it that "
+            "boundary goes uncoded.",
+        ),
+    ] = 1.0,
+    coding: Annotated[
+        str | None,
+        typer.Option(
+            help="With --boundaries: fix the lossless coding (identity, zstd, deflate); default: chosen."
+        ),
+    ] = None,
+    session_requests: Annotated[
+        int,
+        typer.Option(
+            help="Requests per phone session: each is charged 1/N of downloading the mobile segments over "
+            "the downlink (0: not charged). The table shows first-request and steady-state latency.",
+        ),
+    ] = 100,
     sweep_bandwidth: Annotated[
         str | None,
         typer.Option(help="LOW:HIGH:COUNT Mbit/s, log-spaced, on the phone's uplink: a table per bandwidth."),
@@ -170,6 +200,21 @@ def plan(
         for t, path in _pairs(tier_profile, "--profile", tier_list).items()
     }
     constraints = Constraints(budget_ms=budget_ms, private_input=private_input, max_mobile_mb=max_mobile_mb)
+    boundary_costs = None
+    if boundaries is not None:
+        from dnnsplit.partition.boundary_costs import BoundaryCosts
+
+        boundary_costs = BoundaryCosts.load(boundaries)
+    elif coding is not None:
+        raise UsageError("--coding chooses among measured codings", "add --boundaries FILE")
+    if coding is not None:
+        from dnnsplit.codecs import check_coding
+
+        check_coding(coding)
+    if not max_accuracy_drop >= 0:
+        raise UsageError(f"--max-accuracy-drop must be 0 or more (got {max_accuracy_drop})", "pass 1, say")
+    if session_requests < 0:
+        raise UsageError(f"--session-requests must be 0 or more (got {session_requests})", "pass 100, say")
     goal = parse_objective(objective)
     bandwidths = parse_sweep(sweep_bandwidth) if sweep_bandwidth else None
     if plot is not None:
@@ -218,6 +263,10 @@ def plan(
             branch=branch_costs,
             policy=rl_policy,
             bandwidths=bandwidths,
+            boundaries=boundary_costs,
+            lossless=coding,
+            max_accuracy_drop=max_accuracy_drop,
+            session_requests=session_requests or None,
         )
         planned = make_plan(request, progress)
     result, document = planned.plan, planned.to_dict()

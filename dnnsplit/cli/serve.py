@@ -166,6 +166,13 @@ def serve(
             help="--engine ray: write a Ray Serve config file for `serve deploy` here instead of serving.",
         ),
     ] = None,
+    coding: Annotated[
+        str,
+        typer.Option(
+            help="Lossless coding of what goes to --next: identity, zstd or deflate (requests coming in are "
+            "decoded whatever their Content-Encoding says, if it is one of these).",
+        ),
+    ] = "identity",
 ) -> None:
     """Serve the segments of one TIER of DIRECTORY over HTTP until SIGTERM."""
     from dnnsplit.limits import check_threads
@@ -197,6 +204,7 @@ def serve(
         max_connections=max_connections,
         max_queue=max_queue,
         allow_non_finite=allow_non_finite,
+        coding=coding,
     )
     settings.check()
     if engine == "ray" and threads is not None:

@@ -9,7 +9,11 @@ Formulas (docs/cost-model.md has the long form):
 * each model output comes back over every link between its producer's tier and mobile: its returned
   bytes * 8 / down_k (the float32 size even with a boundary codec), plus rtt_k / 2 once per link that
   carries any output back;
-* latency = compute + uploads + returns (one request, no pipelining);
+* a tensor sent with a boundary codec also costs the codec's time on every link it crosses (``codec_ms``);
+* with ``session_requests`` N, the phone downloads the mobile layers' weights over the first link's
+  downlink once per N requests: each request is charged 1/N of that download (steady state excludes it,
+  the first request pays it whole);
+* latency = compute + uploads + returns (+ the download share) (one request, no pipelining);
 * mobile energy = P_compute * mobile compute + P_up * upload time on the mobile link
   + P_down * download time on the mobile link + P_idle * the rest of the latency (waiting).
 """
@@ -45,6 +49,7 @@ class LinkTraffic:
     down_tensors: tuple[CutTensor, ...]
     down_ms: float
     down_rtt_ms: float
+    codec_ms: float = 0.0  # encoding and decoding what goes up (boundary codecs)
 
     @property
     def up_bytes(self) -> int:
@@ -56,7 +61,7 @@ class LinkTraffic:
 
     @property
     def transfer_ms(self) -> float:
-        return self.up_ms + self.up_rtt_ms
+        return self.up_ms + self.up_rtt_ms + self.codec_ms
 
     @property
     def return_ms(self) -> float:
@@ -69,6 +74,7 @@ class LinkTraffic:
             "return_ms": self.return_ms,
             "up_bytes": self.up_bytes,
             "down_bytes": self.down_bytes,
+            "codec_ms": self.codec_ms,
             "up_tensors": [{"name": t.name, "bytes": t.bytes} for t in self.up_tensors],
             "down_tensors": [{"name": t.name, "bytes": t.bytes} for t in self.down_tensors],
         }
@@ -100,6 +106,23 @@ class Prediction:
     energy: EnergyParts | None
     mobile_weight_bytes: int
     tiers: tuple[str, ...]
+    download_ms: float = 0.0  # the phone's whole download of its segments (paid by a session's first request)
+    session_requests: int | None = None  # requests the download is amortised over (None: not charged)
+
+    @property
+    def download_share_ms(self) -> float:
+        """What one request is charged of the download (its 1/N share)."""
+        return self.download_ms / self.session_requests if self.session_requests else 0.0
+
+    @property
+    def steady_latency_ms(self) -> float:
+        """A request once the segments are on the phone."""
+        return self.latency_ms - self.download_share_ms
+
+    @property
+    def first_request_ms(self) -> float:
+        """A session's first request: it waits for the whole download."""
+        return self.steady_latency_ms + (self.download_ms if self.session_requests else 0.0)
 
     @property
     def transfer_ms(self) -> float:
@@ -125,6 +148,14 @@ class Prediction:
             "links": [link.to_dict() for link in self.links],
             "mobile_weight_mb": self.mobile_weight_bytes / 1e6,
         }
+        if self.session_requests is not None:
+            data["download"] = {
+                "session_requests": self.session_requests,
+                "download_ms": self.download_ms,
+                "per_request_ms": self.download_share_ms,
+                "first_request_ms": self.first_request_ms,
+                "steady_latency_ms": self.steady_latency_ms,
+            }
         if self.energy is not None:
             data["energy"] = {
                 "compute_mj": self.energy.compute_mj,
@@ -146,6 +177,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, str] | Sequence[int]) ->
         compute[t] += layer.compute_ms[t]
 
     up: list[list[CutTensor]] = [[] for _ in range(n_links)]
+    codec = [0.0] * n_links
     for x in problem.tensors:
         if not x.consumers:
             continue
@@ -153,6 +185,7 @@ def evaluate(problem: Problem, assignment: Mapping[str, str] | Sequence[int]) ->
         far = max(tiers[c] for c in x.consumers)
         for k in range(src, far):  # every link between the producer and the farthest consumer, once
             up[k].append(CutTensor(x.name, x.bytes))
+            codec[k] += x.codec_ms_on(k)
 
     down: list[list[CutTensor]] = [[] for _ in range(n_links)]
     for o in problem.outputs:
@@ -175,20 +208,24 @@ def evaluate(problem: Problem, assignment: Mapping[str, str] | Sequence[int]) ->
                 down_tensors=tuple(down[k]),
                 down_ms=sum(spec.down_ms(t.bytes) for t in down[k]),
                 down_rtt_ms=spec.rtt_ms / 2 if down[k] else 0.0,
+                codec_ms=codec[k],
             )
         )
-    latency = sum(compute) + sum(link.transfer_ms + link.return_ms for link in links)
+    mobile_weights = sum(la.weight_bytes for la, t in zip(problem.layers, tiers, strict=True) if t == 0)
+    download_ms = problem.links[0].down_ms(mobile_weights) if problem.session_requests else 0.0
+    share_ms = download_ms / problem.session_requests if problem.session_requests else 0.0
+    latency = sum(compute) + sum(link.transfer_ms + link.return_ms for link in links) + share_ms
 
     energy = None
     power = problem.mobile_power
     radio = problem.links[0].radio_model
     if power is not None:
         first = problem.links[0]
-        radio_ms = links[0].up_ms + links[0].down_ms
+        radio_ms = links[0].up_ms + links[0].down_ms + share_ms
         radio_mj = 0.0
         if radio is not None:
             radio_mj = radio.upload_power_w(first.up_mbps) * links[0].up_ms
-            radio_mj += radio.download_power_w(first.down_mbps) * links[0].down_ms
+            radio_mj += radio.download_power_w(first.down_mbps) * (links[0].down_ms + share_ms)
         else:
             radio_ms = 0.0  # a wired first link: the phone just waits
         waiting = max(latency - compute[0] - radio_ms, 0.0)
@@ -208,8 +245,8 @@ def evaluate(problem: Problem, assignment: Mapping[str, str] | Sequence[int]) ->
         compute_ms=tuple(compute),
         links=tuple(links),
         energy=energy,
-        mobile_weight_bytes=sum(
-            la.weight_bytes for la, t in zip(problem.layers, tiers, strict=True) if t == 0
-        ),
+        mobile_weight_bytes=mobile_weights,
         tiers=problem.tiers,
+        download_ms=download_ms,
+        session_requests=problem.session_requests,
     )

@@ -21,6 +21,7 @@ from dnnsplit.partition.problem import (
 )
 
 if TYPE_CHECKING:  # importing dnnsplit.profiling pulls in torch; the library only needs the types
+    from dnnsplit.partition.boundary_costs import BoundaryCodec, BoundaryCosts
     from dnnsplit.profiling.devices import DeviceSpec
     from dnnsplit.profiling.profile import Profile
 
@@ -48,6 +49,10 @@ def problem_from_profile(
     constraints: Constraints | None = None,
     input_bytes: int | None = None,
     compress: str | None = None,
+    boundaries: BoundaryCosts | None = None,
+    lossless: str = "identity",
+    max_accuracy_drop: float | None = None,
+    session_requests: int | None = None,
 ) -> Problem:
     """The problem of splitting ``profile``'s layers over ``tiers``.
 
@@ -61,6 +66,11 @@ def problem_from_profile(
     as is; default: the input tensor's own size. ``compress`` (``fp16`` or ``int8``) is what ``split
     --compress`` does to the float32 tensors sent between segments: they cost half or a quarter; the model
     outputs still return at their own size (``Tensor.return_bytes``), as the split returns them.
+    With ``boundaries`` (a ``dnnsplit boundaries`` file), every tensor it measured costs its measured bytes
+    (mean per sample) with ``compress`` (none when None) and ``lossless``, plus the codec's host encode time
+    scaled to the sending tier's device and decode time to the receiving one's, per link it crosses; a
+    tensor whose measured accuracy drop under the codec is over ``max_accuracy_drop`` (points) goes
+    uncoded (float32, the same lossless coding). ``session_requests``: see ``Problem``.
     """
     check_mode(compress)
     if input_bytes is not None and input_bytes < 1:
@@ -75,6 +85,10 @@ def problem_from_profile(
         for i, la in enumerate(profile.layers)
     )
     tensors, outputs = _tensors(profile, input_bytes, compress)
+    if boundaries is not None:
+        chosen = tensor_codecs(boundaries, compress, lossless, max_accuracy_drop)
+        scales = [specs[t].latency_scale for t in tiers]
+        tensors = tuple(_measured(x, chosen.get(x.name), scales) for x in tensors)
     mobile = specs["mobile"]
     power = None
     if mobile.compute_power_w is not None and mobile.idle_power_w is not None:
@@ -88,7 +102,41 @@ def problem_from_profile(
         mobile_power=power,
         objective=parse_objective(objective) if isinstance(objective, str) else objective,
         constraints=constraints or Constraints(),
+        session_requests=session_requests,
     )
+
+
+def tensor_codecs(
+    boundaries: BoundaryCosts, compress: str | None, lossless: str, max_accuracy_drop: float | None
+) -> dict[str, BoundaryCodec]:
+    """The measured option each boundary tensor is sent with: ``compress`` + ``lossless`` where its accuracy
+    drop is within ``max_accuracy_drop``, else uncoded (``none`` + ``lossless``)."""
+    codec = compress or "none"
+    chosen = {}
+    for name, costs in boundaries.tensors.items():
+        option = costs.option(codec, lossless)
+        if option is not None and max_accuracy_drop is not None and option.accuracy_drop > max_accuracy_drop:
+            option = None
+        option = option or costs.option("none", lossless)
+        if option is None:
+            raise UsageError(
+                f"the boundaries file has no '{codec}' nor 'none' with '{lossless}' for tensor '{name}'",
+                "re-run `dnnsplit boundaries` (it measures every codec)",
+            )
+        chosen[name] = option
+    return chosen
+
+
+def _measured(x: Tensor, option: BoundaryCodec | None, scales: Sequence[float]) -> Tensor:
+    """``x`` at its measured size and codec time (encode on tier k, decode on tier k + 1, per link k)."""
+    if option is None or x.producer is None:
+        return x
+    codec_ms = tuple(
+        option.encode_ms * scales[k] + option.decode_ms * scales[k + 1] for k in range(len(scales) - 1)
+    )
+    size = max(1, round(option.bytes_mean))
+    returned = x.returned_bytes  # a model output still returns as the model makes it
+    return Tensor(x.name, size, x.producer, x.consumers, returned if returned != size else None, codec_ms)
 
 
 def _check_known(given: Mapping[str, object], known: Sequence[str], what: str) -> None:

@@ -16,8 +16,14 @@ Layout (docs/cost-model.md explains the formulas):
   float32 size when ``compress`` shrinks the boundaries); ``outputs``: the tensors that return to mobile;
 * ``stretches``: the assignment as contiguous runs of layers on one tier, in topological order;
 * ``cut_tensors``: per link, the tensors sent up it (each once) and the outputs sent back down;
-* ``predicted``: ``latency_ms``, ``energy_mj``, ``objective`` and ``breakdown``; ``baselines``: name -> the
-  same figures; ``speedup``: the plan against the best baseline that meets the hard constraints.
+* ``predicted``: ``latency_ms``, ``energy_mj``, ``objective`` and ``breakdown`` (and ``first_request_ms`` /
+  ``steady_latency_ms``); ``baselines``: name -> the same figures; ``speedup``: the plan against the best
+  baseline that meets the hard constraints;
+* ``download`` (added compatibly, null when not charged): ``session_requests`` N, the phone's download of its
+  segments (``download_mb``, ``download_ms`` over the first link's downlink) and its 1/N share per request,
+  which ``latency_ms`` includes; ``tensors[].codec_ms``: a codec's encode + decode time per link crossed;
+* ``boundary_codec`` (null without measured boundaries): the codec chosen (``codec``, ``lossless``), per
+  boundary tensor what it is sent with and its measured bytes, and every option weighed.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ class PlanContext:
     profile: dict[str, Any] = field(default_factory=dict)  # path, device, runtime, group, latency_ms
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # tier -> device and time source
     compress: str | None = None  # boundary codec the tensor bytes assume (fp16, int8), as split will use
+    # With measured boundaries: the codec chosen, per boundary tensor, and the alternatives weighed
+    boundary_codec: dict[str, Any] | None = None
 
 
 def device_block(spec: Any, measured: str | None = None) -> dict[str, Any]:
@@ -130,6 +138,8 @@ def figures(problem: Problem, prediction: Prediction) -> dict[str, Any]:
         "mobile_weight_mb": prediction.mobile_weight_bytes / 1e6,
         "violations": violations(problem, prediction),
         "breakdown": breakdown,
+        "first_request_ms": prediction.first_request_ms,
+        "steady_latency_ms": prediction.steady_latency_ms,
     }
 
 
@@ -204,10 +214,22 @@ def plan_document(plan: Plan, context: PlanContext | None = None) -> dict[str, A
                 "producer": None if x.producer is None else names[x.producer],
                 "consumers": [names[i] for i in x.consumers],
                 **({} if x.return_bytes is None else {"return_bytes": x.return_bytes}),
+                **({"codec_ms": list(x.codec_ms)} if x.codec_ms else {}),
             }
             for x in p.tensors
         ],
         "outputs": [p.tensors[o].name for o in p.outputs],
+        "download": None
+        if p.session_requests is None
+        else {
+            "session_requests": p.session_requests,
+            "download_mb": pred.mobile_weight_bytes / 1e6,
+            "download_ms": pred.download_ms,
+            "per_request_ms": pred.download_share_ms,
+            "first_request_ms": pred.first_request_ms,
+            "steady_latency_ms": pred.steady_latency_ms,
+        },
+        "boundary_codec": ctx.boundary_codec,
         "notes": list(plan.notes),
     }
 
@@ -332,6 +354,7 @@ def problem_from_document(doc: Mapping[str, Any]) -> Problem:
             None if x.get("producer") is None else layer_index(str(x["producer"])),
             tuple(sorted({layer_index(str(c)) for c in x.get("consumers", [])})),
             None if x.get("return_bytes") is None else int(x["return_bytes"]),
+            tuple(float(ms) for ms in x.get("codec_ms", ())),
         )
         for x in doc["tensors"]
     )
@@ -370,4 +393,7 @@ def problem_from_document(doc: Mapping[str, Any]) -> Problem:
             private_input=bool(cons.get("private_input", False)),
             max_mobile_mb=cons.get("max_mobile_mb"),
         ),
+        session_requests=None
+        if (doc.get("download") or {}).get("session_requests") is None
+        else int(doc["download"]["session_requests"]),
     )

@@ -47,6 +47,8 @@ class Plan:
         for link in pred.links:
             parts.append((f"upload over {link.name}", link.transfer_ms))
             parts.append((f"return over {link.name}", link.return_ms))
+        share = f"the phone's download (1/{pred.session_requests} per request)"
+        parts.append((share, pred.download_share_ms))
         shown = sorted((part for part in parts if part[1] > 0), key=lambda part: -part[1])
         return ", ".join(f"{what} {ms:.3g} ms" for what, ms in shown)
 

@@ -59,6 +59,12 @@ class Tensor:
     # What a model output costs on its way back, when that differs from ``bytes`` (what it costs going up):
     # a boundary codec shrinks the tensors sent between segments, but outputs return as float32.
     return_bytes: int | None = None
+    # The boundary codec's time (encode on the sending tier + decode on the receiving one), per link it
+    # crosses, charged with its transfer; () when nothing is coded.
+    codec_ms: tuple[float, ...] = ()
+
+    def codec_ms_on(self, link: int) -> float:
+        return self.codec_ms[link] if link < len(self.codec_ms) else 0.0
 
     @property
     def returned_bytes(self) -> int:
@@ -83,9 +89,16 @@ class Problem:
     mobile_power: MobilePower | None = None
     objective: Objective = field(default_factory=Objective)
     constraints: Constraints = field(default_factory=Constraints)
+    # The phone downloads its segments (the mobile layers' weights) over the first link's downlink once
+    # per session of this many requests: each request is charged 1/N of it. None: not charged.
+    session_requests: int | None = None
 
     def __post_init__(self) -> None:
         check_tiers(self.tiers)
+        if self.session_requests is not None and self.session_requests < 1:
+            raise UsageError(
+                f"--session-requests must be at least 1 (got {self.session_requests})", "pass 100, say"
+            )
         n, t = len(self.layers), len(self.tiers)
         if len(self.links) != t - 1:
             raise UsageError(
@@ -100,7 +113,7 @@ class Problem:
             if la.weight_bytes < 0:
                 raise UsageError(f"layer '{la.name}' has negative weight bytes", "fix the profile")
         for x in self.tensors:
-            if x.bytes < 0 or x.returned_bytes < 0:
+            if x.bytes < 0 or x.returned_bytes < 0 or any(ms < 0 for ms in x.codec_ms):
                 raise UsageError(f"tensor '{x.name}' has negative size", "fix the profile")
             if any(c < 0 or c >= n for c in x.consumers) or list(x.consumers) != sorted(set(x.consumers)):
                 raise UsageError(f"tensor '{x.name}' has bad consumer indices", "fix the problem")

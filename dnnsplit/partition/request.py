@@ -21,21 +21,26 @@ from dnnsplit.partition.early_exit import (
     estimate_with_branch,
     with_mobile_timing,
 )
-from dnnsplit.partition.from_profile import problem_from_profile, tier_devices
+from dnnsplit.partition.from_profile import problem_from_profile, tensor_codecs, tier_devices
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.partition.objective import Constraints, Objective
 from dnnsplit.partition.plan_file import PlanContext, device_block, plan_document
 from dnnsplit.partition.planner import Plan, solve
-from dnnsplit.partition.problem import DEFAULT_TIERS, check_tiers
+from dnnsplit.partition.problem import DEFAULT_TIERS, Problem, check_tiers
 from dnnsplit.partition.sweep import SweepPoint, sweep_bandwidth
 from dnnsplit.progress import ProgressFn, no_progress
 
 if TYPE_CHECKING:  # importing dnnsplit.profiling pulls in torch; a plan only needs the types
+    from dnnsplit.partition.boundary_costs import BoundaryCosts
     from dnnsplit.partition.rl.policy_file import PolicyFile
     from dnnsplit.profiling.devices import DeviceSpec
     from dnnsplit.profiling.profile import Profile
 
 MODEL_KEYS = ("source", "name", "onnx", "sha256")
+# A phone session: the segments are downloaded once, then this many requests share that cost (--session-
+# requests). 100 requests is a few minutes of a camera app classifying a frame every few seconds.
+DEFAULT_SESSION_REQUESTS = 100
+DEFAULT_MAX_ACCURACY_DROP = 1.0  # points of test top-1 a codec may cost (--max-accuracy-drop)
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ class PlanRequest:
     branch: BranchCosts | None = None
     policy: PolicyFile | None = None  # a context policy from `rl train`: it makes the plan, not the solver
     bandwidths: tuple[float, ...] | None = None  # a sweep of the phone's uplink, Mbit/s
+    # Measured boundary costs (`dnnsplit boundaries`): the planner charges them and chooses the codec
+    boundaries: BoundaryCosts | None = None
+    lossless: str | None = None  # the lossless coding (identity, zstd, deflate); None: chosen
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+    session_requests: int | None = DEFAULT_SESSION_REQUESTS  # None: the download is not charged
 
 
 @dataclass(frozen=True)
@@ -201,17 +211,38 @@ def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> Plann
         check_branch_model(request.branch, sha256)
     if request.policy is not None:
         check_policy_model(request.policy, sha256)
-    problem = problem_from_profile(
-        profile,
-        tiers=tiers,
-        devices=request.devices,
-        tier_profiles={t: tp.profile for t, tp in request.tier_profiles.items()},
-        links=request.links,
-        objective=request.objective,
-        constraints=request.constraints,
-        input_bytes=request.input_bytes,
-        compress=request.compress,
-    )
+    if request.boundaries is not None:
+        check_boundaries_model(request.boundaries, sha256)
+    input_bytes = request.input_bytes
+    if input_bytes is None and request.boundaries is not None and request.boundaries.input is not None:
+        input_bytes = max(1, round(request.boundaries.input.jpeg_mean))  # the measured JPEG frames
+
+    def problem_with(compress: str | None, lossless: str) -> Problem:
+        return problem_from_profile(
+            profile,
+            tiers=tiers,
+            devices=request.devices,
+            tier_profiles={t: tp.profile for t, tp in request.tier_profiles.items()},
+            links=request.links,
+            objective=request.objective,
+            constraints=request.constraints,
+            input_bytes=input_bytes,
+            compress=compress,
+            boundaries=request.boundaries,
+            lossless=lossless,
+            max_accuracy_drop=request.max_accuracy_drop,
+            session_requests=request.session_requests,
+        )
+
+    compress, lossless, weighed = request.compress, request.lossless or "identity", None
+    if request.boundaries is not None and request.policy is None:
+        progress("choosing the boundary codec", 0, 1)
+        compress, lossless, weighed = choose_codec(request, problem_with)
+    if compress is not None and request.boundaries is not None and request.boundaries.tensors:
+        sent = tensor_codecs(request.boundaries, compress, lossless, request.max_accuracy_drop)
+        if all(o.name == "none" for o in sent.values()):  # every boundary over the bound goes uncoded
+            compress = None
+    problem = problem_with(compress, lossless)
     progress("solving", 0, 1)
     decision = None
     if request.policy is None:
@@ -235,8 +266,11 @@ def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> Plann
     devices = tier_devices(tiers, request.devices)
     measured = {t: tp.path for t, tp in request.tier_profiles.items()}
     context = replace(
-        profile_context(profile, request.profile_path, request.input_bytes, request.compress),
+        profile_context(profile, request.profile_path, input_bytes, compress),
         devices={t: device_block(spec, measured.get(t)) for t, spec in devices.items()},
+        boundary_codec=None
+        if request.boundaries is None
+        else codec_block(request, problem, plan, compress, lossless, weighed or []),
     )
     branch = None
     if request.branch is not None:
@@ -253,3 +287,98 @@ def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> Plann
         if p.calibrated().calibration is not None
     )
     return PlannedDocument(plan, context, branch, decision, None if points is None else tuple(points), notes)
+
+
+def check_boundaries_model(boundaries: BoundaryCosts, profiled_sha256: str | None) -> None:
+    measured = boundaries.model.get("sha256")
+    if measured and profiled_sha256 and measured != profiled_sha256:
+        raise UsageError(
+            f"the boundaries file was measured on another model ({boundaries.model.get('source')}) than the "
+            "profile's",
+            "run `dnnsplit boundaries` on the same MODEL and --input-shape as `dnnsplit profile`",
+        )
+
+
+@dataclass(frozen=True)
+class CodecOption:
+    """One (codec, lossless) the planner weighed, and the best plan with it."""
+
+    codec: str
+    lossless: str
+    plan: Plan
+
+    def to_dict(self) -> dict[str, Any]:
+        pred = self.plan.prediction
+        return {
+            "codec": self.codec,
+            "lossless": self.lossless,
+            "objective": pred.objective,
+            "latency_ms": pred.latency_ms,
+            "first_request_ms": pred.first_request_ms,
+            "steady_latency_ms": pred.steady_latency_ms,
+            "feasible": self.plan.feasible,
+            "layers": pred.layers_per_tier,
+        }
+
+
+def choose_codec(
+    request: PlanRequest, problem_with: Any
+) -> tuple[str | None, str, list[CodecOption]]:
+    """The (codec, lossless) whose exact optimum is best, over every pair the boundaries file measured (the
+    one ``--compress`` / ``--coding`` fix, when given). Ties go to the simpler one (none before fp16 before
+    int8, identity before zstd before deflate): the same cost for less machinery."""
+    assert request.boundaries is not None
+    pairs = [
+        (codec, lossless)
+        for codec, lossless in request.boundaries.codecs
+        if (request.compress is None or codec == request.compress)
+        and (request.lossless is None or lossless == request.lossless)
+        and codec in ("none", "fp16", "int8")  # a bottleneck is an option of its own boundary (issue 20)
+    ]
+    if not pairs:
+        raise UsageError(
+            f"the boundaries file measured no '{request.compress or 'any'}' codec with "
+            f"'{request.lossless or 'any'}' coding",
+            "re-run `dnnsplit boundaries`, or drop --compress / --coding",
+        )
+    weighed = [CodecOption(c, ll, solve(problem_with(None if c == "none" else c, ll))) for c, ll in pairs]
+    feasible = [o for o in weighed if o.plan.feasible] or weighed
+    best = min(feasible, key=lambda o: o.plan.prediction.objective)  # min keeps the first of equals
+    return (None if best.codec == "none" else best.codec), best.lossless, weighed
+
+
+def codec_block(
+    request: PlanRequest,
+    problem: Problem,
+    plan: Plan,
+    compress: str | None,
+    lossless: str,
+    weighed: Sequence[CodecOption],
+) -> dict[str, Any]:
+    """What plan.yaml records of the codec: the choice, per crossing tensor what it goes as, the options."""
+    assert request.boundaries is not None
+    chosen = tensor_codecs(request.boundaries, compress, lossless, request.max_accuracy_drop)
+    per_tensor = []
+    for link in plan.prediction.links:
+        for t in link.up_tensors:
+            option = chosen.get(t.name)
+            as_is = "jpeg" if t.name == request.profile.input.name and request.boundaries.input else "none"
+            per_tensor.append(
+                {
+                    "link": link.name,
+                    "tensor": t.name,
+                    "codec": option.name if option else as_is,
+                    "lossless": option.lossless if option else "identity",
+                    "bytes": t.bytes,
+                    "bytes_p95": None if option is None else option.bytes_p95,
+                    "accuracy_drop": None if option is None else option.accuracy_drop,
+                }
+            )
+    return {
+        "codec": compress or "none",
+        "lossless": lossless,
+        "max_accuracy_drop": request.max_accuracy_drop,
+        "accuracy_scope": request.boundaries.accuracy_scope,
+        "boundaries": per_tensor,
+        "options": [o.to_dict() for o in weighed],
+    }

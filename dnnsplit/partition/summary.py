@@ -7,6 +7,7 @@ cannot disagree on a figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from dnnsplit.partition.early_exit import BranchEstimate
 from dnnsplit.partition.evaluate import Prediction
@@ -41,6 +42,8 @@ def plan_summary(planned: PlannedDocument, name: str) -> Summary:
     )
     blocks: list[TextTable | str] = [_stretches(plan), _cuts(plan), _figures(plan)]
     blocks += _verdicts(planned)
+    if planned.context.boundary_codec is not None:
+        blocks += _codecs(planned.context.boundary_codec)
     if planned.branch is not None:
         blocks += _branch(plan, planned.branch.estimate)
     if planned.sweep is not None:
@@ -86,6 +89,7 @@ def _figures(plan: Plan) -> TextTable:
     p = plan.problem
     own = "dnnsplit (rl)" if plan.solver == "rl" else "dnnsplit (optimal)"
     latency = plan.prediction.latency_ms
+    session = p.session_requests
 
     def row(label: str, pred: Prediction, baseline: bool) -> tuple[str, ...]:
         traffic = {link.name: link for link in pred.links}
@@ -93,6 +97,7 @@ def _figures(plan: Plan) -> TextTable:
         return (
             label,
             ms(pred.latency_ms),
+            *((ms(pred.first_request_ms), ms(pred.steady_latency_ms)) if session else ()),
             ms(pred.energy_mj),
             *[ms(v) for v in pred.compute_ms],
             *[ms(traffic[k].transfer_ms + traffic[k].return_ms) for k in p.link_names],
@@ -105,13 +110,53 @@ def _figures(plan: Plan) -> TextTable:
     columns = (
         "plan",
         "latency",
+        *(("first request", "steady state") if session else ()),
         "energy",
         *[f"compute {t}" for t in p.tiers],
         *[f"{k} up+down" for k in p.link_names],
         "speed-up",
         "violates",
     )
-    return TextTable("Predicted, one request (ms; energy of the phone in mJ)", columns, tuple(rows))
+    title = "Predicted, one request (ms; energy of the phone in mJ)"
+    if session:
+        title = (
+            f"Predicted, one request (ms; energy of the phone in mJ); latency includes 1/{session} of the "
+            "phone's download of its segments (first request: all of it; steady state: none)"
+        )
+    return TextTable(title, columns, tuple(rows))
+
+
+def _codecs(block: dict[str, Any]) -> list[TextTable | str]:
+    """The codecs weighed with measured boundaries, and the one chosen."""
+    rows = tuple(
+        (
+            o["codec"] + ("" if o["lossless"] == "identity" else f"+{o['lossless']}"),
+            ms(o["latency_ms"]),
+            ms(o["first_request_ms"]),
+            ms(o["steady_latency_ms"]),
+            "/".join(str(v) for v in o["layers"].values()),
+            "*" if (o["codec"], o["lossless"]) == (block["codec"], block["lossless"]) else "",
+        )
+        for o in block["options"]
+    )
+    table = TextTable(
+        "Boundary codecs weighed (measured bytes and times; the best plan with each)",
+        ("codec", "latency", "first request", "steady state", "layers per tier", "chosen"),
+        rows,
+        "lrrrrl",
+    )
+    sent = [
+        f"{b['tensor']} as {b['codec']}"
+        + ("" if b["lossless"] == "identity" else f"+{b['lossless']}")
+        + f" ({human_bytes(b['bytes'])})"
+        for b in block["boundaries"]
+    ]
+    shown = f"; sent: {', '.join(sent[:4])}" if sent else ""
+    line = (
+        f"codec: {block['codec']} + {block['lossless']} (accuracy drop at most "
+        f"{block['max_accuracy_drop']:g} points per boundary{shown})"
+    )
+    return [table, line]
 
 
 def _verdicts(planned: PlannedDocument) -> list[str]:

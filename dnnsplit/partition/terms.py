@@ -59,11 +59,17 @@ def cost_terms(problem: Problem, objective: Objective | None = None) -> CostTerm
     )
     unary = compute * idle_price
     unary[:, 0] = compute[:, 0] * (obj.latency + obj.energy * p_compute)
+    if problem.session_requests is not None:  # the phone's share of downloading its layers' weights
+        weights = np.array([la.weight_bytes for la in problem.layers], dtype=float)
+        per_request = 8.0 / (first.down_mbps * 1000.0) / problem.session_requests
+        unary[:, 0] += weights * per_request * down_price[0]
 
     up_ms_per_byte = np.array([8.0 / (link.up_mbps * 1000.0) for link in problem.links])
     down_ms_per_byte = np.array([8.0 / (link.down_mbps * 1000.0) for link in problem.links])
     sizes = np.array([x.bytes for x in problem.tensors], dtype=float)
     crossing = sizes[:, None] * (up_ms_per_byte * up_price)[None, :]
+    codec = np.array([[x.codec_ms_on(k) for k in range(n_links)] for x in problem.tensors], dtype=float)
+    crossing = crossing + codec.reshape(len(problem.tensors), n_links) * idle_price
     out_sizes = np.array([problem.tensors[o].returned_bytes for o in problem.outputs], dtype=float)
     returning = out_sizes[:, None] * (down_ms_per_byte * down_price)[None, :]
     half_rtt = np.array([link.rtt_ms / 2 for link in problem.links])

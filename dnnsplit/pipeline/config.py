@@ -119,6 +119,11 @@ class PlanConfig:
     networks: tuple[LinkSpec, ...] = ()  # the first is the shipped plan's (links' mobile link)
     private_input: bool = False
     max_mobile_mb: float | None = None
+    # requests per phone session the segments' download is amortised over (plan --session-requests; 0: not
+    # charged)
+    session_requests: int = 100
+    boundaries: str | None = None  # a `dnnsplit boundaries` file: measured bytes, the codec chosen
+    max_accuracy_drop: float = 1.0  # points a boundary codec may cost (plan --max-accuracy-drop)
 
 
 @dataclass(frozen=True)
@@ -416,6 +421,9 @@ _SECTIONS: dict[str, dict[str, tuple[Check, bool]]] = {
         "networks": (_networks, False),
         "private_input": (_BOOL, False),
         "max_mobile_mb": (_optional(_number(0, example="5")), False),
+        "session_requests": (_number(0, integer=True, example="100"), False),
+        "boundaries": (_optional(_file("a `dnnsplit boundaries` file")), False),
+        "max_accuracy_drop": (_number(0, example="1"), False),
     },
     "split": {
         "validate": (_number(0, integer=True, example="3"), False),

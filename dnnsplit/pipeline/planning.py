@@ -27,6 +27,7 @@ def network_label(link: LinkSpec, index: int) -> str:
 def plan_request(config: PipelineConfig, layout: Layout) -> PlanRequest:
     """The shipped plan's request: the profile stage's profile, the config's tiers, links and objective."""
     from dnnsplit.branching.branch_file import load_branch
+    from dnnsplit.partition.boundary_costs import BoundaryCosts
     from dnnsplit.partition.objective import Constraints
     from dnnsplit.profiling.devices import load_device
     from dnnsplit.profiling.profile import Profile
@@ -44,6 +45,9 @@ def plan_request(config: PipelineConfig, layout: Layout) -> PlanRequest:
         ),
         compress=config.split.compress,
         branch=load_branch(layout.branch).costs(layout.branch) if config.branch.enabled else None,
+        session_requests=config.plan.session_requests or None,
+        boundaries=None if config.plan.boundaries is None else BoundaryCosts.load(config.plan.boundaries),
+        max_accuracy_drop=config.plan.max_accuracy_drop,
     )
 
 

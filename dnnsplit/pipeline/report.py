@@ -175,13 +175,37 @@ def _plans_section(plans: dict[str, PlanFile], layout: Layout, config: PipelineC
             [
                 label,
                 _f(pred.latency_ms),
+                _f(pred.first_request_ms),
+                _f(pred.steady_latency_ms),
+                f"{pred.mobile_weight_bytes / 1e6:.2f}",
                 _f(pred.energy_mj),
                 " / ".join(str(layers.get(t, 0)) for t in tiers),
                 "-" if speed is None else f"{speed.latency:.2f}x vs {speed.baseline}",
             ]
         )
+    session = next(iter(plans.values())).plan.problem.session_requests
+    lines += [
+        (
+            f"Latency is per request of a {session}-request session (`plan.session_requests`): it includes "
+            f"1/{session} of the phone's download of its segments; the first request waits for all of it, "
+            "a steady-state request for none."
+        )
+        if session
+        else "The phone's download of its segments is not charged (`plan.session_requests: 0`).",
+        "",
+    ]
     lines += _table(
-        ["network", "latency ms", "phone energy mJ", f"layers {'/'.join(tiers)}", "speed-up"], rows
+        [
+            "network",
+            "latency ms",
+            "first request ms",
+            "steady state ms",
+            "phone download MB",
+            "phone energy mJ",
+            f"layers {'/'.join(tiers)}",
+            "speed-up",
+        ],
+        rows,
     )
     names = list(next(iter(plans.values())).plan.baselines)
     base_rows = [

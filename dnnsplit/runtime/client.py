@@ -27,12 +27,22 @@ from typing import Any
 
 import numpy as np
 
+from dnnsplit.codecs import check_coding
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
 from dnnsplit.runtime.connection import EdgeConnection, EdgeTimeout, EdgeUnreachable
 from dnnsplit.runtime.link import EmulatedLink
-from dnnsplit.runtime.wire import CONTENT_TYPE, HEADER_SLACK, WireError, check, decode, encode, message_bytes
+from dnnsplit.runtime.wire import (
+    CONTENT_TYPE,
+    HEADER_SLACK,
+    WireError,
+    check,
+    coded_body,
+    decode,
+    encode,
+    message_bytes,
+)
 from dnnsplit.splitting.chain import SegmentChain, SegmentRun, early_exit_answer
 from dnnsplit.splitting.manifest import Manifest
 
@@ -114,12 +124,16 @@ class CollaborativeClient:
         early_exit: EarlyExit | None = None,
         manifest: Manifest | None = None,
         split_at: int | None = None,
+        coding: str | None = None,
     ) -> None:
         if not timeout_s > 0:
             raise UsageError(f"--timeout must be > 0 (got {timeout_s})", "pass 10, say")
         if edge_url is not None and not edge_url.startswith(("http://", "https://")):
             raise UsageError(f"--edge '{edge_url}' is not an http(s) URL", "pass http://HOST:PORT")
         self.manifest = manifest or Manifest.load(directory)
+        # the lossless coding of the upload (see runtime/wire.py): given, else the one the split's plan
+        # priced its boundaries with, else none
+        self.coding = check_coding(coding or str(self.manifest.origin.get("coding") or "identity"))
         # split_at: the first segment sent away (default: the first past the mobile tier's; 0: all of them).
         self.first_remote = len(route.local_prefix(self.manifest)) if split_at is None else split_at
         self.local = tuple(range(self.first_remote))
@@ -192,11 +206,12 @@ class CollaborativeClient:
         self, available: dict[str, np.ndarray], stages: Stages, link: EmulatedLink | None
     ) -> dict[str, np.ndarray]:
         deadline = time.monotonic() + self.timeout_s  # the whole request: upload, wait, answer
-        body = encode({t.name: available[t.name] for t in self.boundary}, {"manifest": self.digest})
+        message = encode({t.name: available[t.name] for t in self.boundary}, {"manifest": self.digest})
+        body, coding = coded_body(message, self.coding)
         stages.up_bytes = len(body)
         batch = int(available[self.chain.input_name].shape[0])
         limit = self.answer_bytes * batch + HEADER_SLACK  # more is not this split's answer: not worth reading
-        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body))}
+        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body)), **coding}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
         marks: dict[str, float] = {}

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from dnnsplit.codecs import check_coding
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
@@ -44,7 +45,9 @@ from dnnsplit.runtime.wire import (
     WireError,
     check,
     check_finite,
+    coded_body,
     decode,
+    decoded_body,
     encode,
     message_bytes,
 )
@@ -88,8 +91,10 @@ class ServeSettings:
     max_connections: int | None = None  # default: what `ulimit -n` leaves room for, at most 1024
     max_queue: int = DEFAULT_MAX_QUEUE  # requests waiting for compute past --concurrency; more get 503
     allow_non_finite: bool = False  # NaN/inf in a request's tensors: 422 unless allowed
+    coding: str = "identity"  # lossless coding of what is forwarded to the next tier (zstd, deflate)
 
     def check(self) -> None:
+        check_coding(self.coding)
         if self.max_batch < 1:
             raise UsageError(f"--max-batch must be at least 1 (got {self.max_batch})", "pass 8, say")
         if self.max_body_mb is not None:
@@ -322,9 +327,9 @@ class TierService:
         import aiohttp
 
         url = f"{self.settings.next_url.rstrip('/')}/v1/infer"  # type: ignore[union-attr]
-        body = encode(pending, {"manifest": self.digest})
+        body, coding = coded_body(encode(pending, {"manifest": self.digest}), self.settings.coding)
         self.metrics.forwarded.inc(len(body))
-        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body))}
+        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body)), **coding}
         token = self.settings.next_token or self.settings.token
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -370,7 +375,7 @@ class TierService:
         self.admit()  # a full queue refuses before reading the body, not after
         body = await self.read_body(request)
         start = time.perf_counter()
-        tensors = self.accept(body)
+        tensors = self.accept(decoded_body(body, request.headers, self.max_body))
         self.admit()
         self.metrics.in_flight.inc()
         try:
@@ -517,6 +522,8 @@ def create_app(service: TierService) -> Any:
         headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
         if "retry_after_s" in exc.extra:
             headers = {"retry-after": str(exc.extra["retry_after_s"])}
+        if "accept_encoding" in exc.extra:  # 415: the codings this server decodes (RFC 7694)
+            headers = {"accept-encoding": exc.extra["accept_encoding"]}
         return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
     async def infer(request: Request) -> Response:

@@ -5,6 +5,13 @@ One message carries every tensor that crosses a cut (a skip connection crosses b
 first. ``__metadata__`` (strings only, as safetensors allows) carries the split's digest, so a server can
 tell a client of another split from a malformed one. Anything that does not fit raises ``WireError`` with
 the HTTP status it deserves and a message naming the problem.
+
+A body may be losslessly coded (``codecs.LOSSLESS``): the request says so in ``Content-Encoding`` (``zstd``
+or ``deflate``, the zlib format; none or ``identity``: raw) and may declare the decoded size in
+``X-Decoded-Length``. The server refuses a coding it does not know with 415 (and an ``Accept-Encoding``
+header listing those it does), a body that decodes past its size limit, past the declared size or past
+``MAX_RATIO`` times its coded size with 413 (a decompression bomb: decoding stops there), a corrupt stream
+or a short one with 400. Answers go back uncoded.
 """
 
 from __future__ import annotations
@@ -17,11 +24,17 @@ from typing import Any
 
 import numpy as np
 
+from dnnsplit.codecs import LOSSLESS, CodingRefused, check_coding, pack, unpack
 from dnnsplit.profiling.graph import TensorSpec
 
 CONTENT_TYPE = "application/vnd.safetensors"
 JSON_TYPE = "application/json"
 HEADER_SLACK = 64 * 1024  # room for the JSON header over the tensors' own bytes
+CODING_HEADER = "content-encoding"
+DECODED_LENGTH_HEADER = "x-decoded-length"
+# int8 activations after a ReLU are mostly zeros: zstd codes them ~50-200x; past this (and past
+# HEADER_SLACK of output) a body is a bomb, whatever the size limit leaves room for.
+MAX_RATIO = 1024
 
 
 @dataclass
@@ -144,3 +157,58 @@ def check_finite(tensors: Mapping[str, np.ndarray]) -> None:
                 f"tensor '{name}' holds {bad} NaN or infinite value(s) (serve --allow-non-finite takes them)",
                 {"tensor": name},
             )
+
+
+def coded_body(body: bytes, coding: str = "identity") -> tuple[bytes, dict[str, str]]:
+    """``body`` coded with ``coding`` and the headers that say so (none for identity)."""
+    check_coding(coding)
+    if coding == "identity":
+        return body, {}
+    return pack(body, coding), {CODING_HEADER: coding, DECODED_LENGTH_HEADER: str(len(body))}
+
+
+def decoded_body(body: bytes, headers: Mapping[str, str], limit: int) -> bytes:
+    """The raw message of a request body coded as its headers say; at most ``limit`` decoded bytes."""
+    coding = headers.get(CODING_HEADER, "identity").strip().lower() or "identity"
+    if coding not in LOSSLESS:
+        raise WireError(
+            415,
+            "unknown_coding",
+            f"Content-Encoding '{coding}' is not one this server decodes ({', '.join(LOSSLESS)})",
+            {"accept_encoding": ", ".join(LOSSLESS)},
+        )
+    if coding == "identity":
+        return body
+    bound = min(limit, MAX_RATIO * len(body) + HEADER_SLACK)
+    declared = headers.get(DECODED_LENGTH_HEADER)
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise WireError(
+                400, "bad_length", f"{DECODED_LENGTH_HEADER} '{declared}' is not a number"
+            ) from None
+        if size > limit:
+            raise WireError(
+                413,
+                "body_too_large",
+                f"the body declares {size} decoded bytes, over this server's limit of {limit} "
+                "(--max-body-mb)",
+            )
+        bound = min(bound, size)
+    try:
+        raw = unpack(body, coding, bound)
+    except CodingRefused as exc:
+        if exc.reason == "too_large":
+            raise WireError(
+                413,
+                "decoded_too_large",
+                f"the {coding} body {exc} (its declared size, {MAX_RATIO}x its {len(body)} coded bytes, "
+                f"or this server's limit of {limit})",
+            ) from None
+        raise WireError(400, "bad_coding", f"the {coding} body is malformed: {exc}") from None
+    if declared is not None and len(raw) != int(declared):
+        raise WireError(
+            400, "bad_length", f"the body decodes to {len(raw)} bytes, it declares {declared}"
+        )
+    return raw

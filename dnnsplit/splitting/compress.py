@@ -37,28 +37,33 @@ def boundary_tensors(specs: Sequence[SegmentSpec]) -> list[TensorSpec]:
     return list(found.values())
 
 
-def calibrate(
-    model_path: Any, names: Sequence[str], samples: Sequence[np.ndarray]
-) -> dict[str, tuple[float, int]]:
-    """(scale, zero point) of an asymmetric uint8 code per tensor, from its range over ``samples``."""
+def session_with_outputs(model_path: Any, names: Sequence[str], threads: int | None = None) -> Any:
+    """An onnxruntime session on ``model_path`` that also returns the intermediate tensors ``names``."""
     import onnx
 
     from dnnsplit.onnxrt import ort_session
 
-    if not names:  # one segment: nothing crosses (and an empty output list would ask for every output)
-        return {}
     model = onnx.load(str(model_path))
     existing = {o.name for o in model.graph.output}
     for name in names:
         if name not in existing:
             model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     if initializer_bytes(model) <= EXTERNAL_DATA_BYTES:
-        session = ort_session(model.SerializeToString())
-    else:  # over protobuf's 2 GB limit the proto cannot be serialised: go through a file with external data
-        with tempfile.TemporaryDirectory(prefix="dnnsplit-calibrate-") as tmp:
-            path = Path(tmp) / "calibrate.onnx"
-            onnx.save_model(model, str(path), save_as_external_data=True, location="calibrate.onnx.data")
-            session = ort_session(path)
+        return ort_session(model.SerializeToString(), threads)
+    # over protobuf's 2 GB limit the proto cannot be serialised: go through a file with external data
+    with tempfile.TemporaryDirectory(prefix="dnnsplit-calibrate-") as tmp:
+        path = Path(tmp) / "calibrate.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, location="calibrate.onnx.data")
+        return ort_session(path, threads)
+
+
+def calibrate(
+    model_path: Any, names: Sequence[str], samples: Sequence[np.ndarray]
+) -> dict[str, tuple[float, int]]:
+    """(scale, zero point) of an asymmetric uint8 code per tensor, from its range over ``samples``."""
+    if not names:  # one segment: nothing crosses (and an empty output list would ask for every output)
+        return {}
+    session = session_with_outputs(model_path, names)
     input_name = session.get_inputs()[0].name
     low = {n: 0.0 for n in names}  # the range always holds 0, so zero is coded exactly (ReLU outputs)
     high = {n: 0.0 for n in names}
@@ -66,8 +71,13 @@ def calibrate(
         for name, value in zip(names, session.run(list(names), {input_name: x}), strict=True):
             low[name] = min(low[name], float(np.min(value)))
             high[name] = max(high[name], float(np.max(value)))
+    return int8_codes(low, high)
+
+
+def int8_codes(low: dict[str, float], high: dict[str, float]) -> dict[str, tuple[float, int]]:
+    """(scale, zero point) per tensor of the range [low, high] (which holds 0)."""
     codes = {}
-    for name in names:
+    for name in low:
         scale = (high[name] - low[name]) / 255.0 or 1.0
         codes[name] = (scale, int(np.clip(round(-low[name] / scale), 0, 255)))
     return codes
@@ -100,8 +110,8 @@ def compress_boundaries(
                 targets_of[t.name] = spec.targets[t.name]
                 continue
             sent = TensorSpec(_sent_name(t.name, mode), t.shape, sent_dtype[0])
-            graph.node.extend(_encode(t.name, sent.name, mode))
-            graph.initializer.extend(_code_initializers(t.name, mode, codes))
+            graph.node.extend(encode_nodes(t.name, sent.name, mode))
+            graph.initializer.extend(code_initializers(t.name, mode, codes))
             later = [x for x in spec.targets[t.name] if x != "result"]
             original = next(o for o in graph.output if o.name == t.name)
             encoded = onnx.ValueInfoProto()
@@ -130,8 +140,8 @@ def compress_boundaries(
             original = next(i for i in graph.input if i.name == t.name)
             original.name = sent.name
             original.type.tensor_type.elem_type = sent_dtype[1]
-            decoders.extend(_decode(sent.name, t.name, mode))
-            graph.initializer.extend(_code_initializers(t.name, mode, codes))
+            decoders.extend(decode_nodes(sent.name, t.name, mode))
+            graph.initializer.extend(code_initializers(t.name, mode, codes))
             inputs.append(sent)
             sources[sent.name] = spec.sources[t.name]
         for node in reversed(decoders):
@@ -142,7 +152,7 @@ def compress_boundaries(
     return parts, new_specs
 
 
-def _code_initializers(name: str, mode: str, codes: dict[str, tuple[float, int]] | None) -> list[Any]:
+def code_initializers(name: str, mode: str, codes: dict[str, tuple[float, int]] | None) -> list[Any]:
     from onnx import helper
 
     if mode != "int8":
@@ -155,7 +165,7 @@ def _code_initializers(name: str, mode: str, codes: dict[str, tuple[float, int]]
     ]
 
 
-def _encode(name: str, sent: str, mode: str) -> list[Any]:
+def encode_nodes(name: str, sent: str, mode: str) -> list[Any]:
     from onnx import TensorProto, helper
 
     if mode == "fp16":
@@ -167,7 +177,7 @@ def _encode(name: str, sent: str, mode: str) -> list[Any]:
     ]
 
 
-def _decode(sent: str, name: str, mode: str) -> list[Any]:
+def decode_nodes(sent: str, name: str, mode: str) -> list[Any]:
     from onnx import TensorProto, helper
 
     if mode == "fp16":

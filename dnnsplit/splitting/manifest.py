@@ -24,7 +24,7 @@ from dnnsplit.profiling.graph import TensorSpec
 
 SCHEMA = "dnnsplit/manifest@1"
 FILE = "manifest.yaml"
-ORIGIN_KEYS = ("plan", "plan_sha256", "cuts", "compress", "branch")  # what the segments were cut by
+ORIGIN_KEYS = ("plan", "plan_sha256", "cuts", "compress", "coding", "branch")  # what the segments were cut by
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ def split_prepared(
     if plan_file is not None and plan is not None:
         segment_of, tiers = segments_from_plan(prepared.graph, plan_file, sha)
         origin: dict[str, Any] = {"plan": str(plan), "plan_sha256": file_sha256(plan)}
+        chosen = plan_file.document.get("boundary_codec")
+        if chosen:  # the lossless coding the plan priced the boundaries with: what the client sends
+            origin["coding"] = chosen["lossless"]
     else:
         segment_of, tiers = segments_from_cut_lists(prepared.graph, [list(c) for c in cut_lists])
         origin = {"cuts": [list(c) for c in cut_lists]}

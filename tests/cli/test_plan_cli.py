@@ -35,12 +35,16 @@ def test_plan_writes_a_plan_file_that_recomputes_by_hand(cli, chain: Path, tmp_p
         ("edge", "fc", "fc"),
     ]
     assert doc["cut_tensors"]["mobile-edge"]["up"] == [{"name": "c", "bytes": 4096}]
-    assert doc["predicted"]["latency_ms"] == pytest.approx(32.4064 + 32.768 / 25)
+    # plus 1/100 (--session-requests' default) of the phone's download of conv1..pool's 11,072 bytes of weights
+    download = 4 * (448 + 2320) * 8 / 50_000
+    assert doc["download"]["session_requests"] == 100
+    assert doc["predicted"]["latency_ms"] == pytest.approx(32.4064 + 32.768 / 25 + download / 100)
+    assert doc["predicted"]["first_request_ms"] == pytest.approx(32.4064 + 32.768 / 25 + download)
     assert (doc["predicted"]["latency_ms"], doc["predicted"]["energy_mj"]) == pytest.approx(
         recompute_by_hand(doc)
     )
     assert set(doc["baselines"]) == {"all-mobile", "all-edge", "best-single-cut"}
-    assert doc["baselines"]["all-mobile"]["latency_ms"] == pytest.approx(34.2)
+    assert doc["baselines"]["all-mobile"]["latency_ms"] == pytest.approx(34.2 + 4 * 13018 * 8 / 50_000 / 100)
     # On a chain Neurosurgeon's single cut is optimal too: it is the best baseline, and the speed-up is 1.
     assert doc["speedup"]["vs"] == "best-single-cut" and doc["speedup"]["latency"] == pytest.approx(1.0)
     assert doc["baselines"]["all-mobile"]["latency_ms"] / doc["predicted"]["latency_ms"] > 1.0
@@ -85,7 +89,8 @@ def test_input_bytes_changes_what_the_raw_input_costs(cli, chain: Path) -> None:
 
 def test_missed_budget_exits_1_and_says_where_time_goes(cli, chain: Path, tmp_path: Path) -> None:
     out = tmp_path / "plan.yaml"
-    code, stdout, stderr = cli("plan", chain, "--budget-ms", "20", "--output", out)
+    # the phone's download not charged (--session-requests 0): the compute alone misses the budget
+    code, stdout, stderr = cli("plan", chain, "--budget-ms", "20", "--session-requests", "0", "--output", out)
     assert code == 1
     error = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "Traceback" not in stderr
@@ -240,3 +245,16 @@ def test_plan_an_onnx_file(cli, tiny_onnx: Path) -> None:
     assert (doc["predicted"]["latency_ms"], doc["predicted"]["energy_mj"]) == pytest.approx(
         recompute_by_hand(doc)
     )
+
+
+def test_the_codec_and_session_flags_are_checked(cli, chain: Path) -> None:
+    for args, needle in (
+        (["--max-accuracy-drop", "-1"], "--max-accuracy-drop must be 0 or more"),
+        (["--coding", "zstd"], "--coding chooses among measured codings"),
+        (["--session-requests", "-5"], "--session-requests must be 0 or more"),
+        (["--boundaries", "missing.json"], "missing.json"),
+    ):
+        code, _, stderr = cli("plan", chain, *args)
+        assert code == 2 and needle in stderr and "Traceback" not in stderr, (args, stderr)
+    code, _, stderr = cli("boundaries", "torchvision:resnet18", "--data", "digits", "-o", "b.json", "--samples", "0")
+    assert code == 2 and "--samples and --accuracy-samples must be at least 1" in stderr

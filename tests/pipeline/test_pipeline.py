@@ -98,6 +98,7 @@ def test_report_has_the_figures_and_plots(first_run: tuple[Path, dict]) -> None:
     config, summary = first_run
     out = config.parent / "out"
     report = (out / "report.md").read_text()
+    assert "first request ms | steady state ms | phone download MB" in report
     for heading in (
         "## Budgets",
         "## Model",
@@ -115,6 +116,9 @@ def test_report_has_the_figures_and_plots(first_run: tuple[Path, dict]) -> None:
     for net in ("cat1", "wifi"):
         doc = yaml.safe_load((out / "plans" / f"{net}.yaml").read_text())
         assert f"| {net} | {doc['predicted']['latency_ms']:.2f} |" in report
+        # the phone's download: per request (1/100 of it), the first request's and the steady state's
+        first, steady = doc["predicted"]["first_request_ms"], doc["predicted"]["steady_latency_ms"]
+        assert f"| {first:.2f} | {steady:.2f} |" in report and doc["download"]["session_requests"] == 100
         assert f"{doc['baselines']['all-mobile']['latency_ms']:.2f}" in report
     branch = yaml.safe_load((out / "branch" / "branch.yaml").read_text())
     assert f"exit rate {branch['exit_rate']:.1%}" in report

@@ -57,7 +57,8 @@ def test_page_offloads_to_the_edge_and_matches_run(
     np.testing.assert_allclose(result["logits"], logits, rtol=1e-5, atol=1e-5)
     assert page.inner_text("#top1") == str(int(np.argmax(logits)))
     stages = result["stages"]
-    assert stages["up_bytes"] > 32768 and stages["down_bytes"] > 40  # the 8x32x32 boundary; 10 logits back
+    # the 8x32x32 float32 boundary (32768 bytes), deflated by the page's CompressionStream; 10 logits back
+    assert stages["up_coding"] == "deflate" and 1000 < stages["up_bytes"] < 32768 and stages["down_bytes"] > 40
     assert stages["mobile_ms"] > 0 and stages["edge_ms"] > 0 and stages["download_bytes"] > 0
     page.screenshot(path=str(artifacts / "web-offload.png"), full_page=True)
 

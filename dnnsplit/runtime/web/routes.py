@@ -61,6 +61,8 @@ def page_config(service: Any) -> dict[str, Any]:
         "infer_url": "/v1/infer",
         "tier": service.tier,  # its Server-Timing entry is compute-<tier>
         "token_required": service.settings.token is not None,
+        # The page codes its upload with the browser's CompressionStream, which has deflate, not zstd.
+        "coding": "deflate",
     }
 
 

@@ -6,7 +6,7 @@ import { verifySegment } from './integrity.js';
 import { createSessions, run } from './runtime.js';
 import { BitBranch, exitDecision, kernelModule } from './bitkernels.js';
 import { pixels, toTensor } from './preprocess.js';
-import { CONTENT_TYPE, decode, encode } from './wire.js';
+import { CONTENT_TYPE, decode, encode, pack } from './wire.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -107,8 +107,10 @@ function exitsEarly(available) {
 async function offload(available) {
   const { config } = state;
   const boundary = Object.fromEntries(config.boundary.map((t) => [t.name, available[t.name]]));
-  const body = encode(boundary, { manifest: config.split });
-  const headers = { 'content-type': CONTENT_TYPE };
+  const message = encode(boundary, { manifest: config.split });
+  const coded = await pack(message, params.get('coding') || config.coding || 'identity');
+  const body = coded.body;
+  const headers = { 'content-type': CONTENT_TYPE, ...coded.headers };
   const token = params.get('token') || $('token').value;
   if (token) headers.authorization = `Bearer ${token}`;
   // A URL of its own per request, so its Resource Timing entry is found by name.
@@ -139,6 +141,7 @@ async function offload(available) {
       return_ms: entry ? entry.responseEnd - entry.responseStart : 0,
       request_ms: t1 - t0,
       up_bytes: body.byteLength,
+      up_coding: coded.headers['content-encoding'] || 'identity',
       down_bytes: raw.byteLength,
     },
   };

@@ -59,3 +59,25 @@ export function decode(buffer) {
   }
   return { tensors, metadata: header.__metadata__ || {} };
 }
+
+// Lossless coding of a whole message, as dnnsplit/codecs.py does it. The browser's CompressionStream has
+// gzip, deflate and deflate-raw (no zstd in Chromium 150), so the page codes with 'deflate': the zlib format,
+// HTTP's "deflate" Content-Encoding, which the server (and Python's zlib) decodes.
+export const PAGE_CODING = 'deflate';
+
+async function through(bytes, stream) {
+  const piped = new Blob([bytes]).stream().pipeThrough(stream);
+  return new Uint8Array(await new Response(piped).arrayBuffer());
+}
+
+// bytes coded with coding ('identity' or 'deflate'), and the request headers that say so.
+export async function pack(bytes, coding = PAGE_CODING) {
+  if (coding === 'identity') return { body: bytes, headers: {} };
+  const body = await through(bytes, new CompressionStream(coding));
+  return { body, headers: { 'content-encoding': coding, 'x-decoded-length': String(bytes.length) } };
+}
+
+export async function unpack(bytes, coding = PAGE_CODING) {
+  if (coding === 'identity') return bytes;
+  return through(bytes, new DecompressionStream(coding));
+}
