@@ -222,6 +222,7 @@ class BranchFile:
             model_sha256=self.model.get("sha256"),
             model_source=self.model.get("source"),
             mobile_sha256=self.files.get("mobile_sha256"),
+            mobile_bytes=self.sizes.mobile_onnx_bytes,
         )
 
 

@@ -46,6 +46,7 @@ class BranchCosts:
     model_sha256: str | None = None
     model_source: str | None = None
     mobile_sha256: str | None = None  # the branch's mobile.onnx: what a measured timing must be of
+    mobile_bytes: int | None = None  # mobile.onnx's size: what the phone downloads (``session_requests``)
     # Measured on the mobile tier itself (``profile --runtime browser --branch``): these replace the host
     # times scaled by the mobile device; ``mobile_source`` says where they came from.
     mobile_stem_ms: float | None = None
@@ -127,6 +128,7 @@ class BranchEstimate:
     chosen: str  # the mode with the lower objective
     objective: dict[str, float]
     compute_ms: dict[str, float]  # stem, branch (mobile) and rest (edge) on this plan's devices
+    download_share_ms: float = 0.0  # each request's 1/N of downloading mobile.onnx (``session_requests``)
 
     @property
     def best(self) -> BranchMode:
@@ -145,6 +147,7 @@ class BranchEstimate:
         return {
             "exit_rate": self.sequential.exit_rate,
             "compute_ms": self.compute_ms,
+            "download_share_ms": self.download_share_ms,
             "chosen": self.chosen,
             "objective": self.objective,
             "sequential": mode(self.sequential),
@@ -185,21 +188,30 @@ def estimate_with_branch(
         idle = max(latency - compute - radio_ms, 0.0)
         return power.compute_w * compute + radio_mj + power.idle_w * idle
 
+    # As the plan charges its mobile segments: every request pays 1/N of downloading mobile.onnx.
+    share = 0.0
+    if problem.session_requests and branch.mobile_bytes:
+        share = link.down_ms(branch.mobile_bytes) / problem.session_requests
     local = stem + side
-    exited = Outcome(local, energy(local, 0.0, 0.0, local), 0.0)
+    exited = Outcome(local + share, energy(local, 0.0, share, local + share), 0.0)
     remote = up + half_rtt + rest + down + half_rtt
-    seq_latency = local + remote
+    seq_latency = local + remote + share
     sequential = BranchMode(
-        "sequential", exited, Outcome(seq_latency, energy(local, up, down, seq_latency), rest), p
+        "sequential", exited, Outcome(seq_latency, energy(local, up, down + share, seq_latency), rest), p
     )
-    spec_latency = stem + max(side, remote)
+    spec_latency = stem + max(side, remote) + share
     # An exited request stops its upload when the branch answers: the radio worked min(up, branch) ms.
     spec_exited_up = min(up, side)
     spec_exited = Outcome(
-        local, energy(local, spec_exited_up, 0.0, local), rest if up + half_rtt < side else 0.0
+        local + share,
+        energy(local, spec_exited_up, share, local + share),
+        rest if up + half_rtt < side else 0.0,
     )
     speculative = BranchMode(
-        "speculative", spec_exited, Outcome(spec_latency, energy(local, up, down, spec_latency), rest), p
+        "speculative",
+        spec_exited,
+        Outcome(spec_latency, energy(local, up, down + share, spec_latency), rest),
+        p,
     )
     goal = problem.objective
     objective = {
@@ -208,5 +220,5 @@ def estimate_with_branch(
     }
     chosen = "speculative" if objective["speculative"] < objective["sequential"] else "sequential"
     return BranchEstimate(
-        sequential, speculative, chosen, objective, {"stem": stem, "branch": side, "rest": rest}
+        sequential, speculative, chosen, objective, {"stem": stem, "branch": side, "rest": rest}, share
     )

@@ -78,3 +78,22 @@ def test_speculation_never_slower_and_expectation_is_a_mix(
         assert (mode.energy_mj is None) == (not power)
     assert est.speculative.latency_ms <= est.sequential.latency_ms + 1e-9
     assert est.objective[est.chosen] == min(est.objective.values())
+
+
+def test_each_request_pays_its_share_of_downloading_mobile_onnx() -> None:
+    from dataclasses import replace
+
+    session = replace(_problem(), session_requests=50)
+    branch = replace(_branch(0.5), mobile_bytes=1_000_000)
+    share = LINK.down_ms(1_000_000) / 50
+    est, free = estimate_with_branch(session, branch, MOBILE, EDGE), estimate_with_branch(
+        _problem(), branch, MOBILE, EDGE
+    )
+    assert est.download_share_ms == pytest.approx(share) and free.download_share_ms == 0.0
+    for mode in ("sequential", "speculative"):
+        a, b = getattr(est, mode), getattr(free, mode)
+        assert a.exited.latency_ms == pytest.approx(b.exited.latency_ms + share)
+        assert a.not_exited.latency_ms == pytest.approx(b.not_exited.latency_ms + share)
+        assert a.energy_mj > b.energy_mj  # the radio downloads during the share
+    # Without a size (a branch file from before), nothing is charged.
+    assert estimate_with_branch(session, _branch(0.5), MOBILE, EDGE).download_share_ms == 0.0
