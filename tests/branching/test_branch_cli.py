@@ -88,8 +88,11 @@ def test_plan_with_branch_reports_expected_figures(cli, tiny_branch: Path, tiny_
     assert branch["exit_rate"] == doc["exit_rate"]
     seq, spec = branch["sequential"], branch["speculative"]
     assert spec["expected_latency_ms"] <= seq["expected_latency_ms"] + 1e-9
+    # An exited request: the phone's stem and branch, plus its 1/100 share of downloading mobile.onnx (3g).
+    share = doc["sizes"]["mobile_onnx_bytes"] * 8 / (3.0 * 1000) / 100
+    assert branch["download_share_ms"] == pytest.approx(share)
     assert seq["exited"]["latency_ms"] == pytest.approx(
-        branch["compute_ms"]["stem"] + branch["compute_ms"]["branch"]
+        branch["compute_ms"]["stem"] + branch["compute_ms"]["branch"] + share
     )
     assert branch["chosen"] in ("sequential", "speculative")
 
