@@ -12,8 +12,11 @@ import hashlib
 from collections.abc import Sequence
 
 from dnnsplit.errors import UsageError
-from dnnsplit.profiling.graph import TensorSpec
+
+# crossing and results_from live beside the manifest (the splitter's validation needs them too).
 from dnnsplit.splitting.manifest import Manifest
+from dnnsplit.splitting.manifest import crossing as crossing
+from dnnsplit.splitting.manifest import results_from as results_from
 
 
 def tier_segments(manifest: Manifest, tier: str) -> tuple[int, ...]:
@@ -36,22 +39,6 @@ def local_prefix(manifest: Manifest) -> tuple[int, ...]:
     if manifest.segments[0].tier != CLIENT_TIER:
         return ()
     return tier_segments(manifest, CLIENT_TIER)
-
-
-def crossing(manifest: Manifest, first: int) -> list[TensorSpec]:
-    """Tensors made before segment ``first`` (or the model input) that segments from ``first`` on read."""
-    found: dict[str, TensorSpec] = {}
-    for seg in manifest.segments[first:]:
-        for t in seg.inputs:
-            source = seg.sources[t.name]
-            if (source is None or source < first) and t.name not in found:
-                found[t.name] = t
-    return list(found.values())
-
-
-def results_from(manifest: Manifest, first: int) -> list[TensorSpec]:
-    """Model outputs made by segments from ``first`` on."""
-    return [t for seg in manifest.segments[first:] for t in seg.outputs if "result" in seg.targets[t.name]]
 
 
 def digest(manifest: Manifest) -> str:
