@@ -13,8 +13,8 @@ What one request tells (``Observation``), from the client's own clock and the he
   (``x-dnnsplit-edge: read-bytes, read-ms``): the link's rate whatever the client's socket buffers do;
   transfers shorter than ``min_transfer_ms`` say nothing and are skipped;
 * round trip: the request's whole time on the client (upload start to the answer's last byte) minus the
-  edge's own time (``total-ms``: first body byte to answer) minus the answer's transfer at the estimated
-  downlink;
+  edge's own time (``total-ms``: first body byte to answer) minus the transfers it does not cover at the
+  estimated rates (the body's first chunk, the answer);
 * phone speed: the profile's time for the pieces the phone ran over the time they took;
 * edge load: the edge's compute over the profile's for its pieces, times 1 + the requests queued behind
   its ``concurrency`` (``queued``, ``computing``, ``concurrency`` in the same header).
@@ -106,6 +106,7 @@ class Tracker:
 class Observation:
     """What one request (or probe) measured; None where it did not measure that."""
 
+    up_bytes: int | None = None  # the whole body sent
     read_bytes: int | None = None  # bytes the edge read after the first chunk of the body
     read_ms: float | None = None  # ... and how long that took
     wall_ms: float | None = None  # the client's time from the upload's start to the answer's last byte
@@ -180,8 +181,11 @@ class ContextEstimator:
                 changed.append("uplink")
             self.last_uplink_sample = time.monotonic() if now is None else now
         if obs.wall_ms is not None and obs.edge_total_ms is not None:
-            down_ms = obs.down_bytes * 8 / (self.context().down_mbps * 1000)
-            if self.rtt.update(max(obs.wall_ms - obs.edge_total_ms - down_ms, 0.0)):
+            context = self.context()
+            on_the_wire = obs.down_bytes * 8 / (context.down_mbps * 1000)
+            if obs.up_bytes is not None and obs.read_bytes is not None:  # the first chunk's transfer
+                on_the_wire += max(obs.up_bytes - obs.read_bytes, 0) * 8 / (context.up_mbps * 1000)
+            if self.rtt.update(max(obs.wall_ms - obs.edge_total_ms - on_the_wire, 0.0)):
                 changed.append("rtt")
         if obs.phone_profiled_ms and obs.phone_ms and obs.phone_ms > 0.05:
             if self.phone.update(obs.phone_profiled_ms / obs.phone_ms):

@@ -58,3 +58,31 @@ def digest(manifest: Manifest) -> str:
 def describe(manifest: Manifest, indices: Sequence[int]) -> str:
     files = ", ".join(manifest.segments[i].file for i in indices)
     return f"segment{'s' if len(indices) > 1 else ''} {files}"
+
+
+def served_starts(manifest: Manifest, indices: Sequence[int]) -> tuple[int, ...]:
+    """Where a request to a server of segments ``indices`` may start: their first segment, and for an
+    elastic split every candidate boundary among them (the edge holds every piece after it)."""
+    starts = {indices[0]}
+    for candidate in (manifest.elastic or {}).get("candidates", []):
+        boundary = int(candidate["boundary"])
+        if indices[0] <= boundary <= indices[-1]:
+            starts.add(boundary)
+    return tuple(sorted(starts))
+
+
+def elastic_edge_segments(manifest: Manifest) -> tuple[int, ...] | None:
+    """For an elastic split, what the edge serves: every piece from the first boundary any candidate
+    offloads at (None for a plain split, whose edge serves its tier's segments)."""
+    if not manifest.elastic:
+        return None
+    offloading = [
+        int(c["boundary"])
+        for c in manifest.elastic.get("candidates", [])
+        if int(c["boundary"]) < len(manifest.segments)
+    ]
+    if not offloading:
+        raise UsageError(
+            "this elastic split has no candidate that runs on the edge", "run it with dnnsplit run"
+        )
+    return tuple(range(min(offloading), len(manifest.segments)))

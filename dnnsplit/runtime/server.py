@@ -28,6 +28,7 @@ import numpy as np
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
+from dnnsplit.runtime.estimate import EDGE_HEADER, edge_header
 from dnnsplit.runtime.guard import (
     BodyDeadline,
     Gate,
@@ -54,7 +55,7 @@ from dnnsplit.splitting.manifest import Manifest
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_QUEUE = 64  # twice the 32 clients of the runtime benchmark's load test, which must see no 503
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-ROUTES = ("/v1/infer", "/v1/manifest", "/healthz", "/metrics")
+ROUTES = ("/v1/infer", "/v1/probe", "/v1/manifest", "/healthz", "/metrics")
 CLIENT_CLOSED = 499  # the status /metrics counts a request under when its client left before the answer
 
 
@@ -183,7 +184,31 @@ class Metrics:
             ["tier", "reason"],
             registry=self.registry,
         )
+        # Elastic splits: which cut each request came for, and the context estimate its client sent.
+        self.cuts = Counter(
+            "dnnsplit_cut_requests",
+            "POST /v1/infer requests by the cut the client chose and the segment they start at",
+            ["tier", "cut", "start"],
+            registry=self.registry,
+        )
+        self.estimate = Gauge(
+            "dnnsplit_client_estimate",
+            "The context estimate the last elastic client sent (up_mbps, rtt_ms, phone_speed, edge_load)",
+            ["tier", "quantity"],
+            registry=self.registry,
+        )
         self.tier = tier
+
+    def record_cut(self, metadata: Mapping[str, str], start: int) -> None:
+        self.cuts.labels(tier=self.tier, cut=metadata.get("cut", "-")[:32], start=str(start)).inc()
+        try:
+            estimate = json.loads(metadata.get("estimate", "{}"))
+        except ValueError:
+            return
+        for key in ("up_mbps", "rtt_ms", "phone_speed", "edge_load"):
+            value = estimate.get(key) if isinstance(estimate, dict) else None
+            if isinstance(value, int | float) and np.isfinite(value):
+                self.estimate.labels(tier=self.tier, quantity=key).set(float(value))
 
     def drop(self, reason: str) -> None:
         self.dropped.labels(tier=self.tier, reason=reason).inc()
@@ -207,17 +232,21 @@ class TierService:
         self.directory = Path(directory)
         self.manifest = manifest
         self.settings = settings
+        elastic = route.elastic_edge_segments(manifest)
         if settings.segments is not None:
             self.indices = tuple(settings.segments)
+        elif elastic is not None and (settings.tier or "edge") != route.CLIENT_TIER:
+            self.indices = elastic  # every piece a candidate may offload
         else:
             self.indices = route.tier_segments(manifest, settings.tier or "edge")
-        if settings.segments is None and self.indices == route.local_prefix(manifest):
+        if elastic is None and settings.segments is None and self.indices == route.local_prefix(manifest):
             raise UsageError(
                 f"'{settings.tier}' runs the first segment: that is the client's (dnnsplit infer)",
                 "serve a later tier (edge, cloud)",
             )
         self.tier = settings.tier or manifest.segments[self.indices[-1]].tier
         self.first, self.last = self.indices[0], self.indices[-1]
+        self.starts = route.served_starts(manifest, self.indices)  # where a request may start
         self.accepts = route.crossing(manifest, self.first)
         self.later = self.last + 1 < len(manifest.segments)
         self.pending = route.crossing(manifest, self.last + 1) if self.later else []
@@ -270,12 +299,17 @@ class TierService:
             if declared > self.max_body:
                 raise self._too_large(declared)
         parts, total = [], 0
+        first = None
         async for chunk in request.stream():
+            if chunk and first is None:
+                first = (time.perf_counter(), len(chunk))  # the link's rate shows in the rest (estimate.py)
             total += len(chunk)
             if total > self.max_body:
                 raise self._too_large(total)
             parts.append(chunk)
         self.metrics.received.inc(total)
+        end = time.perf_counter()
+        request.state.read = (first[0], total - first[1], (end - first[0]) * 1000) if first else (end, 0, 0.0)
         return b"".join(parts)
 
     def admit(self) -> None:
@@ -299,9 +333,10 @@ class TierService:
         )
 
     # -- the work ----------------------------------------------------------------------------------------
-    def compute(self, tensors: dict[str, np.ndarray]) -> float:
+    def compute(self, tensors: dict[str, np.ndarray], start_at: int | None = None) -> float:
         start = time.perf_counter()
-        self.chain.run_segments(tensors, self.indices)
+        first = self.first if start_at is None else start_at
+        self.chain.run_segments(tensors, range(first, self.last + 1))
         return (time.perf_counter() - start) * 1000
 
     async def forward(
@@ -368,7 +403,9 @@ class TierService:
                 "other_split",
                 f"the request is for split {claimed}, this server serves split {self.digest}",
             )
-        check(tensors, self.accepts, self.settings.max_batch)
+        first = self.start_of(metadata)
+        accepts = self.accepts if first == self.first else route.crossing(self.manifest, first)
+        check(tensors, accepts, self.settings.max_batch)
         if not self.settings.allow_non_finite:
             check_finite(tensors)
         self.admit()
@@ -381,14 +418,17 @@ class TierService:
                     # ~0.25 ms each on a 2-core VM. Long computes stay on a thread so /healthz answers, and so
                     # do requests that queue: the limiter serves them in order (inline, p99 of 32 clients
                     # was 4x).
-                    compute_ms = self.compute(tensors)
+                    compute_ms = self.compute(tensors, first)
                 else:
-                    compute_ms = await anyio.to_thread.run_sync(self.compute, tensors, limiter=self.limiter)
+                    compute_ms = await anyio.to_thread.run_sync(
+                        self.compute, tensors, first, limiter=self.limiter
+                    )
             finally:
                 self.queued -= 1
             self.last_compute_ms = compute_ms
             self.metrics.compute.observe(compute_ms / 1000)
-            answer = {t.name: tensors[t.name] for t in self.returns if t.name in tensors}
+            returns = self.returns if first == self.first else route.results_from(self.manifest, first)
+            answer = {t.name: tensors[t.name] for t in returns if t.name in tensors}
             timing = [f"compute-{self.tier};dur={compute_ms:.3f}"]
             complete = "true"
             if self.later:
@@ -411,7 +451,49 @@ class TierService:
         self.metrics.sent.inc(len(out))
         self.metrics.latency.observe(time.perf_counter() - start)
         self.served += 1
-        return Response(out, media_type=CONTENT_TYPE, headers={"server-timing": ", ".join(timing)})
+        if self.manifest.elastic:
+            self.metrics.record_cut(metadata, first)
+        headers = {"server-timing": ", ".join(timing), EDGE_HEADER: self.load_header(request)}
+        return Response(out, media_type=CONTENT_TYPE, headers=headers)
+
+    def start_of(self, metadata: Mapping[str, str]) -> int:
+        """The segment a request starts at: its ``start`` (elastic clients say), else this server's first."""
+        raw = metadata.get("start")
+        if raw is None:
+            return self.first
+        try:
+            start = int(raw)
+        except ValueError:
+            raise WireError(400, "bad_start", f"start '{raw[:20]}' is not a segment index") from None
+        if start not in self.starts:
+            raise WireError(
+                422,
+                "unserved_cut",
+                f"this server does not start at segment {start}; it starts at {list(self.starts)}",
+                {"starts": list(self.starts)},
+            )
+        return start
+
+    def load_header(self, request: Any) -> str:
+        """``x-dnnsplit-edge``: the queue and how this request's body was read (estimate.py reads it)."""
+        first_byte, read_bytes, read_ms = getattr(request.state, "read", (time.perf_counter(), 0, 0.0))
+        computing = min(self.queued, self.settings.concurrency)
+        return edge_header(
+            max(self.queued - computing, 0),
+            computing,
+            self.settings.concurrency,
+            read_bytes,
+            read_ms,
+            (time.perf_counter() - first_byte) * 1000,
+        )
+
+    async def probe(self, request: Any) -> Any:
+        """``POST /v1/probe``: read and drop a body, say how it came in (an idle client measures its link)."""
+        from starlette.responses import JSONResponse
+
+        self.authorize(request.headers)
+        body = await self.read_body(request)
+        return JSONResponse({"bytes": len(body)}, headers={EDGE_HEADER: self.load_header(request)})
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -424,6 +506,7 @@ class TierService:
             "next_boundary": [t.to_dict() for t in self.pending],
             "max_body_bytes": self.max_body,
             "max_batch": self.settings.max_batch,
+            "starts": list(self.starts),
         }
 
     @property
@@ -501,6 +584,12 @@ def create_app(service: TierService) -> Any:
         except WireError as exc:
             return error(exc)
 
+    async def probe(request: Request) -> Response:
+        try:
+            return await service.probe(request)
+        except WireError as exc:
+            return error(exc)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "tier": service.tier, "served": service.served})
 
@@ -534,6 +623,7 @@ def create_app(service: TierService) -> Any:
 
     routes: list[Any] = [
         Route("/v1/infer", infer, methods=["POST"]),
+        Route("/v1/probe", probe, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/manifest", manifest, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
