@@ -285,3 +285,108 @@ class ElasticClient:
         )
         self.estimator.last_uplink_sample = time.monotonic()
         return wall_ms
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """A stream of frames in a few figures: latency percentiles, and per cut how often it ran."""
+
+    frames: int
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+    cuts: dict[str, int]
+    switches: int  # frames whose cut differs from the previous frame's
+    fallbacks: int
+    notes: int
+    decision_ms_p99: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(cuts: list[str], results: list[InferResult], notes: list[str | None]) -> StreamSummary:
+    totals = np.array([r.stages.total_ms for r in results], dtype=np.float64)
+    counts: dict[str, int] = {}
+    for c in cuts:
+        counts[c] = counts.get(c, 0) + 1
+    return StreamSummary(
+        frames=len(results),
+        p50_ms=float(np.percentile(totals, 50)) if len(totals) else float("nan"),
+        p95_ms=float(np.percentile(totals, 95)) if len(totals) else float("nan"),
+        mean_ms=float(totals.mean()) if len(totals) else float("nan"),
+        cuts=counts,
+        switches=sum(1 for a, b in zip(cuts, cuts[1:], strict=False) if a != b),
+        fallbacks=sum(1 for r in results if r.fallback),
+        notes=sum(1 for n in notes if n),
+    )
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """``dnnsplit infer --stream/--frames``: the split, its edge, the frames and how many to run."""
+
+    directory: Path
+    edge_url: str | None
+    source: Path  # an image, a .npy batch or a folder of images: the frames, looped
+    count: int | None = None  # default: each frame once
+    token: str | None = None
+    link: LinkSpec | None = None
+    timeout_s: float = 10.0
+    threads: int | None = None
+    top: int = 1  # classes per frame in its row
+    settings: ElasticSettings = field(default_factory=ElasticSettings)
+
+
+def run_stream(
+    request: StreamRequest, progress: Any = None
+) -> tuple[list[dict[str, Any]], StreamSummary, list[str]]:
+    """Run the frames one after another: an elastic split re-cut per frame, a plain one at its cut.
+    Per frame a row (``FrameResult.to_dict`` and its top classes), the summary, and the client's notes."""
+    from dnnsplit.images import load_inputs
+    from dnnsplit.runtime.labels import top_classes
+
+    manifest = Manifest.load(request.directory)
+    batch = load_inputs(request.source, manifest.input.shape)
+    total = request.count or len(batch)
+    options: dict[str, Any] = {
+        "token": request.token,
+        "link": request.link,
+        "timeout_s": request.timeout_s,
+        "threads": request.threads,
+    }
+    client: Any = (
+        ElasticClient(request.directory, request.edge_url, settings=request.settings, **options)
+        if manifest.elastic
+        else CollaborativeClient(request.directory, request.edge_url, **options)
+    )
+    rows: list[dict[str, Any]] = []
+    cuts: list[str] = []
+    results: list[InferResult] = []
+    notes: list[str | None] = []
+    with client:
+        for i in range(total):
+            if progress is not None:
+                progress("frames", i, total)
+            x = batch[i % len(batch) : i % len(batch) + 1]
+            if manifest.elastic:
+                frame = client.infer(x)
+                result, cut, row, note = frame.result, frame.cut, frame.to_dict(), frame.note
+            else:
+                result = client.infer(x)
+                cut, note = f"fixed (from segment {client.first_remote + 1})", result.fallback
+                row = {
+                    "frame": i,
+                    "cut": cut,
+                    "latency_ms": result.stages.total_ms,
+                    "stages": result.stages.to_dict(),
+                    "fallback": result.fallback,
+                }
+            row["top"] = top_classes(manifest, result.outputs, request.top)
+            rows.append(row)
+            cuts.append(cut)
+            results.append(result)
+            notes.append(note)
+        if progress is not None:
+            progress("frames", total, total)
+    return rows, summarize(cuts, results, notes), list(getattr(client, "notes", []))

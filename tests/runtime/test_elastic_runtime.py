@@ -128,3 +128,25 @@ def test_a_damaged_elastic_split_is_one_clear_error(elastic: Path, tmp_path: Pat
         text = (plain / "manifest.yaml").read_text()
         (plain / "manifest.yaml").write_text(text[: text.index("elastic:")])
         ElasticClient(plain, None)
+
+
+def test_infer_streams_frames_and_says_which_cut_ran(cli, elastic: Path, tmp_path: Path) -> None:
+    import json
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    np.save(frames.with_suffix(".npy"), np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32))
+    with serving(elastic, ServeSettings(tier="edge")) as edge:
+        code, stdout, stderr = cli(
+            "infer", elastic, "--edge", edge.url, "--frames", frames.with_suffix(".npy"), "--stream", "5",
+            "--link", "wifi", "--format", "json",
+        )
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert [f["frame"] for f in document["frames"]] == [0, 1, 2, 3, 4]
+    for f in document["frames"]:
+        assert f["cut"] in {"all-edge", "cut-1", "all-local"} and set(f["estimate"]) >= {"up_mbps", "rtt_ms"}
+        assert f["latency_ms"] > 0 and len(f["top"]) == 5  # --top
+    assert document["summary"]["frames"] == 5 and sum(document["summary"]["cuts"].values()) == 5
+    code, stdout, stderr = cli("infer", elastic, "--edge", "http://127.0.0.1:9", "--frames", frames, "--input", frames)
+    assert code == 2 and "give either --input or --frames" in stderr
