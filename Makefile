@@ -67,6 +67,7 @@ bench: $(STAMP) web
 	$(BIN)/python benchmarks/branch_kernels.py
 	$(BIN)/python benchmarks/prune_variants.py
 	$(BIN)/python benchmarks/browser_bench.py
+	$(BIN)/python benchmarks/elastic.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache web/node_modules $(VENDOR) test-artifacts

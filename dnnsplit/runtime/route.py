@@ -86,3 +86,12 @@ def elastic_edge_segments(manifest: Manifest) -> tuple[int, ...] | None:
             "this elastic split has no candidate that runs on the edge", "run it with dnnsplit run"
         )
     return tuple(range(min(offloading), len(manifest.segments)))
+
+
+def phone_segments(manifest: Manifest) -> tuple[int, ...]:
+    """The segments a phone downloads: its tier's, or for an elastic split every piece up to the last
+    candidate boundary (the longest prefix it may run)."""
+    if not manifest.elastic:
+        return local_prefix(manifest)
+    last = max(int(c["boundary"]) for c in manifest.elastic.get("candidates", []))
+    return tuple(range(last))

@@ -254,7 +254,7 @@ class TierService:
         self.digest = route.digest(manifest)
         self.chain = SegmentChain(manifest, directory, settings.threads, self.indices, settings.slowdown)
         if settings.web:  # it hands the phone's segments to browsers: refused now, before binding the port
-            self.chain.verify(route.local_prefix(manifest))
+            self.chain.verify(route.phone_segments(manifest))
         self.metrics = Metrics(self.tier)
         self.link = EmulatedLink(settings.link) if settings.link else None
         self.http: Any = None  # aiohttp.ClientSession for the next tier, opened with the app

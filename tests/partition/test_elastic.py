@@ -22,6 +22,7 @@ from dnnsplit.partition.elastic import (
     predict_ms,
     sweep_candidates,
 )
+from tests.fixtures.elastic import two_piece_spec
 
 from .reference import problems
 
@@ -92,23 +93,7 @@ def test_in_every_swept_context_a_candidate_is_the_exact_optimum(problem: Proble
 
 
 def test_hysteresis_keeps_the_current_cut_unless_the_best_is_clearly_faster() -> None:
-    spec = ElasticSpec.from_dict(
-        {
-            "schema": "dnnsplit/elastic@1",
-            "tiers": ["mobile", "edge"],
-            "reference": Context(10, 10, 10).to_dict(),
-            "default": 0,
-            "pieces": [
-                {"layers": ["a"], "mobile_ms": 10.0, "edge_ms": 1.0},
-                {"layers": ["b"], "mobile_ms": 10.0, "edge_ms": 1.0},
-            ],
-            "candidates": [
-                {"name": "all-edge", "boundary": 0, "up_bytes": 100_000, "down_bytes": 40},
-                {"name": "cut-1", "boundary": 1, "up_bytes": 10_000, "down_bytes": 40},
-                {"name": "all-local", "boundary": 2, "up_bytes": 0, "down_bytes": 0},
-            ],
-        }
-    )
+    spec = two_piece_spec()
     fast = Context(200, 200, 2)
     assert decide(spec, fast).candidate.name == "all-edge"  # 2 + 1 + 4 ms against 20 ms locally
     slow = Context(0.1, 0.1, 100)

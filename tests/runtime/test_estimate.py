@@ -16,6 +16,7 @@ from dnnsplit.runtime.estimate import (
     edge_header,
     parse_edge_header,
 )
+from tests.fixtures.elastic import two_piece_spec
 
 BODY = 400_000  # bytes read per request
 
@@ -29,23 +30,7 @@ def _upload(rate_mbps: float, rtt_ms: float = 20.0, compute_ms: float = 5.0) -> 
 
 def _spec() -> ElasticSpec:
     """cut-1 (11 ms + 10 kB up) and all-local (20 ms) cost the same at 10 Mbit/s and no rtt."""
-    return ElasticSpec.from_dict(
-        {
-            "schema": "dnnsplit/elastic@1",
-            "tiers": ["mobile", "edge"],
-            "reference": Context(10, 10, 0).to_dict(),
-            "default": 0,
-            "pieces": [
-                {"layers": ["a"], "mobile_ms": 10.0, "edge_ms": 1.0},
-                {"layers": ["b"], "mobile_ms": 10.0, "edge_ms": 1.0},
-            ],
-            "candidates": [
-                {"name": "all-edge", "boundary": 0, "up_bytes": 100_000, "down_bytes": 40},
-                {"name": "cut-1", "boundary": 1, "up_bytes": 11_250, "down_bytes": 0, "returns": False},
-                {"name": "all-local", "boundary": 2, "up_bytes": 0, "down_bytes": 0, "returns": False},
-            ],
-        }
-    )
+    return two_piece_spec(cut_up_bytes=11_250, cut_returns=False, rtt_ms=0.0)
 
 
 def test_a_step_in_the_uplink_is_followed_within_two_requests() -> None:
