@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,8 +199,10 @@ class Metrics:
         )
         self.tier = tier
 
-    def record_cut(self, metadata: Mapping[str, str], start: int) -> None:
-        self.cuts.labels(tier=self.tier, cut=metadata.get("cut", "-")[:32], start=str(start)).inc()
+    def record_cut(self, metadata: Mapping[str, str], start: int, known: Container[str]) -> None:
+        # A label per name a client sends would let any client grow the registry: unknown names are "other".
+        cut = metadata.get("cut", "-")
+        self.cuts.labels(tier=self.tier, cut=cut if cut in known else "other", start=str(start)).inc()
         try:
             estimate = json.loads(metadata.get("estimate", "{}"))
         except ValueError:
@@ -247,6 +249,7 @@ class TierService:
         self.tier = settings.tier or manifest.segments[self.indices[-1]].tier
         self.first, self.last = self.indices[0], self.indices[-1]
         self.starts = route.served_starts(manifest, self.indices)  # where a request may start
+        self.cut_names = {str(c["name"]) for c in (manifest.elastic or {}).get("candidates", [])}
         self.accepts = route.crossing(manifest, self.first)
         self.later = self.last + 1 < len(manifest.segments)
         self.pending = route.crossing(manifest, self.last + 1) if self.later else []
@@ -452,7 +455,7 @@ class TierService:
         self.metrics.latency.observe(time.perf_counter() - start)
         self.served += 1
         if self.manifest.elastic:
-            self.metrics.record_cut(metadata, first)
+            self.metrics.record_cut(metadata, first, self.cut_names)
         headers = {"server-timing": ", ".join(timing), EDGE_HEADER: self.load_header(request)}
         return Response(out, media_type=CONTENT_TYPE, headers=headers)
 

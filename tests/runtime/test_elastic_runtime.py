@@ -65,6 +65,25 @@ def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole,
     assert 'dnnsplit_client_estimate{quantity="up_mbps",tier="edge"}' in metrics
 
 
+def test_the_edge_counts_only_the_splits_own_cut_names(elastic: Path, sample: np.ndarray) -> None:
+    from dnnsplit.runtime import route
+    from dnnsplit.runtime.wire import encode
+    from dnnsplit.splitting.manifest import Manifest
+
+    manifest = Manifest.load(elastic)
+    with serving(elastic, ServeSettings(tier="edge")) as edge:
+        for name in ("made-up-1", "made-up-2"):
+            meta = {"manifest": route.digest(manifest), "start": "0", "cut": name, "estimate": "not json"}
+            assert httpx.post(f"{edge.url}/v1/infer", content=encode({"input": sample}, meta)).status_code == 200
+        meta = {"manifest": route.digest(manifest), "start": "2"}  # all-local: nothing starts there
+        refused = httpx.post(f"{edge.url}/v1/infer", content=encode({"input": sample}, meta))
+        metrics = httpx.get(f"{edge.url}/metrics").text
+    assert refused.status_code == 422 and refused.json()["code"] == "unserved_cut"
+    assert refused.json()["starts"] == [0, 1]
+    assert 'dnnsplit_cut_requests_total{cut="other",start="0",tier="edge"} 2.0' in metrics
+    assert "made-up" not in metrics
+
+
 def test_an_edge_lacking_a_cut_gets_the_best_one_it_has(
     elastic: Path, whole, sample: np.ndarray, monkeypatch
 ) -> None:
