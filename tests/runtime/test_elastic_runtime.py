@@ -29,9 +29,12 @@ def elastic(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole, sample: np.ndarray) -> None:
+    # A probe before every frame: the plan's prior is 4g (60 ms round trip), this link has 2 ms, and the
+    # client learns that only from the link (all-local sends nothing), whatever this machine's speed.
+    eager = ElasticSettings(estimator=EstimatorSettings(probe_idle_s=0.0))
     with (
         serving(elastic, ServeSettings(tier="edge")) as edge,
-        ElasticClient(elastic, edge.url, link=FAST, slowdown=PHONE_SCALE) as client,
+        ElasticClient(elastic, edge.url, link=FAST, slowdown=PHONE_SCALE, settings=eager) as client,
     ):
         assert client.starts == (0, 1) and client.notes == []  # the edge starts at every offloading cut
         frames = []
@@ -48,13 +51,12 @@ def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole,
     seen = [(f.cut, f"{f.result.stages.total_ms:.0f} ms", f.decision.context) for f in frames]  # on failure
     # Fast link: the raw input goes to the edge (the phone is 300x slower than the host) ...
     assert set(cuts[2:8]) == {"all-edge"}, seen
-    # ... and once 12 kB take 1 s, the frames on the slow link see it (the first one's sample is held
-    # back when the uplink was measured before: a step needs two) and the input stays on the phone (cut-1
-    # and all-local, both about the phone's 200 ms, may swap on a loaded machine).
+    # ... and once 12 kB take 1 s, the first frame on the slow link (its probe, or its own upload) sees it
+    # and the next keeps the input on the phone (cut-1 and all-local, both about the phone's time, may swap
+    # on a loaded machine). A step needs two samples when the uplink was measured before.
     assert set(cuts[10:]) <= {"cut-1", "all-local"}, seen
     switched = next(i for i in range(8, 15) if cuts[i] != "all-edge")
     assert switched <= 9 + (frames[7].decision.context.up_mbps != FAST_PRIOR), seen
-    assert frames[8].cut == "all-edge" and frames[8].result.stages.upload_ms > 900
     assert frames[10].decision.context.up_mbps == pytest.approx(0.1, rel=0.25)
     assert frames[10].to_dict()["estimate"]["up_mbps"] == frames[10].decision.context.up_mbps
     for f in frames[9:]:  # cut-1 sends the 32-byte pooled features, all-local nothing
