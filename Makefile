@@ -69,6 +69,7 @@ bench: $(STAMP) web
 	$(BIN)/python benchmarks/branch_plans.py --run $(DEMO_OUT)
 	$(BIN)/python benchmarks/prune_variants.py
 	$(BIN)/python benchmarks/browser_bench.py
+	$(BIN)/python benchmarks/elastic.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache web/node_modules $(VENDOR) test-artifacts

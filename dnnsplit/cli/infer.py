@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -17,8 +17,10 @@ from dnnsplit.cli.common import (
     human_bytes,
     out,
     print_document,
+    progress_bar,
     simple_table,
 )
+from dnnsplit.errors import UsageError
 from dnnsplit.runtime.labels import top_classes
 
 EXAMPLES = """
@@ -31,6 +33,12 @@ Examples:
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link 4g
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link up=5.85,down=20,rtt=40
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link 3g --coding zstd
+
+  dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --stream 100 --link 4g
+
+A split written by `split --elastic` is re-cut for every frame: the client estimates its uplink, round
+trip, its own speed and the edge's load, and runs the cut that is fastest for that estimate; each frame
+says which cut ran and the estimate that chose it (--format json), the edge's /metrics counts them.
 
 The result is the one `dnnsplit run DIR` gives; when the edge is down, slow (no full answer within
 --timeout), failing, or answers tensors other than the split's outputs, the client runs the rest itself
@@ -45,9 +53,23 @@ def infer(
     ],
     edge: Annotated[str, typer.Option(help="URL of the edge tier's `dnnsplit serve`.")],
     input_file: Annotated[
-        Path,
+        Path | None,
         typer.Option("--input", help="An image (resized and normalised as ImageNet models expect) or .npy."),
-    ],
+    ] = None,
+    frames: Annotated[
+        Path | None,
+        typer.Option(help="A folder of images (or a .npy batch): one frame each, in name order."),
+    ] = None,
+    stream: Annotated[
+        int | None,
+        typer.Option(help="Run this many frames one after another (the input, or --frames looped)."),
+    ] = None,
+    hysteresis: Annotated[
+        float,
+        typer.Option(
+            help="Elastic splits: keep the current cut unless another is predicted this much faster."
+        ),
+    ] = 0.1,
     token: Annotated[
         str | None, typer.Option(envvar="DNNSPLIT_TOKEN", help="Bearer token the edge requires.")
     ] = None,
@@ -83,11 +105,23 @@ def infer(
     check_threads(threads)
     check_positive(timeout, "--timeout", "pass 10, say")
     check_token(token)
+    if (input_file is None) == (frames is None):
+        raise UsageError("give either --input or --frames", "pass one image or .npy, or a folder of frames")
+    if stream is not None and stream < 1:
+        raise UsageError(f"--stream must be at least 1 (got {stream})", "pass --stream 100, say")
     from dnnsplit.images import load_inputs
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime.client import CollaborativeClient
+    from dnnsplit.splitting.manifest import Manifest
 
     spec = parse_link(link) if link else None
+    manifest = Manifest.load(directory)
+    if manifest.elastic or frames is not None or stream is not None:
+        _stream(
+            directory, edge, token, spec, timeout, threads, input_file or frames, stream, hysteresis, top, fmt
+        )
+        return
+    assert input_file is not None
     with CollaborativeClient(
         directory, edge, token=token, link=spec, timeout_s=timeout, threads=threads, coding=coding
     ) as client:
@@ -126,3 +160,92 @@ def infer(
         out.print("the branch was confident: answered on the phone, nothing sent (early exit)")
     title = f"Stages ({'link ' + spec.name if spec else 'no link emulation'}; total {s.total_ms:.2f} ms)"
     out.print(simple_table(title, ["stage", "ms", "detail"], [[n, f"{ms:.2f}", d] for n, ms, d in stages]))
+
+
+def _stream(
+    directory: Path,
+    edge: str,
+    token: str | None,
+    spec: Any,
+    timeout: float,
+    threads: int | None,
+    source: Path | None,
+    count: int | None,
+    hysteresis: float,
+    top: int,
+    fmt: Format,
+) -> None:
+    """Frames one after another: an elastic split re-cut per frame, a plain one at its cut."""
+    from dnnsplit.runtime.elastic import ElasticSettings, StreamRequest, run_stream
+
+    assert source is not None
+    request = StreamRequest(
+        directory,
+        edge,
+        source,
+        count,
+        token=token,
+        link=spec,
+        timeout_s=timeout,
+        threads=threads,
+        top=top,
+        settings=ElasticSettings(hysteresis=hysteresis),
+    )
+    with progress_bar() as progress:
+        rows, summary, notes = run_stream(request, progress)
+    for note in notes:
+        err.print(Text.assemble(("note:", "yellow"), " ", note), highlight=False)
+    if fmt != Format.table:
+        print_document(
+            {
+                "edge": edge,
+                "link": None if spec is None else spec.to_dict(),
+                "frames": rows,
+                "summary": summary.to_dict(),
+            },
+            fmt.value,
+        )
+        return
+    shown = rows if len(rows) <= 30 else rows[:10] + rows[-10:]
+    table = []
+    for row in shown:
+        est = row.get("estimate") or {}
+        st = row["stages"]
+        table.append(
+            [
+                row["frame"],
+                row["cut"],
+                f"{row['latency_ms']:.1f}",
+                f"{st['mobile_ms']:.1f}",
+                f"{st['upload_ms']:.1f}",
+                f"{st['remote_ms']:.1f}",
+                f"{est['up_mbps']:.3g}" if est else "-",
+                f"{est['rtt_ms']:.3g}" if est else "-",
+                f"{est['phone_speed']:.3g}" if est else "-",
+                f"{est['edge_load']:.3g}" if est else "-",
+                row.get("note") or row.get("fallback") or "",
+            ]
+        )
+    header = [
+        "frame",
+        "cut",
+        "ms",
+        "phone ms",
+        "upload ms",
+        "edge ms",
+        "est. up Mbit/s",
+        "est. rtt ms",
+        "est. phone x",
+        "est. edge load",
+        "note",
+    ]
+    title = f"{len(rows)} frames ({'link ' + spec.name if spec else 'no link emulation'})"
+    if len(rows) > len(shown):
+        title += "; first and last 10 shown"
+    out.print(simple_table(title, header, table))
+    per_cut = ", ".join(f"{c} {n}" for c, n in summary.cuts.items())
+    out.print(
+        f"p50 {summary.p50_ms:.1f} ms, p95 {summary.p95_ms:.1f} ms, mean {summary.mean_ms:.1f} ms; "
+        f"cuts: {per_cut}; {summary.switches} switch(es), {summary.fallbacks} fallback(s)",
+        highlight=False,
+    )

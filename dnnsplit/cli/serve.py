@@ -236,6 +236,8 @@ def serve(
         later = manifest.segments[service.last + 1].tier
         after = f"; {later} at {next_url}" if next_url else f"; no --next: answers carry the {later} boundary"
     auth = ", bearer token required" if token else ""
+    if manifest.elastic:
+        auth += f"; elastic: requests may start at segments {', '.join(str(k + 1) for k in service.starts)}"
     page = f"; browser client at {where}/web/" if web else ""
     if profiles_dir:
         page += f" (phone profiles from /web/profile.html saved in {profiles_dir})"

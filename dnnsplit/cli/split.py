@@ -30,6 +30,8 @@ Examples:
 
   dnnsplit split torchvision:resnet18 --cut A --cut B,C --output three/ --validate 10 --inputs frames/
 
+  dnnsplit split torchvision:resnet18 --plan plan.yaml --elastic --output elastic/   # every candidate cut
+
   dnnsplit cuts torchvision:resnet18        # lists the valid cuts and their tensors
 """
 
@@ -67,6 +69,15 @@ def split(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an earlier split in the output directory (nothing else).")
     ] = False,
+    elastic: Annotated[
+        bool,
+        typer.Option(
+            "--elastic",
+            help="With --plan: cut at every boundary the exact planner picks over a sweep of contexts "
+            "(uplink 0.1-200 Mbit/s, rtt 2-150 ms, phone 0.5-2x, edge load 1-8x) plus all-local and "
+            "all-edge, so the client can re-cut every request (docs/elastic.md).",
+        ),
+    ] = False,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the result.")] = Format.table,
     model_opts: Any = None,  # the MODEL flags, given by @takes_model
 ) -> None:
@@ -82,6 +93,8 @@ def split(
         raise UsageError(
             "give either --plan or --cut", "split by a plan.yaml, or name the cut tensors by hand"
         )
+    if elastic and plan is None:
+        raise UsageError("--elastic finds its cuts from a plan", "pass --plan plan.yaml instead of --cut")
     plan_file = load_plan(plan) if plan is not None else None
     if compress is None and plan_file is not None:
         compress = plan_file.document.get("compress")
@@ -100,7 +113,13 @@ def split(
     cut_lists = [[t.strip() for t in c.split(",") if t.strip()] for c in cut or []]
     with progress_bar() as progress:
         prepared = prepare_model(model, model_opts, progress)
-        result = split_prepared(prepared, output, settings, progress, plan, plan_file, cut_lists)
+        if elastic:
+            from dnnsplit.splitting.elastic import split_elastic
+
+            assert plan is not None and plan_file is not None
+            result = split_elastic(prepared, output, settings, plan, plan_file, progress=progress)
+        else:
+            result = split_prepared(prepared, output, settings, progress, plan, plan_file, cut_lists)
     manifest = result.manifest
     if fmt != Format.table:
         print_document(manifest.to_dict(), fmt.value)
@@ -121,6 +140,8 @@ def split(
             )
         header = ["#", "tier", "file", "layers", "size", "inputs", "sends on"]
         out.print(simple_table(f"Segments of {manifest.model.get('name')} in {output}", header, rows))
+    if manifest.elastic is not None:
+        _print_candidates(manifest)
     for s in manifest.segments:
         for note in s.notes:
             err.print(f"note: segment {s.index + 1}: {note}", highlight=False)
@@ -149,4 +170,33 @@ def split(
             f"the chained segments differ from the whole model by {v.max_rel_diff:.3g} (relative), "
             f"over the tolerance {v.tolerance:g}",
             "look at the segments in the output directory; report it if the model is deterministic",
+        )
+
+
+def _print_candidates(manifest: Any) -> None:
+    """The candidate cuts of an elastic split, on stderr (stdout keeps the manifest or the segment table)."""
+    block = manifest.elastic
+    per_cut = (manifest.validation.per_cut or {}) if manifest.validation is not None else {}
+    default = block["candidates"][block["default"]]["name"]
+    rows = [
+        [
+            c["name"] + (" (default)" if c["name"] == default else ""),
+            c["boundary"],
+            human_bytes(c["up_bytes"]) if c["boundary"] < len(block["pieces"]) else "-",
+            c["optimal_in"],
+            f"{per_cut[c['name']]:.3g}" if c["name"] in per_cut else "-",
+        ]
+        for c in block["candidates"]
+    ]
+    title = (
+        f"Candidate cuts: {len(block['candidates'])} over {block['grid'].get('contexts')} contexts, "
+        f"{len(block['pieces'])} pieces"
+    )
+    header = ["cut", "pieces on phone", "sends up", "optimal in", "max rel diff"]
+    err.print(simple_table(title, header, rows))
+    for d in block.get("dropped", []):
+        err.print(
+            f"note: an optimum of {d['optimal_in']} context(s) does not nest with the others (dropped); "
+            f"{d['best_kept']} costs {d['best_kept_ms']:.4g} ms there instead of {d['optimum_ms']:.4g} ms",
+            highlight=False,
         )

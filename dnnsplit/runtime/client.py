@@ -32,6 +32,7 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
 from dnnsplit.runtime.connection import EdgeConnection, EdgeTimeout, EdgeUnreachable
+from dnnsplit.runtime.estimate import EDGE_HEADER, parse_edge_header
 from dnnsplit.runtime.link import EmulatedLink
 from dnnsplit.runtime.wire import (
     CONTENT_TYPE,
@@ -64,6 +65,8 @@ class Stages:
     forward_ms: float | None = None  # the edge's round trip to the next tier
     up_bytes: int = 0
     down_bytes: int = 0
+    wall_ms: float | None = None  # from the upload's start to the answer's last byte
+    edge: dict[str, float] = field(default_factory=dict)  # the edge's x-dnnsplit-edge header (estimate.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +80,8 @@ class Stages:
             "forward_ms": self.forward_ms,
             "up_bytes": self.up_bytes,
             "down_bytes": self.down_bytes,
+            "wall_ms": self.wall_ms,
+            "edge": dict(self.edge),
         }
 
 
@@ -91,6 +96,27 @@ class InferResult:
 
 class RemoteRefused(UsageError):
     """The edge refused the request (4xx): the client and server disagree; retrying will not help."""
+
+
+class UnservedCut(RemoteRefused):
+    """The edge does not start at the segment asked for (an elastic split's cut it lacks); ``starts``: where
+    it does."""
+
+    def __init__(self, problem: str, starts: list[int]) -> None:
+        super().__init__(problem, "pick a cut the edge serves")
+        self.starts = starts
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One cut's traffic: segments ``local`` here, ``remote`` on the edge, what crosses each way."""
+
+    first_remote: int
+    local: tuple[int, ...]
+    remote: tuple[int, ...]
+    boundary: list[Any]
+    answers: list[Any]
+    answer_bytes: int  # an answer's most bytes per sample
 
 
 def parse_server_timing(header: str) -> dict[str, float]:
@@ -134,18 +160,16 @@ class CollaborativeClient:
         # the lossless coding of the upload (see runtime/wire.py): given, else the one the split's plan
         # priced its boundaries with, else none
         self.coding = check_coding(coding or str(self.manifest.origin.get("coding") or "identity"))
+        self._routes: dict[int, _Route] = {}
         # split_at: the first segment sent away (default: the first past the mobile tier's; 0: all of them).
-        self.first_remote = len(route.local_prefix(self.manifest)) if split_at is None else split_at
-        self.local = tuple(range(self.first_remote))
-        self.remote = tuple(range(self.first_remote, len(self.manifest.segments)))
-        self.boundary = route.crossing(self.manifest, self.first_remote) if self.remote else []
-        self.results = route.results_from(self.manifest, 0)
-        self.answers = route.results_from(self.manifest, self.first_remote)  # what the edge must send back
-        # An answer's most bytes per sample: the outputs, plus a later boundary from an edge without --next.
-        later = range(self.first_remote + 1, len(self.manifest.segments))
-        self.answer_bytes = message_bytes(self.answers) + max(
-            [0] + [message_bytes(route.crossing(self.manifest, k)) for k in later]
+        default = self.route(len(route.local_prefix(self.manifest)) if split_at is None else split_at)
+        self.first_remote, self.local, self.remote = default.first_remote, default.local, default.remote
+        self.boundary, self.answers, self.answer_bytes = (
+            default.boundary,
+            default.answers,
+            default.answer_bytes,
         )
+        self.results = route.results_from(self.manifest, 0)
         self.digest = route.digest(self.manifest)
         self.chain = SegmentChain(self.manifest, directory, threads, self.local, slowdown)
         # The fallback runs the edge's segments here: a file that is not the manifest's would answer
@@ -163,6 +187,25 @@ class CollaborativeClient:
             EdgeConnection(self.edge_url, timeout_s, min(timeout_s, 5.0)) if self.edge_url else None
         )
 
+    def route(self, first_remote: int) -> _Route:
+        """The cut before segment ``first_remote`` (computed once per cut)."""
+        if first_remote not in self._routes:
+            count = len(self.manifest.segments)
+            remote = tuple(range(first_remote, count))
+            answers = route.results_from(self.manifest, first_remote)  # what the edge must send back
+            # An answer's most bytes per sample: the outputs, plus a later boundary (an edge without --next).
+            later = range(first_remote + 1, count)
+            self._routes[first_remote] = _Route(
+                first_remote,
+                tuple(range(first_remote)),
+                remote,
+                route.crossing(self.manifest, first_remote) if remote else [],
+                answers,
+                message_bytes(answers)
+                + max([0] + [message_bytes(route.crossing(self.manifest, k)) for k in later]),
+            )
+        return self._routes[first_remote]
+
     def close(self) -> None:
         if self.connection is not None:
             self.connection.close()
@@ -173,12 +216,23 @@ class CollaborativeClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def infer(self, x: np.ndarray, emulate: bool = True) -> InferResult:
-        """The model outputs for ``x`` (batch first); ``emulate`` False skips the link emulation (warm-up)."""
+    def infer(
+        self,
+        x: np.ndarray,
+        emulate: bool = True,
+        split_at: int | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> InferResult:
+        """The model outputs for ``x`` (batch first); ``emulate`` False skips the link emulation (warm-up).
+
+        ``split_at``: this request's first remote segment (an elastic client's cut; default: the client's);
+        ``metadata``: more of the request's ``__metadata__`` (an elastic client's ``start``, ``cut``,
+        ``estimate``)."""
         start = time.perf_counter()
+        cut = self.route(self.first_remote if split_at is None else split_at)
         stages = Stages()
         available: dict[str, np.ndarray] = {self.chain.input_name: x}
-        runs = self.chain.run_segments(available, self.local)
+        runs = self.chain.run_segments(available, cut.local)
         stages.mobile_ms = sum(r.ms for r in runs)
         if self.early_exit is not None:
             outputs = self.early_exit(available)
@@ -186,31 +240,38 @@ class CollaborativeClient:
                 stages.total_ms = (time.perf_counter() - start) * 1000
                 return InferResult(outputs, runs, stages, early_exit=True)
         fallback = None
-        if self.remote and self.edge_url is None:  # no edge at all: every segment here, by choice
-            runs += self.chain.run_segments(available, self.remote)
+        if cut.remote and self.edge_url is None:  # no edge at all: every segment here, by choice
+            runs += self.chain.run_segments(available, cut.remote)
             stages.mobile_ms = sum(r.ms for r in runs)
-        elif self.remote:
+        elif cut.remote:
             try:
-                available.update(self._request(available, stages, self.link if emulate else None))
+                answer = self._request(available, stages, self.link if emulate else None, cut, metadata)
+                available.update(answer)
             except _Unavailable as exc:
                 fallback = f"{exc}: ran the remaining segments here"
             if fallback is not None:
                 t0 = time.perf_counter()
-                runs += self.chain.run_segments(available, self.remote)
+                runs += self.chain.run_segments(available, cut.remote)
                 stages.fallback_ms = (time.perf_counter() - t0) * 1000
         outputs = {t.name: available[t.name] for t in self.results}
         stages.total_ms = (time.perf_counter() - start) * 1000
         return InferResult(outputs, runs, stages, fallback)
 
     def _request(
-        self, available: dict[str, np.ndarray], stages: Stages, link: EmulatedLink | None
+        self,
+        available: dict[str, np.ndarray],
+        stages: Stages,
+        link: EmulatedLink | None,
+        cut: _Route,
+        metadata: dict[str, str] | None = None,
     ) -> dict[str, np.ndarray]:
         deadline = time.monotonic() + self.timeout_s  # the whole request: upload, wait, answer
-        message = encode({t.name: available[t.name] for t in self.boundary}, {"manifest": self.digest})
+        meta = {"manifest": self.digest, **(metadata or {})}
+        message = encode({t.name: available[t.name] for t in cut.boundary}, meta)
         body, coding = coded_body(message, self.coding)
         stages.up_bytes = len(body)
         batch = int(available[self.chain.input_name].shape[0])
-        limit = self.answer_bytes * batch + HEADER_SLACK  # more is not this split's answer: not worth reading
+        limit = cut.answer_bytes * batch + HEADER_SLACK  # more is not this split's answer: not worth reading
         headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body)), **coding}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
@@ -258,6 +319,8 @@ class CollaborativeClient:
         stages.remote_ms = (marks["head"] - sent) * 1000
         stages.return_ms = (marks["end"] - marks["head"]) * 1000
         stages.down_bytes = len(raw)
+        stages.wall_ms = (marks["end"] - marks["start"]) * 1000
+        stages.edge = parse_edge_header(answer.headers.get(EDGE_HEADER, ""))
         timing = parse_server_timing(answer.headers.get("server-timing", ""))
         stages.remote_compute_ms = {
             k.removeprefix("compute-"): v for k, v in timing.items() if k.startswith("compute-")
@@ -275,7 +338,7 @@ class CollaborativeClient:
                 "start it with --next URL of the next tier's server",
             )
         try:
-            answered = check(tensors, self.answers)
+            answered = check(tensors, cut.answers)
         except WireError as exc:
             raise _Unavailable(f"the edge at {self.edge_url} sent a wrong answer ({exc.message})") from None
         if answered != batch:
@@ -285,8 +348,14 @@ class CollaborativeClient:
         return tensors
 
     def _refused(self, status: int, raw: bytes) -> None:
+        code, starts = "", []
         try:
-            reason = str(json.loads(raw).get("error", ""))
+            error = json.loads(raw)
+            reason, code, starts = (
+                str(error.get("error", "")),
+                str(error.get("code", "")),
+                error.get("starts", []),
+            )
         except (ValueError, AttributeError):
             reason = raw[:200].decode(errors="replace")
         if status >= 500:
@@ -295,6 +364,8 @@ class CollaborativeClient:
             raise RemoteRefused(
                 f"the edge at {self.edge_url} refused the request: {reason}", "pass its --token"
             )
+        if status == 422 and code == "unserved_cut":
+            raise UnservedCut(f"the edge at {self.edge_url} lacks this cut ({reason})", list(starts))
         if status == 409:
             raise RemoteRefused(
                 f"the edge at {self.edge_url} serves another split ({reason})", "serve this DIR"

@@ -75,6 +75,10 @@ class EmulatedLink:
     """One link's two directions and its RTT, applied in-process to the bytes of each request."""
 
     def __init__(self, spec: LinkSpec) -> None:
+        self.retune(spec)
+
+    def retune(self, spec: LinkSpec) -> None:
+        """Change the link's rates and RTT from the next transfer on (a phone moving from Wi-Fi to 3G)."""
         self.spec = spec
         self.up = TokenBucket(spec.up_mbps * 1e6 / 8)
         self.down = TokenBucket(spec.down_mbps * 1e6 / 8)

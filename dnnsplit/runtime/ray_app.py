@@ -94,9 +94,10 @@ class RayTierService(TierService):
         wait = plan.ray.batch_wait_ms
         self.batcher = ChainBatcher(self, settings.max_batch, wait) if wait > 0 else None
 
-    async def compute_async(self, tensors: dict[str, np.ndarray]) -> float:
-        if self.batcher is None:
-            return await super().compute_async(tensors)
+    async def compute_async(self, tensors: dict[str, np.ndarray], first: int | None = None) -> float:
+        # Batched only from this tier's own start: requests an elastic client starts later run alone.
+        if self.batcher is None or first not in (None, self.first):
+            return await super().compute_async(tensors, first)
         return await self.batcher.run_batch(tensors)
 
     async def forward(

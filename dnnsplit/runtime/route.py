@@ -12,8 +12,11 @@ import hashlib
 from collections.abc import Sequence
 
 from dnnsplit.errors import UsageError
-from dnnsplit.profiling.graph import TensorSpec
+
+# crossing and results_from live beside the manifest (the splitter's validation needs them too).
 from dnnsplit.splitting.manifest import Manifest
+from dnnsplit.splitting.manifest import crossing as crossing
+from dnnsplit.splitting.manifest import results_from as results_from
 
 
 def tier_segments(manifest: Manifest, tier: str) -> tuple[int, ...]:
@@ -38,22 +41,6 @@ def local_prefix(manifest: Manifest) -> tuple[int, ...]:
     return tier_segments(manifest, CLIENT_TIER)
 
 
-def crossing(manifest: Manifest, first: int) -> list[TensorSpec]:
-    """Tensors made before segment ``first`` (or the model input) that segments from ``first`` on read."""
-    found: dict[str, TensorSpec] = {}
-    for seg in manifest.segments[first:]:
-        for t in seg.inputs:
-            source = seg.sources[t.name]
-            if (source is None or source < first) and t.name not in found:
-                found[t.name] = t
-    return list(found.values())
-
-
-def results_from(manifest: Manifest, first: int) -> list[TensorSpec]:
-    """Model outputs made by segments from ``first`` on."""
-    return [t for seg in manifest.segments[first:] for t in seg.outputs if "result" in seg.targets[t.name]]
-
-
 def digest(manifest: Manifest) -> str:
     """A short identity of the split (its segments' hashes and order): client and server must agree on it.
 
@@ -71,3 +58,40 @@ def digest(manifest: Manifest) -> str:
 def describe(manifest: Manifest, indices: Sequence[int]) -> str:
     files = ", ".join(manifest.segments[i].file for i in indices)
     return f"segment{'s' if len(indices) > 1 else ''} {files}"
+
+
+def served_starts(manifest: Manifest, indices: Sequence[int]) -> tuple[int, ...]:
+    """Where a request to a server of segments ``indices`` may start: their first segment, and for an
+    elastic split every candidate boundary among them (the edge holds every piece after it)."""
+    starts = {indices[0]}
+    for candidate in (manifest.elastic or {}).get("candidates", []):
+        boundary = int(candidate["boundary"])
+        if indices[0] <= boundary <= indices[-1]:
+            starts.add(boundary)
+    return tuple(sorted(starts))
+
+
+def elastic_edge_segments(manifest: Manifest) -> tuple[int, ...] | None:
+    """For an elastic split, what the edge serves: every piece from the first boundary any candidate
+    offloads at (None for a plain split, whose edge serves its tier's segments)."""
+    if not manifest.elastic:
+        return None
+    offloading = [
+        int(c["boundary"])
+        for c in manifest.elastic.get("candidates", [])
+        if int(c["boundary"]) < len(manifest.segments)
+    ]
+    if not offloading:
+        raise UsageError(
+            "this elastic split has no candidate that runs on the edge", "run it with dnnsplit run"
+        )
+    return tuple(range(min(offloading), len(manifest.segments)))
+
+
+def phone_segments(manifest: Manifest) -> tuple[int, ...]:
+    """The segments a phone downloads: its tier's, or for an elastic split every piece up to the last
+    candidate boundary (the longest prefix it may run)."""
+    if not manifest.elastic:
+        return local_prefix(manifest)
+    last = max(int(c["boundary"]) for c in manifest.elastic.get("candidates", []))
+    return tuple(range(last))

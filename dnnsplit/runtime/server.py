@@ -17,7 +17,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from dnnsplit.codecs import check_coding
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
+from dnnsplit.runtime.estimate import EDGE_HEADER, edge_header
 from dnnsplit.runtime.guard import (
     BodyDeadline,
     Gate,
@@ -57,7 +58,7 @@ from dnnsplit.splitting.manifest import Manifest
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_QUEUE = 64  # twice the 32 clients of the runtime benchmark's load test, which must see no 503
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-ROUTES = ("/v1/infer", "/v1/manifest", "/healthz", "/metrics")
+ROUTES = ("/v1/infer", "/v1/probe", "/v1/manifest", "/healthz", "/metrics")
 CLIENT_CLOSED = 499  # the status /metrics counts a request under when its client left before the answer
 
 
@@ -188,7 +189,33 @@ class Metrics:
             ["tier", "reason"],
             registry=self.registry,
         )
+        # Elastic splits: which cut each request came for, and the context estimate its client sent.
+        self.cuts = Counter(
+            "dnnsplit_cut_requests",
+            "POST /v1/infer requests by the cut the client chose and the segment they start at",
+            ["tier", "cut", "start"],
+            registry=self.registry,
+        )
+        self.estimate = Gauge(
+            "dnnsplit_client_estimate",
+            "The context estimate the last elastic client sent (up_mbps, rtt_ms, phone_speed, edge_load)",
+            ["tier", "quantity"],
+            registry=self.registry,
+        )
         self.tier = tier
+
+    def record_cut(self, metadata: Mapping[str, str], start: int, known: Container[str]) -> None:
+        # A label per name a client sends would let any client grow the registry: unknown names are "other".
+        cut = metadata.get("cut", "-")
+        self.cuts.labels(tier=self.tier, cut=cut if cut in known else "other", start=str(start)).inc()
+        try:
+            estimate = json.loads(metadata.get("estimate", "{}"))
+        except ValueError:
+            return
+        for key in ("up_mbps", "rtt_ms", "phone_speed", "edge_load"):
+            value = estimate.get(key) if isinstance(estimate, dict) else None
+            if isinstance(value, int | float) and np.isfinite(value):
+                self.estimate.labels(tier=self.tier, quantity=key).set(float(value))
 
     def drop(self, reason: str) -> None:
         self.dropped.labels(tier=self.tier, reason=reason).inc()
@@ -222,17 +249,22 @@ class TierService:
         self.directory = Path(directory)
         self.manifest = manifest
         self.settings = settings
+        elastic = route.elastic_edge_segments(manifest)
         if settings.segments is not None:
             self.indices = tuple(settings.segments)
+        elif elastic is not None and (settings.tier or "edge") != route.CLIENT_TIER:
+            self.indices = elastic  # every piece a candidate may offload
         else:
             self.indices = route.tier_segments(manifest, settings.tier or "edge")
-        if settings.segments is None and self.indices == route.local_prefix(manifest):
+        if elastic is None and settings.segments is None and self.indices == route.local_prefix(manifest):
             raise UsageError(
                 f"'{settings.tier}' runs the first segment: that is the client's (dnnsplit infer)",
                 "serve a later tier (edge, cloud)",
             )
         self.tier = settings.tier or manifest.segments[self.indices[-1]].tier
         self.first, self.last = self.indices[0], self.indices[-1]
+        self.starts = route.served_starts(manifest, self.indices)  # where a request may start
+        self.cut_names = {str(c["name"]) for c in (manifest.elastic or {}).get("candidates", [])}
         self.accepts = route.crossing(manifest, self.first)
         self.later = self.last + 1 < len(manifest.segments)
         self.pending = route.crossing(manifest, self.last + 1) if self.later else []
@@ -240,7 +272,7 @@ class TierService:
         self.digest = route.digest(manifest)
         self.chain = SegmentChain(manifest, directory, settings.threads, self.indices, settings.slowdown)
         if settings.web:  # it hands the phone's segments to browsers: refused now, before binding the port
-            self.chain.verify(route.local_prefix(manifest))
+            self.chain.verify(route.phone_segments(manifest))
         self.metrics = Metrics(self.tier)
         self.link = EmulatedLink(settings.link) if settings.link else None
         self.forwards = settings.next_url is not None  # later tiers reached from here (else: handed back)
@@ -286,12 +318,17 @@ class TierService:
             if declared > self.max_body:
                 raise self._too_large(declared)
         parts, total = [], 0
+        first = None
         async for chunk in request.stream():
+            if chunk and first is None:
+                first = (time.perf_counter(), len(chunk))  # the link's rate shows in the rest (estimate.py)
             total += len(chunk)
             if total > self.max_body:
                 raise self._too_large(total)
             parts.append(chunk)
         self.metrics.received.inc(total)
+        end = time.perf_counter()
+        request.state.read = (first[0], total - first[1], (end - first[0]) * 1000) if first else (end, 0, 0.0)
         return b"".join(parts)
 
     def admit(self) -> None:
@@ -315,9 +352,10 @@ class TierService:
         )
 
     # -- the work ----------------------------------------------------------------------------------------
-    def compute(self, tensors: dict[str, np.ndarray]) -> float:
+    def compute(self, tensors: dict[str, np.ndarray], start_at: int | None = None) -> float:
         start = time.perf_counter()
-        self.chain.run_segments(tensors, self.indices)
+        first = self.first if start_at is None else start_at
+        self.chain.run_segments(tensors, range(first, self.last + 1))
         return (time.perf_counter() - start) * 1000
 
     async def forward(
@@ -375,11 +413,11 @@ class TierService:
         self.admit()  # a full queue refuses before reading the body, not after
         body = await self.read_body(request)
         start = time.perf_counter()
-        tensors = self.accept(decoded_body(body, request.headers, self.max_body))
+        tensors, metadata, first = self.accept(decoded_body(body, request.headers, self.max_body))
         self.admit()
         self.metrics.in_flight.inc()
         try:
-            answer = await self.process(tensors)
+            answer = await self.process(tensors, first)
             out = encode(
                 answer.tensors, {"manifest": self.digest, "complete": answer.complete, "tier": self.tier}
             )
@@ -388,10 +426,14 @@ class TierService:
         self.metrics.sent.inc(len(out))
         self.metrics.latency.observe(time.perf_counter() - start)
         self.served += 1
-        return Response(out, media_type=CONTENT_TYPE, headers={"server-timing": ", ".join(answer.timing)})
+        if self.manifest.elastic:
+            self.metrics.record_cut(metadata, first, self.cut_names)
+        headers = {"server-timing": ", ".join(answer.timing), EDGE_HEADER: self.load_header(request)}
+        return Response(out, media_type=CONTENT_TYPE, headers=headers)
 
-    def accept(self, body: bytes) -> dict[str, np.ndarray]:
-        """The tensors of a request body, checked against what this tier takes (else ``WireError``)."""
+    def accept(self, body: bytes) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+        """The tensors of a request body checked against what this tier takes (else ``WireError``), its
+        metadata, and the segment it starts at."""
         tensors, metadata = decode(body)
         claimed = metadata.get("manifest")
         if claimed is not None and claimed != self.digest:
@@ -400,32 +442,38 @@ class TierService:
                 "other_split",
                 f"the request is for split {claimed}, this server serves split {self.digest}",
             )
-        check(tensors, self.accepts, self.settings.max_batch)
+        first = self.start_of(metadata)
+        accepts = self.accepts if first == self.first else route.crossing(self.manifest, first)
+        check(tensors, accepts, self.settings.max_batch)
         if not self.settings.allow_non_finite:
             check_finite(tensors)
-        return tensors
+        return tensors, metadata, first
 
-    async def compute_async(self, tensors: dict[str, np.ndarray]) -> float:
-        """This tier's compute for one checked request, in ms (the Ray engine batches requests here)."""
+    async def compute_async(self, tensors: dict[str, np.ndarray], first: int | None = None) -> float:
+        """This tier's compute for one checked request from segment ``first`` (None: this tier's first), in
+        ms (the Ray engine batches requests here)."""
         import anyio
 
         if self.active == 1 and self.last_compute_ms < INLINE_COMPUTE_MS:
             # Alone, the loop would only wait for the worker thread, and the two thread hops cost ~0.25 ms
             # each on a 2-core VM. Long computes stay on a thread so /healthz answers, and so do requests
             # that queue: the limiter serves them in order (inline, p99 of 32 clients was 4x).
-            return self.compute(tensors)
-        return await anyio.to_thread.run_sync(self.compute, tensors, limiter=self.limiter)
+            return self.compute(tensors, first)
+        return await anyio.to_thread.run_sync(self.compute, tensors, first, limiter=self.limiter)
 
-    async def process(self, tensors: dict[str, np.ndarray]) -> TierAnswer:
-        """Run this tier's segments on checked tensors, forward what later tiers need, gather the answer."""
+    async def process(self, tensors: dict[str, np.ndarray], first: int | None = None) -> TierAnswer:
+        """Run this tier's segments on checked tensors from segment ``first`` (an elastic client's start;
+        None: this tier's first), forward what later tiers need, gather the answer."""
+        first = self.first if first is None else first
         self.queued += 1
         try:
-            compute_ms = await self.compute_async(tensors)
+            compute_ms = await self.compute_async(tensors, first)
         finally:
             self.queued -= 1
         self.last_compute_ms = compute_ms
         self.metrics.compute.observe(compute_ms / 1000)
-        answer = {t.name: tensors[t.name] for t in self.returns if t.name in tensors}
+        returns = self.returns if first == self.first else route.results_from(self.manifest, first)
+        answer = {t.name: tensors[t.name] for t in returns if t.name in tensors}
         timing = [f"compute-{self.tier};dur={compute_ms:.3f}"]
         complete = "true"
         if self.later:
@@ -442,6 +490,45 @@ class TierService:
                 complete = "false"
         return TierAnswer(answer, timing, complete)
 
+    def start_of(self, metadata: Mapping[str, str]) -> int:
+        """The segment a request starts at: its ``start`` (elastic clients say), else this server's first."""
+        raw = metadata.get("start")
+        if raw is None:
+            return self.first
+        try:
+            start = int(raw)
+        except ValueError:
+            raise WireError(400, "bad_start", f"start '{raw[:20]}' is not a segment index") from None
+        if start not in self.starts:
+            raise WireError(
+                422,
+                "unserved_cut",
+                f"this server does not start at segment {start}; it starts at {list(self.starts)}",
+                {"starts": list(self.starts)},
+            )
+        return start
+
+    def load_header(self, request: Any) -> str:
+        """``x-dnnsplit-edge``: the queue and how this request's body was read (estimate.py reads it)."""
+        first_byte, read_bytes, read_ms = getattr(request.state, "read", (time.perf_counter(), 0, 0.0))
+        computing = min(self.queued, self.settings.concurrency)
+        return edge_header(
+            max(self.queued - computing, 0),
+            computing,
+            self.settings.concurrency,
+            read_bytes,
+            read_ms,
+            (time.perf_counter() - first_byte) * 1000,
+        )
+
+    async def probe(self, request: Any) -> Any:
+        """``POST /v1/probe``: read and drop a body, say how it came in (an idle client measures its link)."""
+        from starlette.responses import JSONResponse
+
+        self.authorize(request.headers)
+        body = await self.read_body(request)
+        return JSONResponse({"bytes": len(body)}, headers={EDGE_HEADER: self.load_header(request)})
+
     def describe(self) -> dict[str, Any]:
         return {
             "tier": self.tier,
@@ -453,6 +540,7 @@ class TierService:
             "next_boundary": [t.to_dict() for t in self.pending],
             "max_body_bytes": self.max_body,
             "max_batch": self.settings.max_batch,
+            "starts": list(self.starts),
         }
 
     @property
@@ -532,6 +620,12 @@ def create_app(service: TierService) -> Any:
         except WireError as exc:
             return error(exc)
 
+    async def probe(request: Request) -> Response:
+        try:
+            return await service.probe(request)
+        except WireError as exc:
+            return error(exc)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "tier": service.tier, "served": service.served})
 
@@ -565,6 +659,7 @@ def create_app(service: TierService) -> Any:
 
     routes: list[Any] = [
         Route("/v1/infer", infer, methods=["POST"]),
+        Route("/v1/probe", probe, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/v1/manifest", manifest, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -20,7 +20,7 @@ import numpy as np
 from dnnsplit.errors import UsageError
 from dnnsplit.onnxrt import ort_session
 from dnnsplit.splitting.integrity import verify_segments
-from dnnsplit.splitting.manifest import Manifest
+from dnnsplit.splitting.manifest import Manifest, crossing, results_from
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,22 @@ class SegmentChain:
             if "result" in seg.targets[t.name]
         }
         return results, runs
+
+    def run_cut(self, x: np.ndarray, boundary: int) -> dict[str, np.ndarray]:
+        """The model outputs as a deployment cut before segment ``boundary`` computes them: the segments
+        before it here, then the later ones from nothing but the tensors that cross the cut (what the wire
+        carries), plus the outputs made before it. An elastic split's validation runs every candidate so."""
+        here: dict[str, np.ndarray] = {self.input_name: x}
+        self.run_segments(here, range(boundary))
+        there = {t.name: here[t.name] for t in crossing(self.manifest, boundary)}
+        self.run_segments(there, range(boundary, len(self.manifest.segments)))
+        made_here = {t.name for t in results_from(self.manifest, 0)} - {
+            t.name for t in results_from(self.manifest, boundary)
+        }
+        return {
+            **{n: here[n] for n in made_here},
+            **{t.name: there[t.name] for t in results_from(self.manifest, boundary)},
+        }
 
     def run_segments(self, available: dict[str, np.ndarray], indices: Iterable[int]) -> list[SegmentRun]:
         """Run segments ``indices`` in order on the tensors in ``available``, adding their outputs to it."""

@@ -9,7 +9,12 @@
   a segment over 2 GB also has ``data_sha256``, its external-data file's (optional: the schema stays @1).
   ``file`` is relative to the directory, and loaders check it stays there and has ``bytes`` and
   ``sha256`` (``splitting.integrity``);
-* ``validation``: how many inputs, where from, the max absolute and relative differences, the tolerance.
+* ``validation``: how many inputs, where from, the max absolute and relative differences, the tolerance;
+  for an elastic split also ``per_cut``: the max relative difference of every candidate's chain;
+* ``elastic`` (a split written by ``split --elastic``, optional: the schema stays @1): the candidate cuts
+  (``dnnsplit/elastic@1``, see ``partition.elastic.ElasticSpec`` and docs/elastic.md). Its segments are
+  the *pieces* between candidate boundaries; their tiers follow the default candidate, so every other
+  command reads the directory as an ordinary split at that cut.
 """
 
 from __future__ import annotations
@@ -92,9 +97,12 @@ class Validation:
     passed: bool
     top1_agreement: float = 1.0  # share of inputs whose top-1 class is the whole model's
     criterion: str = "max_rel_diff"  # or "top1_agreement" (compressed boundaries are not exact)
+    per_cut: dict[str, float] | None = None  # elastic: candidate name -> its chain's max relative difference
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.per_cut is None else {"per_cut": dict(self.per_cut)}
         return {
+            **extra,
             "inputs": self.inputs,
             "source": self.source,
             "criterion": self.criterion,
@@ -118,6 +126,7 @@ class Manifest:
     # A split written by `dnnsplit branch`: the first segment's boolean output `flag` says the sample may
     # stop there, answered by its output `logits` in place of the model output `answers` (see branch.yaml).
     early_exit: dict[str, Any] | None = None
+    elastic: dict[str, Any] | None = None  # split --elastic: the candidate cuts (dnnsplit/elastic@1)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -132,6 +141,8 @@ class Manifest:
         }
         if self.early_exit is not None:
             data["early_exit"] = dict(self.early_exit)
+        if self.elastic is not None:
+            data["elastic"] = dict(self.elastic)
         return data
 
     def save(self, directory: str | Path) -> None:
@@ -154,6 +165,23 @@ class Manifest:
                 validation=None if validation is None else Validation(**validation),
                 notes=tuple(data.get("notes", [])),
                 early_exit=data.get("early_exit"),
+                elastic=data.get("elastic"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"{path} is not a complete manifest ({exc})", "split the model again") from exc
+
+
+def crossing(manifest: Manifest, first: int) -> list[TensorSpec]:
+    """Tensors made before segment ``first`` (or the model input) that segments from ``first`` on read."""
+    found: dict[str, TensorSpec] = {}
+    for seg in manifest.segments[first:]:
+        for t in seg.inputs:
+            source = seg.sources[t.name]
+            if (source is None or source < first) and t.name not in found:
+                found[t.name] = t
+    return list(found.values())
+
+
+def results_from(manifest: Manifest, first: int) -> list[TensorSpec]:
+    """Model outputs made by segments from ``first`` on."""
+    return [t for seg in manifest.segments[first:] for t in seg.outputs if "result" in seg.targets[t.name]]

@@ -57,8 +57,7 @@ class SplitResult:
     directory: Path
 
 
-def segments_from_plan(graph: LayerGraph, plan: PlanFile, sha256: str) -> tuple[dict[str, int], list[str]]:
-    """Segment of every layer and the tier of every segment, from a plan of the same model."""
+def check_plan_model(plan: PlanFile, sha256: str) -> None:
     planned = plan.model_sha256
     if planned and planned != sha256:
         raise UsageError(
@@ -66,14 +65,27 @@ def segments_from_plan(graph: LayerGraph, plan: PlanFile, sha256: str) -> tuple[
             f"(sha256 {planned[:12]}..., this model {sha256[:12]}...)",
             "plan this model (or pass the model the plan was made for)",
         )
+
+
+def layer_labels(graph: LayerGraph, plan: PlanFile, label_of_row: dict[str, int]) -> dict[str, int]:
+    """A label per graph layer from a label per plan row (a row is a node, module or block: the profile's
+    ``--group``); layers of rows the plan lacks stay out (``segments_from_tiers`` names them)."""
     group = str(plan.document.get("profile", {}).get("group") or "node")
-    tiers = list(plan.problem.tiers)
-    tier_of_row = {name: tiers.index(tier) for name, tier in plan.assignment.items()}
-    tier_of_layer = {}
+    labels = {}
     for i, layer in enumerate(graph.layers):
         row = group_key(graph, i, group)
-        if row in tier_of_row:
-            tier_of_layer[layer.name] = tier_of_row[row]
+        if row in label_of_row:
+            labels[layer.name] = label_of_row[row]
+    return labels
+
+
+def segments_from_plan(graph: LayerGraph, plan: PlanFile, sha256: str) -> tuple[dict[str, int], list[str]]:
+    """Segment of every layer and the tier of every segment, from a plan of the same model."""
+    check_plan_model(plan, sha256)
+    tiers = list(plan.problem.tiers)
+    tier_of_layer = layer_labels(
+        graph, plan, {name: tiers.index(tier) for name, tier in plan.assignment.items()}
+    )
     segment_of = segments_from_tiers(graph, tier_of_layer)
     used = sorted({tier_of_layer[la.name] for la in graph.layers})
     return segment_of, [tiers[t] for t in used]
@@ -137,8 +149,12 @@ def split_model(
     directory: str | Path,
     settings: SplitSettings | None = None,
     progress: ProgressFn = no_progress,
+    elastic: dict[str, Any] | None = None,
 ) -> SplitResult:
-    """Write the segments of ``graph`` (one per segment index in ``segment_of``) and the manifest."""
+    """Write the segments of ``graph`` (one per segment index in ``segment_of``) and the manifest.
+
+    ``elastic`` (an ``ElasticSpec.to_dict()``): the segments are its pieces; the manifest carries the block
+    and validation checks every candidate's chain against the whole model."""
     import onnx
 
     settings = settings or SplitSettings()
@@ -191,6 +207,7 @@ def split_model(
             input=graph.inputs[0],
             outputs=tuple(graph.outputs),
             segments=tuple(entries),
+            elastic=elastic,
         )
         manifest.save(staging)
         if settings.validate:
@@ -263,20 +280,33 @@ def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) ->
     whole = ort_session(onnx_path)
     names = [o.name for o in whole.get_outputs()]
     samples, source = validation_inputs(chain.manifest.input.shape, settings)
+    # An elastic split: every candidate's chain (pieces before its boundary here, the rest from what
+    # crosses it) must compute the whole model; a plain split has one chain.
+    cuts = [
+        (str(c["name"]), int(c["boundary"])) for c in (chain.manifest.elastic or {}).get("candidates", [])
+    ]
     max_abs = max_rel = 0.0
-    agree = 0
+    per_cut = {name: 0.0 for name, _ in cuts}
+    agree = total = 0
     for x in samples:
         expected = dict(zip(names, whole.run(names, {chain.input_name: x}), strict=True))
-        got, _ = chain.run(x)
-        for name, want in expected.items():
-            diff = float(np.max(np.abs(want.astype(np.float64) - got[name].astype(np.float64)), initial=0.0))
-            scale = float(np.max(np.abs(want), initial=0.0)) or 1.0
-            max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
-        first = names[0]
-        agree += int(np.array_equal(np.argmax(expected[first], axis=-1), np.argmax(got[first], axis=-1)))
-    agreement = agree / len(samples) if samples else 1.0
+        runs = [(None, chain.run(x)[0])] + [(name, chain.run_cut(x, k)) for name, k in cuts]
+        for label, got in runs:
+            for name, want in expected.items():
+                diff = float(
+                    np.max(np.abs(want.astype(np.float64) - got[name].astype(np.float64)), initial=0.0)
+                )
+                scale = float(np.max(np.abs(want), initial=0.0)) or 1.0
+                max_abs, max_rel = max(max_abs, diff), max(max_rel, diff / scale)
+                if label is not None:
+                    per_cut[label] = max(per_cut[label], diff / scale)
+            first = names[0]
+            agree += int(np.array_equal(np.argmax(expected[first], axis=-1), np.argmax(got[first], axis=-1)))
+            total += 1
+    agreement = agree / total if total else 1.0
     compressed = settings.compress is not None
     return Validation(
+        per_cut=per_cut if cuts else None,
         inputs=len(samples),
         source=source,
         max_abs_diff=max_abs,

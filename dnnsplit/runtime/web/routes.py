@@ -32,7 +32,7 @@ ISOLATION = {
 def page_config(service: Any) -> dict[str, Any]:
     """What the page needs about the split: what to download, run, send and show."""
     manifest = service.manifest
-    local = route.local_prefix(manifest)
+    local = route.phone_segments(manifest)
     if not local:
         raise UsageError(
             "--web needs a split whose first segment is the mobile tier's", "split with a mobile tier"
@@ -63,6 +63,22 @@ def page_config(service: Any) -> dict[str, Any]:
         "token_required": service.settings.token is not None,
         # The page codes its upload with the browser's CompressionStream, which has deflate, not zstd.
         "coding": "deflate",
+        "elastic": elastic_config(manifest),
+    }
+
+
+def elastic_config(manifest: Any) -> dict[str, Any] | None:
+    """An elastic split's block, with what crosses each offloading candidate's boundary (static/elastic.js
+    decides per frame, app.js sends that cut's tensors with its ``start``)."""
+    if not manifest.elastic:
+        return None
+    count = len(manifest.segments)
+    boundaries = [int(c["boundary"]) for c in manifest.elastic["candidates"]]
+    return {
+        **manifest.elastic,
+        "crossings": {
+            str(b): [t.to_dict() for t in route.crossing(manifest, b)] for b in boundaries if b < count
+        },
     }
 
 
@@ -138,7 +154,7 @@ def web_app(service: Any, directory: str | Path) -> Any:
         else None
     )
     # The phone runs these files: only ones found to be the manifest's are served (the page checks again).
-    local = route.local_prefix(service.manifest)
+    local = route.phone_segments(service.manifest)
     service.chain.verify(local)
     files = {service.manifest.segments[i].file: service.chain.paths[i] for i in local}
     kernel_blobs = branch_kernels(config, service.manifest, service.chain.paths[local[0]])

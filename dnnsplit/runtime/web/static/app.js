@@ -7,6 +7,7 @@ import { createSessions, run } from './runtime.js';
 import { BitBranch, exitDecision, kernelModule } from './bitkernels.js';
 import { pixels, toTensor } from './preprocess.js';
 import { CONTENT_TYPE, decode, encode, pack } from './wire.js';
+import { Tracker, decide, edgeMs, phoneMs } from './elastic.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -104,10 +105,10 @@ function exitsEarly(available) {
   return { [spec.answers]: available[spec.logits] };
 }
 
-async function offload(available) {
+async function offload(available, crossing = null, extra = {}) {
   const { config } = state;
-  const boundary = Object.fromEntries(config.boundary.map((t) => [t.name, available[t.name]]));
-  const message = encode(boundary, { manifest: config.split });
+  const boundary = Object.fromEntries((crossing || config.boundary).map((t) => [t.name, available[t.name]]));
+  const message = encode(boundary, { manifest: config.split, ...extra });
   const coded = await pack(message, params.get('coding') || config.coding || 'identity');
   const body = coded.body;
   const headers = { 'content-type': CONTENT_TYPE, ...coded.headers };
@@ -135,6 +136,7 @@ async function offload(available) {
   const waited = entry ? entry.responseStart - entry.requestStart : t1 - t0;
   return {
     tensors,
+    edge: parseEdgeHeader(answer.headers.get('x-dnnsplit-edge') || ''),
     stages: {
       upload_ms: Math.max(0, waited - edgeMs),
       edge_ms: edgeMs,
@@ -161,7 +163,7 @@ function show(result) {
   const rows = result.top.map((c) => `<tr><td>${c.class}</td><td>${config.labels ? config.labels[c.class] : '-'}</td><td>${c.probability.toFixed(4)}</td></tr>`);
   $('top').innerHTML = `<tr><th>class</th><th>name</th><th>probability</th></tr>${rows.join('')}`;
   $('top1').textContent = String(result.top[0].class);
-  $('path').textContent = result.path === 'early-exit' ? 'early exit on this device (the edge was not asked)' : 'offloaded to the edge';
+  $('path').textContent = result.path === 'early-exit' ? 'early exit on this device (the edge was not asked)' : result.path === 'local' ? `all on this device (cut ${result.cut})` : result.cut ? `offloaded to the edge (cut ${result.cut})` : 'offloaded to the edge';
   $('path').dataset.path = result.path;
   const s = result.stages;
   const fmt = (v) => (v === undefined ? '-' : `${v.toFixed(2)} ms`);
@@ -183,6 +185,16 @@ export async function classify(source) {
   const t0 = performance.now();
   const image = await pixels(source);
   const x = toTensor(image.data, image.width, image.height, config.input.shape);
+  if (config.elastic) {
+    const frame = await runElastic(x);
+    const stages = { download_ms: state.stages.download_ms, download_bytes: state.stages.download_bytes, ...frame.stages, total_ms: performance.now() - t0 };
+    const logits = frame.outputs[config.first_output].data;
+    const path = frame.boundary < config.elastic.pieces.length ? 'edge' : 'local';
+    const result = { path, cut: frame.cut, estimate: frame.estimate, top: softmaxTop(logits, 5), logits: Array.from(logits), stages, backend: state.rt.backend, branch: null };
+    show(result);
+    setStatus('done', 'done');
+    return result;
+  }
   const { available, ms } = await runMobile(x);
   const stages = { download_ms: state.stages.download_ms, download_bytes: state.stages.download_bytes, mobile_ms: ms };
   let outputs = exitsEarly(available);
@@ -199,6 +211,107 @@ export async function classify(source) {
   show(result);
   setStatus('done', 'done');
   return result;
+}
+
+// --- elastic splits: a cut per frame, from the page's own estimate (docs/elastic.md) -------------------
+
+function parseEdgeHeader(value) {
+  const found = {};
+  for (const item of value.split(',')) {
+    const [key, raw] = item.trim().split('=');
+    if (key && raw !== undefined && Number.isFinite(Number(raw))) found[key] = Number(raw);
+  }
+  return found;
+}
+
+function estimator(spec) {
+  const ref = spec.reference;
+  return {
+    up: new Tracker(ref.up_mbps), rtt: new Tracker(ref.rtt_ms, {}, 5), phone: new Tracker(1), edge: new Tracker(1),
+    downPerUp: ref.down_mbps / ref.up_mbps,
+    context() {
+      const up = Math.max(this.up.value, 1e-3);
+      return { up_mbps: up, down_mbps: up * this.downPerUp, rtt_ms: Math.max(this.rtt.value, 0), phone_speed: Math.max(this.phone.value, 1e-3), edge_load: Math.max(this.edge.value, 1e-3) };
+    },
+  };
+}
+
+// One frame at the cut that is fastest for the current estimate; the estimate learns from what it measured.
+async function runElastic(x) {
+  const { config } = state;
+  const spec = config.elastic;
+  const est = (state.estimate ||= estimator(spec));
+  // ?phone_speed=S pins the phone's speed (x its profile) instead of measuring it: a slower phone, emulated.
+  const pinned = params.get('phone_speed');
+  if (pinned) est.phone.value = Number(pinned);
+  const context = est.context();
+  const decision = decide(spec, context, null, state.current ?? null, 0.1);
+  const k = decision.candidate.boundary;
+  const available = { [config.input.name]: { dtype: 'float32', shape: config.input.shape, data: x } };
+  const t0 = performance.now();
+  for (let i = 0; i < k; i++) Object.assign(available, await run(state.rt.ort, state.rt.sessions[i], available));
+  const stages = { mobile_ms: performance.now() - t0, upload_ms: 0, edge_ms: 0, return_ms: 0, up_bytes: 0, down_bytes: 0 };
+  if (!pinned && k > 0 && stages.mobile_ms > 0.05) est.phone.update(phoneMs(spec, k) / stages.mobile_ms);
+  let outputs = available;
+  if (k < spec.pieces.length) {
+    const estimate = JSON.stringify(Object.fromEntries(Object.entries(context).map(([a, b]) => [a, Math.round(b * 1e4) / 1e4])));
+    const remote = await offload(available, spec.crossings[String(k)], { start: String(k), cut: decision.candidate.name, estimate });
+    outputs = { ...available, ...remote.tensors };
+    Object.assign(stages, remote.stages);
+    const e = remote.edge;
+    if (e['read-ms'] >= 2) est.up.update((e['read-bytes'] * 8) / (e['read-ms'] * 1000));
+    if (e['total-ms'] !== undefined) {
+      const c = est.context();
+      const wire = (remote.stages.down_bytes * 8) / (c.down_mbps * 1000) + (Math.max(remote.stages.up_bytes - (e['read-bytes'] || 0), 0) * 8) / (c.up_mbps * 1000);
+      est.rtt.update(Math.max(remote.stages.request_ms - e['total-ms'] - wire, 0));
+    }
+    const profiled = edgeMs(spec, k);
+    if (profiled > 0 && remote.stages.edge_ms > 0.05) est.edge.update((remote.stages.edge_ms / profiled) * (1 + (e.queued || 0) / Math.max(e.concurrency || 1, 1)));
+  }
+  state.current = k;
+  return { outputs, stages, cut: decision.candidate.name, boundary: k, predicted_ms: decision.predicted_ms, estimate: context };
+}
+
+// Continuous mode (AR-like): the camera if it is on, else the picked image, else looped sample frames;
+// live fps, the estimated uplink, the cut and every stage's time. ?frames=N stops after N frames.
+const SAMPLES = [0, 1, 2, 3].map((seed) => {
+  const data = new Uint8ClampedArray(96 * 96 * 4);
+  for (let i = 0; i < data.length; i++) data[i] = i % 4 === 3 ? 255 : (i * (seed + 3) * 2654435761) >>> 24;
+  return new ImageData(data, 96, 96);
+});
+
+async function stream() {
+  if (state.streaming) { state.streaming = false; return; }
+  if (!state.config.elastic) throw new Error('continuous mode re-cuts every frame: serve a split made with --elastic');
+  state.streaming = true;
+  $('stream').textContent = 'Stop';
+  const limit = Number(params.get('frames') || 0);
+  const results = (window.dnnsplitStream = []);
+  const times = [];
+  while (state.streaming && (!limit || results.length < limit)) {
+    const video = $('video');
+    const source = !video.hidden ? video : $('preview').src ? $('preview') : SAMPLES[results.length % SAMPLES.length];
+    const t0 = performance.now();
+    const image = await pixels(source);
+    const x = toTensor(image.data, image.width, image.height, state.config.input.shape);
+    const frame = await runElastic(x);
+    frame.stages.total_ms = performance.now() - t0;
+    times.push(performance.now());
+    while (times.length && times[0] < performance.now() - 1000) times.shift();
+    const logits = frame.outputs[state.config.first_output].data;
+    results.push({ cut: frame.cut, boundary: frame.boundary, predicted_ms: frame.predicted_ms, estimate: frame.estimate, stages: frame.stages, top1: softmaxTop(logits, 1)[0].class, logits: Array.from(logits) });
+    const s = frame.stages;
+    $('live').innerHTML = [
+      ['fps', String(times.length)],
+      ['estimated uplink', `${frame.estimate.up_mbps.toFixed(2)} Mbit/s (rtt ${frame.estimate.rtt_ms.toFixed(1)} ms, phone ${frame.estimate.phone_speed.toFixed(2)}x, edge load ${frame.estimate.edge_load.toFixed(2)}x)`],
+      ['cut', `${frame.cut} (${frame.boundary} of ${state.config.elastic.pieces.length} pieces here; predicted ${frame.predicted_ms.toFixed(1)} ms)`],
+      ['stages', `phone ${s.mobile_ms.toFixed(1)} ms, upload ${s.upload_ms.toFixed(1)} ms, edge ${s.edge_ms.toFixed(1)} ms, return ${s.return_ms.toFixed(1)} ms; total ${s.total_ms.toFixed(1)} ms`],
+    ].map(([a, b]) => `<tr><td>${a}</td><td data-live="${a}">${b}</td></tr>`).join('');
+    $('top1').textContent = String(results[results.length - 1].top1);
+  }
+  state.streaming = false;
+  $('stream').textContent = 'Run continuously';
+  setStatus(`streamed ${results.length} frames`, 'done');
 }
 
 async function startCamera() {
@@ -230,7 +343,8 @@ $('file').addEventListener('change', guard(async (e) => {
   await classify(file);
 }));
 $('camera').addEventListener('click', guard(startCamera));
+$('stream').addEventListener('click', guard(stream));
 $('snap').addEventListener('click', guard(async () => classify($('video'))));
 // The profiling page needs the same token to post its profile.
 if (params.get('token')) $('profile-link').search = `?token=${encodeURIComponent(params.get('token'))}`;
-window.dnnsplit = { classify, ready: guard(load)() };
+window.dnnsplit = { classify, stream, ready: guard(load)() };

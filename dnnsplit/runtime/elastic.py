@@ -1,0 +1,392 @@
+"""The elastic client: every request cut where it is cheapest now, from the client's estimate of its context.
+
+Per request: (an idle link is probed first, see ``estimate.py``), the context is estimated, the exact
+optimum over the split's candidate cuts is taken for it (``partition.elastic.decide``, with hysteresis),
+the request runs at that cut through ``CollaborativeClient`` (which carries the cut's ``start`` to the
+edge, and falls back to running the rest here when the edge fails), and what it measured is folded into
+the estimate. Each ``FrameResult`` says which cut ran and the estimate that chose it.
+
+An edge that does not serve a candidate (an older edge, or one started on fewer pieces) is asked once,
+at start, where it can start (``GET /v1/manifest``: ``served.starts``); a candidate it lacks is never
+chosen, and should it refuse one anyway (422 ``unserved_cut``), the same frame is run again at the best cut
+it has, or all on the phone, and the result says so. No frame is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dnnsplit.errors import UsageError
+from dnnsplit.partition.elastic import Decision, ElasticSpec, decide
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.runtime.client import CollaborativeClient, InferResult, UnservedCut
+from dnnsplit.runtime.connection import EdgeTimeout, EdgeUnreachable
+from dnnsplit.runtime.estimate import (
+    EDGE_HEADER,
+    ContextEstimator,
+    EstimatorSettings,
+    Observation,
+    parse_edge_header,
+)
+from dnnsplit.splitting.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class ElasticSettings:
+    hysteresis: float = 0.1  # keep the current cut unless another is predicted this much faster
+    probe: bool = True  # probe an idle link (see estimate.py)
+    estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+
+    def check(self) -> None:
+        if not 0 <= self.hysteresis < 1:
+            raise UsageError(f"--hysteresis must be in [0, 1) (got {self.hysteresis})", "pass 0.1, say")
+        self.estimator.check()
+
+
+@dataclass
+class FrameResult:
+    """One frame: its answer, the cut that ran and the decision (with the estimate) that chose it."""
+
+    index: int
+    result: InferResult
+    decision: Decision
+    note: str | None = None  # the edge lacked the chosen cut, or failed (the fallback), and what ran instead
+    probe_ms: float | None = None  # a probe of the idle link before this frame
+    changes: tuple[str, ...] = ()  # the quantities whose step this frame's measurements completed
+
+    @property
+    def cut(self) -> str:
+        return self.decision.candidate.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "frame": self.index,
+            **self.decision.to_dict(),
+            "latency_ms": self.result.stages.total_ms,
+            "stages": self.result.stages.to_dict(),
+            "fallback": self.result.fallback,
+            "note": self.note,
+            "probe_ms": self.probe_ms,
+            "changes": list(self.changes),
+        }
+
+
+class ElasticClient:
+    """Runs an elastic split (``split --elastic``) with its edge at ``edge_url``, re-cut every request."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        edge_url: str | None,
+        *,
+        token: str | None = None,
+        link: LinkSpec | None = None,
+        timeout_s: float = 10.0,
+        threads: int | None = None,
+        slowdown: float = 1.0,
+        settings: ElasticSettings | None = None,
+    ) -> None:
+        self.settings = settings or ElasticSettings()
+        self.settings.check()
+        manifest = Manifest.load(directory)
+        if not manifest.elastic:
+            raise UsageError(
+                f"{directory} is a split with one cut, not an elastic one",
+                "split it with `dnnsplit split MODEL --plan plan.yaml --elastic`",
+            )
+        self.spec = ElasticSpec.from_dict(manifest.elastic)
+        if len(self.spec.pieces) != len(manifest.segments):
+            raise UsageError(
+                f"{directory}/manifest.yaml lists {len(manifest.segments)} segments for "
+                f"{len(self.spec.pieces)} elastic pieces",
+                "split the model again with --elastic",
+            )
+        self.client = CollaborativeClient(
+            directory,
+            edge_url,
+            token=token,
+            link=link,
+            timeout_s=timeout_s,
+            threads=threads,
+            slowdown=slowdown,
+            manifest=manifest,
+        )
+        # Any candidate may run any piece here: every file is checked now (missing or changed: one line,
+        # exit 2) and loaded, so a change of cut does not pay a session's load mid-stream.
+        pieces = range(len(manifest.segments))
+        chain = self.client.chain
+        chain.verify(pieces)
+        # One run of every piece before any is timed: a cold session's first run (several times the next
+        # one's) would tell the estimator the phone is slower than it is, and while every request then goes
+        # to the edge nothing runs here to correct it.
+        slowdown, chain.slowdown = chain.slowdown, 1.0
+        zeros = np.zeros((1, *manifest.input.shape[1:]), dtype=manifest.input.dtype)
+        chain.run_segments({chain.input_name: zeros}, pieces)
+        chain.slowdown = slowdown
+        self.estimator = ContextEstimator(self.spec.reference, self.settings.estimator)
+        self.current: int | None = None
+        self.frames = 0
+        self.everything = len(self.spec.pieces)
+        self.starts: tuple[int, ...] | None = self._edge_starts() if edge_url else ()
+        self.notes: list[str] = []
+        missing = [c.name for c in self.spec.candidates if not self._allowed(c.boundary)]
+        if missing and edge_url:
+            where = "unreachable" if self.starts is None else f"starts at segments {list(self.starts)}"
+            self.notes.append(f"the edge {where}: cut(s) {', '.join(missing)} not available")
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.client.manifest
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> ElasticClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _edge_starts(self) -> tuple[int, ...] | None:
+        """Where the edge can start, from its ``/v1/manifest``; None when it cannot say (then any cut is
+        tried, and a refusal is handled per request)."""
+        import httpx
+
+        headers = {"authorization": f"Bearer {self.client.token}"} if self.client.token else {}
+        try:
+            answer = httpx.get(f"{self.client.edge_url}/v1/manifest", headers=headers, timeout=5.0)
+            served = answer.json()["served"]
+            if served.get("split") != self.client.digest:
+                return ()
+            if "starts" in served:
+                return tuple(int(s) for s in served["starts"])
+            # An edge from before elastic splits starts at its first segment only.
+            files = [seg.file for seg in self.manifest.segments]
+            return (files.index(served["segments"][0]),)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    def _allowed(self, boundary: int) -> bool:
+        if boundary == self.everything:
+            return True
+        if not self.client.edge_url:
+            return False
+        return self.starts is None or boundary in self.starts
+
+    def allowed(self) -> list[int]:
+        """The boundaries a request may use now (all-local always; with no edge, only it)."""
+        found = [c.boundary for c in self.spec.candidates if self._allowed(c.boundary)]
+        # A split whose all-local is not a candidate (--max-mobile-mb) and no edge: its cuts run here.
+        return found or list(self.spec.boundaries)
+
+    def infer(self, x: np.ndarray) -> FrameResult:
+        probe_ms = None
+        if self.settings.probe and self.client.edge_url and self.estimator.needs_probe():
+            probe_ms = self.probe()
+        context = self.estimator.context()
+        decision = decide(self.spec, context, self.allowed(), self.current, self.settings.hysteresis)
+        note = None
+        try:
+            result = self._run(x, decision)
+        except UnservedCut as exc:
+            self.starts = tuple(exc.starts)
+            again = decide(self.spec, context, self.allowed())
+            note = (
+                f"the edge lacks cut {decision.candidate.name} (it starts at segments {list(exc.starts)}): "
+                f"ran {again.candidate.name}"
+            )
+            decision = again
+            result = self._run(x, decision)
+        if result.fallback:
+            note = f"{note}; {result.fallback}" if note else result.fallback
+        changes = tuple(self.estimator.observe(self._observation(result, decision.candidate.boundary)))
+        self.current = decision.candidate.boundary
+        frame = FrameResult(self.frames, result, decision, note, probe_ms, changes)
+        self.frames += 1
+        return frame
+
+    def stream(self, frames: Iterator[np.ndarray]) -> Iterator[FrameResult]:
+        for x in frames:
+            yield self.infer(x)
+
+    def _run(self, x: np.ndarray, decision: Decision) -> InferResult:
+        boundary = decision.candidate.boundary
+        metadata = {
+            "start": str(boundary),
+            "cut": decision.candidate.name,
+            "estimate": json.dumps({k: round(v, 4) for k, v in decision.context.to_dict().items()}),
+        }
+        return self.client.infer(x, split_at=boundary, metadata=metadata)
+
+    def _observation(self, result: InferResult, boundary: int) -> Observation:
+        s = result.stages
+        edge = s.edge
+        remote = boundary < self.everything and not result.fallback and not result.early_exit
+        tier = self.spec.tiers[1]
+        return Observation(
+            up_bytes=s.up_bytes if remote else None,
+            read_bytes=int(edge["read-bytes"]) if remote and "read-bytes" in edge else None,
+            read_ms=edge.get("read-ms") if remote else None,
+            wall_ms=s.wall_ms if remote else None,
+            edge_total_ms=edge.get("total-ms") if remote else None,
+            down_bytes=s.down_bytes,
+            phone_profiled_ms=self.spec.phone_ms(boundary) if not result.early_exit else None,
+            phone_ms=s.mobile_ms,
+            edge_profiled_ms=self.spec.edge_ms(boundary) if remote else None,
+            edge_compute_ms=s.remote_compute_ms.get(tier) if remote else None,
+            edge_queued=int(edge.get("queued", 0)),
+            edge_concurrency=int(edge.get("concurrency", 1)),
+        )
+
+    def probe(self) -> float | None:
+        """Send a small body to ``/v1/probe`` through the (emulated) link and fold what it measured in."""
+        connection = self.client.connection
+        if connection is None:
+            return None
+        data = os.urandom(self.estimator.probe_bytes())
+        link = self.client.link
+        headers = {"content-type": "application/octet-stream", "content-length": str(len(data))}
+        if self.client.token:
+            headers["authorization"] = f"Bearer {self.client.token}"
+        start = time.perf_counter()
+        try:
+            answer = connection.post(
+                "/v1/probe", lambda: link.upload(data) if link else [data], headers, time.monotonic() + 5.0
+            )
+            # The answer comes back over the link too, or the round trip would show only half of it.
+            link.download(answer.chunks(), answer.length) if link else answer.read()
+        except (EdgeTimeout, EdgeUnreachable):
+            connection.close()
+            self.estimator.last_uplink_sample = time.monotonic()  # not again before the next idle period
+            return None
+        wall_ms = (time.perf_counter() - start) * 1000
+        edge = parse_edge_header(answer.headers.get(EDGE_HEADER, ""))
+        if answer.status != 200 or "read-ms" not in edge:
+            self.estimator.last_uplink_sample = time.monotonic()
+            return wall_ms
+        self.estimator.observe(
+            Observation(
+                up_bytes=len(data),
+                read_bytes=int(edge["read-bytes"]),
+                read_ms=edge["read-ms"],
+                wall_ms=wall_ms,
+                edge_total_ms=edge.get("total-ms"),
+                edge_queued=int(edge.get("queued", 0)),
+                edge_concurrency=int(edge.get("concurrency", 1)),
+            )
+        )
+        self.estimator.last_uplink_sample = time.monotonic()
+        return wall_ms
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """A stream of frames in a few figures: latency percentiles, and per cut how often it ran."""
+
+    frames: int
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+    cuts: dict[str, int]
+    switches: int  # frames whose cut differs from the previous frame's
+    fallbacks: int
+    notes: int
+    decision_ms_p99: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(cuts: list[str], results: list[InferResult], notes: list[str | None]) -> StreamSummary:
+    totals = np.array([r.stages.total_ms for r in results], dtype=np.float64)
+    counts: dict[str, int] = {}
+    for c in cuts:
+        counts[c] = counts.get(c, 0) + 1
+    return StreamSummary(
+        frames=len(results),
+        p50_ms=float(np.percentile(totals, 50)) if len(totals) else float("nan"),
+        p95_ms=float(np.percentile(totals, 95)) if len(totals) else float("nan"),
+        mean_ms=float(totals.mean()) if len(totals) else float("nan"),
+        cuts=counts,
+        switches=sum(1 for a, b in zip(cuts, cuts[1:], strict=False) if a != b),
+        fallbacks=sum(1 for r in results if r.fallback),
+        notes=sum(1 for n in notes if n),
+    )
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """``dnnsplit infer --stream/--frames``: the split, its edge, the frames and how many to run."""
+
+    directory: Path
+    edge_url: str | None
+    source: Path  # an image, a .npy batch or a folder of images: the frames, looped
+    count: int | None = None  # default: each frame once
+    token: str | None = None
+    link: LinkSpec | None = None
+    timeout_s: float = 10.0
+    threads: int | None = None
+    top: int = 1  # classes per frame in its row
+    settings: ElasticSettings = field(default_factory=ElasticSettings)
+
+
+def run_stream(
+    request: StreamRequest, progress: Any = None
+) -> tuple[list[dict[str, Any]], StreamSummary, list[str]]:
+    """Run the frames one after another: an elastic split re-cut per frame, a plain one at its cut.
+    Per frame a row (``FrameResult.to_dict`` and its top classes), the summary, and the client's notes."""
+    from dnnsplit.images import load_inputs
+    from dnnsplit.runtime.labels import top_classes
+
+    manifest = Manifest.load(request.directory)
+    batch = load_inputs(request.source, manifest.input.shape)
+    total = request.count or len(batch)
+    options: dict[str, Any] = {
+        "token": request.token,
+        "link": request.link,
+        "timeout_s": request.timeout_s,
+        "threads": request.threads,
+    }
+    client: Any = (
+        ElasticClient(request.directory, request.edge_url, settings=request.settings, **options)
+        if manifest.elastic
+        else CollaborativeClient(request.directory, request.edge_url, **options)
+    )
+    rows: list[dict[str, Any]] = []
+    cuts: list[str] = []
+    results: list[InferResult] = []
+    notes: list[str | None] = []
+    with client:
+        for i in range(total):
+            if progress is not None:
+                progress("frames", i, total)
+            x = batch[i % len(batch) : i % len(batch) + 1]
+            if manifest.elastic:
+                frame = client.infer(x)
+                result, cut, row, note = frame.result, frame.cut, frame.to_dict(), frame.note
+            else:
+                result = client.infer(x)
+                cut, note = f"fixed (from segment {client.first_remote + 1})", result.fallback
+                row = {
+                    "frame": i,
+                    "cut": cut,
+                    "latency_ms": result.stages.total_ms,
+                    "stages": result.stages.to_dict(),
+                    "fallback": result.fallback,
+                }
+            row["top"] = top_classes(manifest, result.outputs, request.top)
+            rows.append(row)
+            cuts.append(cut)
+            results.append(result)
+            notes.append(note)
+        if progress is not None:
+            progress("frames", total, total)
+    return rows, summarize(cuts, results, notes), list(getattr(client, "notes", []))

@@ -1,0 +1,173 @@
+"""The elastic runtime end to end: the emulated link slows mid-stream and the cut follows it; an edge that
+lacks a cut; a damaged elastic split; what /metrics shows."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from dnnsplit.errors import UsageError
+from dnnsplit.partition.elastic import decide
+from dnnsplit.partition.network import LinkSpec
+from dnnsplit.runtime.elastic import ElasticClient, ElasticSettings
+from dnnsplit.runtime.estimate import EstimatorSettings, Observation
+from dnnsplit.runtime.server import ServeSettings, serving
+from tests.fixtures.elastic import PHONE_SCALE, elastic_split
+
+FAST = LinkSpec(100.0, 100.0, 2.0, name="fast")
+SLOW = LinkSpec(0.1, 0.1, 2.0, name="slow")
+FAST_PRIOR = 5.85  # the plan's uplink (4g), until an upload is long enough to measure the link
+
+
+@pytest.fixture(scope="module")
+def elastic(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return elastic_split(tiny_model, tmp_path_factory.mktemp("elastic") / "split")
+
+
+def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole, sample: np.ndarray) -> None:
+    # A probe before every frame: the plan's prior is 4g (60 ms round trip), this link has 2 ms, and the
+    # client learns that only from the link (all-local sends nothing), whatever this machine's speed.
+    eager = ElasticSettings(estimator=EstimatorSettings(probe_idle_s=0.0))
+    with (
+        serving(elastic, ServeSettings(tier="edge")) as edge,
+        ElasticClient(elastic, edge.url, link=FAST, slowdown=PHONE_SCALE, settings=eager) as client,
+    ):
+        assert client.starts == (0, 1) and client.notes == []  # the edge starts at every offloading cut
+        frames = []
+        for i in range(15):
+            if i == 8:
+                client.client.link.retune(SLOW)
+            frames.append(client.infer(sample))
+        metrics = httpx.get(f"{edge.url}/metrics").text
+    want = whole(sample)
+    for f in frames:  # every frame answered, by the edge, with the whole model's logits
+        assert f.result.fallback is None and f.note is None
+        np.testing.assert_allclose(f.result.outputs["logits"], want, rtol=1e-5, atol=1e-6)
+    cuts = [f.cut for f in frames]
+    seen = [(f.cut, f"{f.result.stages.total_ms:.0f} ms", f.decision.context) for f in frames]  # on failure
+    # Fast link: the raw input goes to the edge (the phone is 300x slower than the host) ...
+    assert set(cuts[2:8]) == {"all-edge"}, seen
+    # ... and once 12 kB take 1 s, the first frame on the slow link (its probe, or its own upload) sees it
+    # and the next keeps the input on the phone (cut-1 and all-local, both about the phone's time, may swap
+    # on a loaded machine). A step needs two samples when the uplink was measured before.
+    assert set(cuts[10:]) <= {"cut-1", "all-local"}, seen
+    switched = next(i for i in range(8, 15) if cuts[i] != "all-edge")
+    assert switched <= 9 + (frames[7].decision.context.up_mbps != FAST_PRIOR), seen
+    assert frames[10].decision.context.up_mbps == pytest.approx(0.1, rel=0.25)
+    assert frames[10].to_dict()["estimate"]["up_mbps"] == frames[10].decision.context.up_mbps
+    for f in frames[9:]:  # cut-1 sends the 32-byte pooled features, all-local nothing
+        assert f.result.stages.up_bytes < 1000
+    assert f'dnnsplit_cut_requests_total{{cut="all-edge",start="0",tier="edge"}} {cuts.count("all-edge")}.0' in metrics
+    if "cut-1" in cuts:
+        assert f'dnnsplit_cut_requests_total{{cut="cut-1",start="1",tier="edge"}} {cuts.count("cut-1")}.0' in metrics
+    assert 'dnnsplit_client_estimate{quantity="up_mbps",tier="edge"}' in metrics
+
+
+def test_the_edge_counts_only_the_splits_own_cut_names(elastic: Path, sample: np.ndarray) -> None:
+    from dnnsplit.runtime import route
+    from dnnsplit.runtime.wire import encode
+    from dnnsplit.splitting.manifest import Manifest
+
+    manifest = Manifest.load(elastic)
+    with serving(elastic, ServeSettings(tier="edge")) as edge:
+        for name in ("made-up-1", "made-up-2"):
+            meta = {"manifest": route.digest(manifest), "start": "0", "cut": name, "estimate": "not json"}
+            assert httpx.post(f"{edge.url}/v1/infer", content=encode({"input": sample}, meta)).status_code == 200
+        meta = {"manifest": route.digest(manifest), "start": "2"}  # all-local: nothing starts there
+        refused = httpx.post(f"{edge.url}/v1/infer", content=encode({"input": sample}, meta))
+        metrics = httpx.get(f"{edge.url}/metrics").text
+    assert refused.status_code == 422 and refused.json()["code"] == "unserved_cut"
+    assert refused.json()["starts"] == [0, 1]
+    assert 'dnnsplit_cut_requests_total{cut="other",start="0",tier="edge"} 2.0' in metrics
+    assert "made-up" not in metrics
+
+
+def test_an_edge_lacking_a_cut_gets_the_best_one_it_has(
+    elastic: Path, whole, sample: np.ndarray, monkeypatch
+) -> None:
+    # A phone measured 100x slower than its profile: any offloading cut beats running here, all-edge most.
+    eager = ElasticSettings(estimator=EstimatorSettings(probe_idle_s=0.0))  # and a probe before every frame
+
+    def slow_phone(client: ElasticClient) -> ElasticClient:
+        client.estimator.observe(Observation(phone_profiled_ms=1.0, phone_ms=100.0))
+        return client
+
+    # An edge started on the last piece only: it cannot take the raw input (all-edge).
+    with serving(elastic, ServeSettings(tier="edge", segments=(1,))) as edge:
+        with slow_phone(ElasticClient(elastic, edge.url, link=FAST, settings=eager)) as client:
+            assert client.starts == (1,) and "all-edge not available" in client.notes[0]
+            frames = [client.infer(sample) for _ in range(3)]
+        assert all(f.probe_ms is not None for f in frames) and client.estimator.rtt.samples >= 3
+        assert all(f.note is None for f in frames) and "all-edge" not in {f.cut for f in frames}
+        # The first frame would go all-edge (the phone is slow); the edge lacks it, so cut-1 runs. Later
+        # frames measure the phone's real speed; whatever they pick is the best the edge has.
+        assert frames[0].cut == "cut-1"
+        for f in frames:
+            assert f.decision.candidate == decide(client.spec, f.decision.context, [1, 2]).candidate or f.decision.kept
+        # A client that could not ask first is refused at the request, and runs the frame again at once.
+        monkeypatch.setattr(ElasticClient, "_edge_starts", lambda self: None)
+        with slow_phone(ElasticClient(elastic, edge.url, link=FAST)) as blind:
+            first = blind.infer(sample)
+            second = blind.infer(sample)
+    assert first.cut == "cut-1" and "the edge lacks cut all-edge" in first.note and "ran cut-1" in first.note
+    assert blind.starts == (1,) and second.cut == "cut-1" and second.note is None
+    for f in (*frames, first, second):
+        np.testing.assert_allclose(f.result.outputs["logits"], whole(sample), rtol=1e-5, atol=1e-6)
+
+
+def test_no_edge_runs_all_local_and_a_dead_edge_falls_back(elastic: Path, sample: np.ndarray) -> None:
+    with ElasticClient(elastic, None) as alone:
+        assert alone.infer(sample).cut == "all-local"
+    with ElasticClient(elastic, "http://127.0.0.1:9", link=FAST, slowdown=PHONE_SCALE) as client:
+        assert client.starts is None  # cannot ask: every cut may be tried
+        client.estimator.observe(Observation(phone_profiled_ms=1.0, phone_ms=100.0))  # a very slow phone
+        frame = client.infer(sample)
+    assert frame.result.fallback is not None and "unreachable" in frame.note
+    assert frame.result.outputs["logits"].shape == (1, 10)
+
+
+def test_a_damaged_elastic_split_is_one_clear_error(elastic: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    shutil.copytree(elastic, missing)
+    (missing / "02-mobile.onnx").unlink()
+    with pytest.raises(UsageError, match="02-mobile.onnx is missing"):
+        ElasticClient(missing, None)
+    changed = tmp_path / "changed"
+    shutil.copytree(elastic, changed)
+    data = bytearray((changed / "01-mobile.onnx").read_bytes())
+    data[-1] ^= 1
+    (changed / "01-mobile.onnx").write_bytes(bytes(data))
+    with pytest.raises(UsageError, match="01-mobile.onnx does not match its sha256"):
+        ElasticClient(changed, None)
+    with pytest.raises(UsageError, match="not an elastic one"):
+        plain = tmp_path / "plain"
+        shutil.copytree(elastic, plain)
+        text = (plain / "manifest.yaml").read_text()
+        (plain / "manifest.yaml").write_text(text[: text.index("elastic:")])
+        ElasticClient(plain, None)
+
+
+def test_infer_streams_frames_and_says_which_cut_ran(cli, elastic: Path, tmp_path: Path) -> None:
+    import json
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    np.save(frames.with_suffix(".npy"), np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32))
+    with serving(elastic, ServeSettings(tier="edge")) as edge:
+        code, stdout, stderr = cli(
+            "infer", elastic, "--edge", edge.url, "--frames", frames.with_suffix(".npy"), "--stream", "5",
+            "--link", "wifi", "--format", "json",
+        )
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert [f["frame"] for f in document["frames"]] == [0, 1, 2, 3, 4]
+    for f in document["frames"]:
+        assert f["cut"] in {"all-edge", "cut-1", "all-local"} and set(f["estimate"]) >= {"up_mbps", "rtt_ms"}
+        assert f["latency_ms"] > 0 and len(f["top"]) == 5  # --top
+    assert document["summary"]["frames"] == 5 and sum(document["summary"]["cuts"].values()) == 5
+    code, stdout, stderr = cli("infer", elastic, "--edge", "http://127.0.0.1:9", "--frames", frames, "--input", frames)
+    assert code == 2 and "give either --input or --frames" in stderr
