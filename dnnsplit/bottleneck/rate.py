@@ -8,6 +8,7 @@ optional dependency (the ``bottleneck`` extra): the plain path (``--lambda 0``) 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -18,7 +19,9 @@ from dnnsplit.errors import UsageError
 def rate_model(channels: int) -> nn.Module:
     """A factorised entropy model over ``channels`` code channels (compressai.EntropyBottleneck)."""
     try:
-        from compressai.entropy_models import EntropyBottleneck
+        with warnings.catch_warnings():  # compressai's import warns about torch.jit.script, not about us
+            warnings.simplefilter("ignore")
+            from compressai.entropy_models import EntropyBottleneck
     except ImportError:
         raise UsageError(
             "--lambda > 0 needs compressai (its EntropyBottleneck is the rate model), which is not installed",
