@@ -88,7 +88,7 @@ def bottleneck(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
     zstd_level: Annotated[int, typer.Option(help="zstd level the code is coded with (1..22).")] = 3,
     threads: Annotated[
-        int | None, typer.Option(help="onnxruntime threads for validation and timing.")
+        int | None, typer.Option(help="Threads for training (torch), validation and timing (onnxruntime).")
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an earlier bottleneck in the output (nothing else).")
