@@ -166,3 +166,27 @@ def test_bad_inputs_are_one_line_errors_and_write_nothing(
     assert_usage_error(cli(*base, "--at", "block1", "--channels", "4"), "not empty")
     assert_usage_error(cli(*base, "--at", "block1", "--channels", "4", "--force"), "not a bottleneck")
     assert sorted(p.name for p in out.iterdir()) == ["mine"]
+
+
+def test_fine_tuned_strided_bottleneck_keeps_its_tail_and_the_original_teacher(
+    cli, tiny_checkpoint: Path, tiny_bottleneck: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+
+    out = tmp_path / "ft"
+    flags = ("--at", "block1", "--channels", "4", "--epochs", "1", "--threads", "1", "--stride", "2")
+    code, _, stderr = cli("bottleneck", tiny_checkpoint, "--arch", TINY, *flags, "--fine-tune", "-o", out)
+    assert code == 0, stderr
+    doc = load_bottleneck(out)
+    assert doc.code.shape == [1, 4, 4, 4] and doc.bytes.int8 == 64 and doc.stride == 2
+    with safe_open(str(out / "bottleneck.safetensors"), "pt") as fh:
+        parts = {k.split(".")[0] for k in fh.keys()}
+    assert parts == {"encoder", "decoder", "rest"}  # the fine-tuned tail is part of the bottleneck
+    # The original stayed the teacher: its accuracy is the same as in the frozen run.
+    assert doc.accuracy.base_top1 == load_bottleneck(tiny_bottleneck).accuracy.base_top1
+    assert doc.training["fine_tune"] is True and doc.validation["passed"]
+    # --force replaces a bottleneck, and only a bottleneck.
+    code, _, stderr = cli("bottleneck", tiny_checkpoint, "--arch", TINY, *flags, "-o", out, "--force")
+    assert code == 0, stderr
+    with safe_open(str(out / "bottleneck.safetensors"), "pt") as fh:
+        assert {k.split(".")[0] for k in fh.keys()} == {"encoder", "decoder"}
