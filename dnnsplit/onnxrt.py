@@ -32,12 +32,18 @@ def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
 
 
 def median_run_ms(
-    model: str | Path, shape: tuple[int, ...], threads: int | None, repeat: int, warmup: int = 10
+    model: str | Path,
+    shape: tuple[int, ...],
+    threads: int | None,
+    repeat: int,
+    warmup: int = 10,
+    feed: np.ndarray | None = None,
 ) -> float:
-    """Median ms of one batch-1 run of ``model`` (its first input fed random values of ``shape``)."""
+    """Median ms of one batch-1 run of ``model`` (its first input fed random values of ``shape``, or
+    ``feed``: an input of another type, such as an int8 code)."""
     session = ort_session(model, threads)
     name = session.get_inputs()[0].name
-    x = np.random.default_rng(0).standard_normal((1, *shape[1:])).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((1, *shape[1:])).astype(np.float32) if feed is None else feed
     for _ in range(warmup):
         session.run(None, {name: x})
     times = []

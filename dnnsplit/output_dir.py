@@ -38,6 +38,11 @@ def _variant_files(variants: dict[str, Any]) -> set[str]:
     return files | {"misses.yaml", ".misses.lock"}  # `dnnsplit select` records its misses there
 
 
+def _bottleneck_files(document: dict[str, Any]) -> set[str]:
+    files = document.get("files")
+    return {str(v) for v in files.values()} if isinstance(files, dict) else set()
+
+
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
@@ -59,8 +64,9 @@ BRANCH = OutputKind(
 )
 VARIANTS = OutputKind("a prune output", "variants.yaml", "dnnsplit/variants", files=_variant_files)
 PIPELINE = OutputKind("a pipeline output", ".stages.yaml", "dnnsplit/stages")
+BOTTLENECK = OutputKind("a bottleneck", "bottleneck.yaml", "dnnsplit/bottleneck", files=_bottleneck_files)
 # Most specific first: a branch directory also holds a manifest.yaml (so `run` and `serve` take it).
-KINDS = (BRANCH, VARIANTS, PIPELINE, SPLIT)
+KINDS = (BRANCH, VARIANTS, BOTTLENECK, PIPELINE, SPLIT)
 
 
 def kind_of(directory: Path) -> OutputKind | None:

@@ -30,6 +30,7 @@ FLOORS = (
     "training",
     "branching",
     "pruning",
+    "bottleneck",
     "runtime",
     "boundaries",
     "pipeline",

@@ -6,6 +6,7 @@ import typer
 
 from dnnsplit import __version__
 from dnnsplit.cli import bench as bench_cmd
+from dnnsplit.cli import bottleneck as bottleneck_cmd
 from dnnsplit.cli import boundaries as boundaries_cmd
 from dnnsplit.cli import branch as branch_cmd
 from dnnsplit.cli import cuts as cuts_cmd
@@ -50,6 +51,7 @@ _register(run_cmd, "run")
 app.command(name="train", epilog=train_cmd.TRAIN_EXAMPLES)(train_cmd.train)
 app.command(name="eval", epilog=train_cmd.EVAL_EXAMPLES)(train_cmd.eval)
 _register(branch_cmd, "branch")
+_register(bottleneck_cmd, "bottleneck")
 _register(serve_cmd, "serve")
 _register(infer_cmd, "infer")
 _register(bench_cmd, "bench")
