@@ -37,3 +37,19 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown)
     print(markdown)
+
+
+def wait_healthy(url: str, timeout_s: float = 180.0) -> None:
+    """Wait until ``url/healthz`` answers 200 (a server a benchmark started); exit when it never does."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server at {url} did not start")
+        time.sleep(0.2)

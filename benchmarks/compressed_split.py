@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import ROOT, machine, run_cli, write_results
+from _common import ROOT, machine, run_cli, wait_healthy, write_results
 
 from dnnsplit.partition.network import NETWORK_PRESETS, LinkSpec
 
@@ -188,16 +188,7 @@ def client(args: argparse.Namespace) -> None:
     url = f"http://{EDGE_IP}:{PORT}"
     manifest = Manifest.load(directory)
     if args.config != "all-local":
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("edge server did not start")
-            time.sleep(0.2)
+        wait_healthy(url)
     rtt_only = LinkSpec(up_mbps=1e5, down_mbps=1e5, rtt_ms=args.rtt, radio=None, name="rtt")
     runner = CollaborativeClient(
         directory,

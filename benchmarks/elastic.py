@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import ROOT, machine, write_results
+from _common import ROOT, machine, wait_healthy, write_results
 
 from dnnsplit.partition import evaluate, problem_from_profile
 from dnnsplit.partition.elastic import Context, decide, in_context, piece_of_layer, sweep_candidates
@@ -192,21 +192,6 @@ def elastic_dir(model: str) -> Path:
     return directory
 
 
-def _wait_for_edge(url: str) -> None:
-    import httpx
-
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("edge server did not start")
-        time.sleep(0.2)
-
-
 def phase_client(args: argparse.Namespace) -> None:
     """Inside the phone's namespace: requests back to back until the schedule ends; one JSON line out."""
     import runtime_bench as rb
@@ -217,7 +202,7 @@ def phase_client(args: argparse.Namespace) -> None:
     from dnnsplit.splitting.manifest import Manifest
 
     url = f"http://{rb.EDGE_IP}:{rb.PORT}"
-    _wait_for_edge(url)
+    wait_healthy(url)
     directory = Path(args.phase_client)
     manifest = Manifest.load(directory)
     rtt = LinkSpec(up_mbps=1e5, down_mbps=1e5, rtt_ms=RTT_MS, radio=None, name="rtt")

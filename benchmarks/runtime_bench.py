@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import ROOT, machine, run_cli, write_results
+from _common import ROOT, machine, run_cli, wait_healthy, write_results
 
 from dnnsplit.partition.network import NETWORK_PRESETS, LinkSpec
 from dnnsplit.partition.plan_file import load_plan
@@ -280,23 +280,13 @@ def tbf_sweep(model: str, dirs: dict[str, Path], requests: int, budget_s: float)
 
 def tbf_client(args: argparse.Namespace) -> None:
     """Inside the phone's namespace: requests over the shaped link, the RTT added here (no netem)."""
-    import httpx
 
     directory = Path(args.tbf_client)
     url = f"http://{EDGE_IP}:{PORT}"
     manifest = Manifest.load(directory)
     remote = args.config == "all-edge" or len(route.local_prefix(manifest)) < len(manifest.segments)
     if remote:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("edge server did not start")
-            time.sleep(0.2)
+        wait_healthy(url, 120)
     rtt_only = LinkSpec(up_mbps=1e5, down_mbps=1e5, rtt_ms=args.rtt, radio=None, name="rtt")
     client = CollaborativeClient(
         directory,
