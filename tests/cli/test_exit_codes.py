@@ -123,8 +123,8 @@ def test_negative_top_is_refused(cli, tmp_path: Path) -> None:
     ("old", "new", "key"),
     [
         ("  lr: 0.05", "  lr: .nan", "train.lr"),
-        ("  latency_ms: 60 ", "  latency_ms: .inf ", "budgets.latency_ms"),
-        ("  latency_ms: 60 ", "  latency_ms: .nan ", "budgets.latency_ms"),
+        ("  latency_ms: 100 ", "  latency_ms: .inf ", "budgets.latency_ms"),
+        ("  latency_ms: 100 ", "  latency_ms: .nan ", "budgets.latency_ms"),
         ("  levels: 2 ", "  budgets_ms: [10, .inf] ", "prune.budgets_ms"),
         ("  threads: 2 ", "  threads: 100000 ", "profile.threads"),
     ],

@@ -47,8 +47,8 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     ("old", "new", "key", "needle", "hint"),
     [
         (
-            "  latency_ms: 60",
-            "  latncy_ms: 60",
+            "  latency_ms: 100",
+            "  latncy_ms: 100",
             "budgets.latncy_ms",
             "unknown key",
             "did you mean 'latency_ms'",
@@ -155,7 +155,7 @@ def test_cli_check_and_errors_exit_2(cli, tmp_path: Path) -> None:
     assert code == 0 and "ok" in stdout, stderr
     bad = (
         DEMO.read_text()
-        .replace("  latency_ms: 60", "  latncy_ms: 60")
+        .replace("  latency_ms: 100", "  latncy_ms: 100")
         .replace("  epochs: 4\n  lr", "  epochs: x\n  lr")
     )
     path = _write(tmp_path, bad)
