@@ -169,6 +169,9 @@ def build(args: dict[str, Any]) -> Any:
     return serve.deployment(TierIngress).options(**options).bind(args, tiers[0], handle)
 
 
+WORKER_NICENESS = 0  # the replicas run at the priority of the process that serves them, as uvicorn does
+
+
 def start_ray(tiers: list[str], ray_settings: RaySettings, **local: Any) -> None:
     """Join ``--ray-address``'s cluster, or start a local instance offering every tier's resource."""
     import ray
@@ -180,6 +183,10 @@ def start_ray(tiers: list[str], ray_settings: RaySettings, **local: Any) -> None
     ray.init(
         num_cpus=ray_settings.local_cpus,
         resources={tier_resource(t): LOCAL_RESOURCE for t in tiers},
+        # Ray renices every worker to 15 (its worker_niceness), so that the raylet wins over tasks; here the
+        # replicas are the service, and at nice 15 anything else on the box at the default nice 0 (another
+        # server, a build) outweighs them 28 to 1 in the kernel's scheduler (weights 1024 against 36).
+        _system_config={"worker_niceness": WORKER_NICENESS},
         **quiet,
         **local,
     )

@@ -9,6 +9,7 @@ starting Ray and deploying take most of its time.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -85,6 +86,22 @@ def test_python_client_through_ray_equals_the_whole_model(app: str, three_tier: 
     # num_cpus 0.5 -> 1 intra-op thread, set explicitly (not onnxruntime's host-sized pool).
     assert served["onnxruntime_threads"] == {"intra_op": 1, "inter_op": 1}
     assert httpx.get(f"{app}/healthz").json()["tier"] == "edge"
+
+
+def test_replicas_run_at_the_serving_process_priority(app: str) -> None:
+    """Ray renices its workers to 15 by default; a replica at 15 loses a busy core 28 to 1 to any process at
+    the default priority. The local instance runs them at this process's niceness."""
+    titles = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                titles[int(proc.name)] = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+    replicas = [pid for pid, title in titles.items() if "ServeReplica:" in title]
+    assert replicas, "no Serve replica process found"
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in replicas} == {mine}
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(
