@@ -240,6 +240,55 @@ def test_bit_kernels_match_onnxruntime(tiny_branch: Path, browser) -> None:
             np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5 * np.abs(logits).max())
 
 
+def test_bit_kernels_match_onnxruntime_on_resnet18_widths(tmp_path: Path, browser) -> None:
+    """resnet18's branch (untrained) at 32x32: 64 to 512 channels, so every kernel path runs (rows of 5 to
+    36 words, patches with every tap inside and border ones, strided and 1x1 convolutions, the residual
+    adds); the binarized activations bit-exact and the logits within 1e-5 of onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    import torchvision
+
+    from dnnsplit.branching.builder import prepare_branch
+    from dnnsplit.branching.export import export_branch
+    from dnnsplit.branching.kernels import branch_model, compile_branch
+    from dnnsplit.branching.points import resolve_point, split_at, trace
+    from dnnsplit.profiling.browser_runtime import local_page_server
+
+    torch.manual_seed(0)
+    gm = trace(torchvision.models.resnet18(num_classes=10).eval())
+    stem, rest = split_at(gm, resolve_point(gm, None))
+    with torch.no_grad():
+        branch, _ = prepare_branch(rest, stem(torch.randn(8, 3, 32, 32)), True)
+    export_branch(stem, branch.eval(), rest, 0.5, (1, 3, 32, 32), tmp_path)
+    program = compile_branch(tmp_path / "mobile.onnx")
+    widths = {op["I"] for op in program.header["ops"] if op["op"] == "binconv"}
+    assert {64, 128, 256, 512} <= widths
+    bits = [n for n, t in program.header["tensors"].items() if t["kind"] == "bits"]
+    reference = branch_model(tmp_path / "mobile.onnx")
+    reference.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in bits)
+    session = ort.InferenceSession(reference.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    x = np.random.default_rng(3).standard_normal(program.header["input"]["shape"]).astype(np.float32)
+    expected = dict(zip(names, session.run(None, {program.header["input"]["name"]: x}), strict=True))
+    page, _console = browser
+    with local_page_server(b"", {"/branch.dnbk": program.to_bytes()}) as url:
+        page.goto(f"{url}/profile.html")
+        got = page.evaluate(
+            """async ([x, names]) => {
+                const { BitBranch } = await import('./bitkernels.js');
+                const branch = await BitBranch.create(await (await fetch('/branch.dnbk')).arrayBuffer());
+                const out = branch.run(new Float32Array(x));
+                return { logits: Array.from(out.branch_logits), tensors: Object.fromEntries(names.map((n) => [n, Array.from(branch.tensor(n))])) };
+            }""",
+            [x.reshape(-1).tolist(), bits],
+        )
+    for name in bits:
+        np.testing.assert_array_equal(got["tensors"][name], expected[name].reshape(-1), err_msg=name)
+    logits = expected["branch_logits"].reshape(-1)
+    np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5 * np.abs(logits).max())
+
+
 def test_branch_falls_back_to_onnxruntime_web(tiny_branch: Path, tmp_path: Path, browser) -> None:
     """?kernels=off (what a browser without WebAssembly SIMD gets): the whole mobile segment in
     onnxruntime-web, the same answer, and the page says which ran."""

@@ -11,9 +11,9 @@
 // (dnnsplit/branching/packing.py). bk_repack_conv reorders those bits (bits to bits) into one row per
 // output channel in the patch order (kh, kw, channel), padded to whole 128-bit words.
 //
-// Binary convolution: dot(x, w) over the taps inside the image = 2 * popcount(XNOR(x, w) & mask) - n,
-// with n = inside taps * channels. Zero padding (as the branch's Conv has) is the mask: a tap outside the
-// image is 0, neither +1 nor -1. The epilogue applies the same float operations as the ONNX graph, in
+// Binary convolution: dot(x, w) over the taps inside the image = n - 2 * popcount((x XOR w) & mask), with
+// n = inside taps * channels. Zero padding (as the branch's Conv has) is the mask: a tap outside the image
+// is 0, neither +1 nor -1; a patch with every tap inside needs none (the padding bits are 0 in both). The epilogue applies the same float operations as the ONNX graph, in
 // its order (y = d * scale, y = y + bias, relu), and either stores y (NCHW float) or thresholds it for
 // the next binary layer (y >= t: the folded batch-norm threshold) straight into HWC bits.
 #include <stdint.h>
@@ -32,16 +32,30 @@ static inline int get_bit_msb(const uint8_t* bits, int index) {
   return (bits[index >> 3] >> (7 - (index & 7))) & 1;
 }
 
-// float NCHW (C planes of HW) -> HWC bits: bit c of pixel p = x[c, p] >= t[c].
+// float NCHW (C planes of HW) -> HWC bits: bit c of pixel p = x[c, p] >= t[c]. Four pixels at a time:
+// the 8 channels of one output byte are compared lane-wise and OR-ed into one i32x4, then its 4 bytes go
+// to the 4 pixels (the padding bits of the last byte stay 0).
 void EXPORT(bk_binarize)(const float* x, const float* t, int C, int HW, uint8_t* out, int cb) {
-  zero_bytes(out, HW * cb);
-  for (int c = 0; c < C; c++) {
-    const float tc = t[c];
-    const float* plane = x + c * HW;
-    uint8_t* o = out + (c >> 3);
-    const uint8_t bit = (uint8_t)(1u << (c & 7));
-    for (int p = 0; p < HW; p++)
-      if (plane[p] >= tc) o[p * cb] |= bit;
+  for (int b = 0; b < cb; b++) {
+    const int c0 = 8 * b, c1 = min_i(C, c0 + 8);
+    int p = 0;
+    for (; p + 4 <= HW; p += 4) {
+      v128_t acc = wasm_i32x4_splat(0);
+      for (int c = c0; c < c1; c++) {
+        const v128_t ge = wasm_f32x4_ge(wasm_v128_load(x + c * HW + p), wasm_f32x4_splat(t[c]));
+        acc = wasm_v128_or(acc, wasm_v128_and(ge, wasm_i32x4_splat(1 << (c - c0))));
+      }
+      out[p * cb + b] = (uint8_t)wasm_i32x4_extract_lane(acc, 0);
+      out[(p + 1) * cb + b] = (uint8_t)wasm_i32x4_extract_lane(acc, 1);
+      out[(p + 2) * cb + b] = (uint8_t)wasm_i32x4_extract_lane(acc, 2);
+      out[(p + 3) * cb + b] = (uint8_t)wasm_i32x4_extract_lane(acc, 3);
+    }
+    for (; p < HW; p++) {
+      uint8_t byte = 0;
+      for (int c = c0; c < c1; c++)
+        if (x[c * HW + p] >= t[c]) byte |= (uint8_t)(1u << (c - c0));
+      out[p * cb + b] = byte;
+    }
   }
 }
 
@@ -65,37 +79,10 @@ void EXPORT(bk_repack_matmul)(const uint8_t* src, int K, int N, int kbytes, uint
       if (get_bit_msb(src, k * N + n)) dst[n * kbytes + (k >> 3)] |= (uint8_t)(1u << (k & 7));
 }
 
-static inline int hsum_u16(v128_t acc) {
-  v128_t s = wasm_u32x4_extadd_pairwise_u16x8(acc);
-  return wasm_i32x4_extract_lane(s, 0) + wasm_i32x4_extract_lane(s, 1) + wasm_i32x4_extract_lane(s, 2) +
-         wasm_i32x4_extract_lane(s, 3);
-}
-
-// Matches (XNOR, masked) of one patch against 4 weight rows, as one i32x4. The popcounts are summed
-// as u8 for up to 31 words (8 per lane each) before widening, and the 4 horizontal sums share shuffles.
-static inline v128_t xnor4(const v128_t* P, const v128_t* M, const v128_t* w, int Kw) {
-  const v128_t* w0 = w;
-  const v128_t* w1 = w + Kw;
-  const v128_t* w2 = w + 2 * Kw;
-  const v128_t* w3 = w + 3 * Kw;
-  v128_t a0 = wasm_i16x8_splat(0), a1 = a0, a2 = a0, a3 = a0;
-  int k = 0;
-  while (k < Kw) {
-    const int end = min_i(Kw, k + 31);
-    v128_t b0 = wasm_i8x16_splat(0), b1 = b0, b2 = b0, b3 = b0;
-    for (; k < end; k++) {
-      const v128_t p = wasm_v128_load(P + k), mk = wasm_v128_load(M + k);
-      b0 = wasm_i8x16_add(b0, wasm_i8x16_popcnt(wasm_v128_andnot(mk, wasm_v128_xor(p, wasm_v128_load(w0 + k)))));
-      b1 = wasm_i8x16_add(b1, wasm_i8x16_popcnt(wasm_v128_andnot(mk, wasm_v128_xor(p, wasm_v128_load(w1 + k)))));
-      b2 = wasm_i8x16_add(b2, wasm_i8x16_popcnt(wasm_v128_andnot(mk, wasm_v128_xor(p, wasm_v128_load(w2 + k)))));
-      b3 = wasm_i8x16_add(b3, wasm_i8x16_popcnt(wasm_v128_andnot(mk, wasm_v128_xor(p, wasm_v128_load(w3 + k)))));
-    }
-    a0 = wasm_i16x8_add(a0, wasm_u16x8_extadd_pairwise_u8x16(b0));
-    a1 = wasm_i16x8_add(a1, wasm_u16x8_extadd_pairwise_u8x16(b1));
-    a2 = wasm_i16x8_add(a2, wasm_u16x8_extadd_pairwise_u8x16(b2));
-    a3 = wasm_i16x8_add(a3, wasm_u16x8_extadd_pairwise_u8x16(b3));
-  }
-  const v128_t ones = wasm_i16x8_splat(1);  // lanes stay below 2^15 for any K below 2^18 bits
+// The horizontal sums of 4 i16x8 counters as one i32x4, sharing their shuffles. Lanes stay below 2^15 for
+// any row below 2^18 bits.
+static inline v128_t hsum4(v128_t a0, v128_t a1, v128_t a2, v128_t a3) {
+  const v128_t ones = wasm_i16x8_splat(1);
   const v128_t d0 = wasm_i32x4_dot_i16x8(a0, ones), d1 = wasm_i32x4_dot_i16x8(a1, ones);
   const v128_t d2 = wasm_i32x4_dot_i16x8(a2, ones), d3 = wasm_i32x4_dot_i16x8(a3, ones);
   const v128_t t0 = wasm_i32x4_add(wasm_i32x4_shuffle(d0, d1, 0, 4, 1, 5), wasm_i32x4_shuffle(d0, d1, 2, 6, 3, 7));
@@ -103,18 +90,45 @@ static inline v128_t xnor4(const v128_t* P, const v128_t* M, const v128_t* w, in
   return wasm_i32x4_add(wasm_i32x4_shuffle(t0, t1, 0, 1, 4, 5), wasm_i32x4_shuffle(t0, t1, 2, 3, 6, 7));
 }
 
-static inline int xnor1(const v128_t* P, const v128_t* M, const v128_t* w, int Kw) {
-  v128_t a = wasm_i16x8_splat(0);
+// Mismatches (the popcount of XOR) of one patch against 4 weight rows, 128 bits at a time. Where every tap
+// of the patch is inside the image (M = 0) no mask is needed: the padding bits of the patch and of the
+// rows are all 0 and never differ. A patch with taps outside (zeros in the patch) is masked to the taps
+// inside. dot(x, w) = n - 2 * mismatches, with n = inside taps * channels.
+static inline v128_t mism4(const uint8_t* P8, const uint8_t* M8, const uint8_t* w8, int Kw) {
+  const v128_t* P = (const v128_t*)P8;
+  const v128_t* M = (const v128_t*)M8;
+  const v128_t* w0 = (const v128_t*)w8;
+  const v128_t* w1 = w0 + Kw;
+  const v128_t* w2 = w0 + 2 * Kw;
+  const v128_t* w3 = w0 + 3 * Kw;
+  v128_t a0 = wasm_i16x8_splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const v128_t all = wasm_i8x16_splat(-1);
   int k = 0;
   while (k < Kw) {
     const int end = min_i(Kw, k + 31);
-    v128_t b = wasm_i8x16_splat(0);
-    for (; k < end; k++)
-      b = wasm_i8x16_add(b, wasm_i8x16_popcnt(wasm_v128_andnot(wasm_v128_load(M + k),
-                                                                   wasm_v128_xor(wasm_v128_load(P + k), wasm_v128_load(w + k)))));
-    a = wasm_i16x8_add(a, wasm_u16x8_extadd_pairwise_u8x16(b));
+    v128_t b0 = wasm_i8x16_splat(0), b1 = b0, b2 = b0, b3 = b0;
+    for (; k < end; k++) {
+      const v128_t p = wasm_v128_load(P + k), mk = M ? wasm_v128_load(M + k) : all;
+      b0 = wasm_i8x16_add(b0, wasm_i8x16_popcnt(wasm_v128_and(mk, wasm_v128_xor(p, wasm_v128_load(w0 + k)))));
+      b1 = wasm_i8x16_add(b1, wasm_i8x16_popcnt(wasm_v128_and(mk, wasm_v128_xor(p, wasm_v128_load(w1 + k)))));
+      b2 = wasm_i8x16_add(b2, wasm_i8x16_popcnt(wasm_v128_and(mk, wasm_v128_xor(p, wasm_v128_load(w2 + k)))));
+      b3 = wasm_i8x16_add(b3, wasm_i8x16_popcnt(wasm_v128_and(mk, wasm_v128_xor(p, wasm_v128_load(w3 + k)))));
+    }
+    a0 = wasm_i16x8_add(a0, wasm_u16x8_extadd_pairwise_u8x16(b0));
+    a1 = wasm_i16x8_add(a1, wasm_u16x8_extadd_pairwise_u8x16(b1));
+    a2 = wasm_i16x8_add(a2, wasm_u16x8_extadd_pairwise_u8x16(b2));
+    a3 = wasm_i16x8_add(a3, wasm_u16x8_extadd_pairwise_u8x16(b3));
   }
-  return hsum_u16(a);
+  return hsum4(a0, a1, a2, a3);
+}
+
+static inline int mism1(const uint8_t* P8, const uint8_t* M8, const uint8_t* w8, int Kw) {
+  const uint64_t* P = (const uint64_t*)P8;
+  const uint64_t* M = (const uint64_t*)M8;
+  const uint64_t* w = (const uint64_t*)w8;
+  int a = 0;
+  for (int k = 0; k < 2 * Kw; k++) a += __builtin_popcountll((P[k] ^ w[k]) & (M ? M[k] : ~0ull));
+  return a;
 }
 
 // The mask bits of one tap that lies inside the image: the C real channels, not the padding bits.
@@ -172,7 +186,7 @@ void EXPORT(bk_binconv)(const uint8_t* x, int C, int H, int W, int cb, const uin
           }
         }
       }
-      const uint8_t* mask = full;
+      const uint8_t* mask = 0;  // every tap inside: no mask (see mism4)
       if (inside != taps) {
         for (int kh = 0; kh < KH; kh++) {
           const int iy = oy * sh - ph + kh * dh;
@@ -191,9 +205,9 @@ void EXPORT(bk_binconv)(const uint8_t* x, int C, int H, int W, int cb, const uin
       int o = 0;
       const v128_t nv = wasm_i32x4_splat(n);
       for (; o + 4 <= O; o += 4) {
-        const v128_t m = xnor4((const v128_t*)patch, (const v128_t*)mask, (const v128_t*)(w + o * kbytes), Kw);
+        const v128_t m = mism4(patch, mask, w + o * kbytes, Kw);
         // The epilogue of 4 outputs at once: the same float operations as epilogue(), lane by lane.
-        v128_t y = wasm_f32x4_convert_i32x4(wasm_i32x4_sub(wasm_i32x4_shl(m, 1), nv));
+        v128_t y = wasm_f32x4_convert_i32x4(wasm_i32x4_sub(nv, wasm_i32x4_shl(m, 1)));
         if (scale) y = wasm_f32x4_mul(y, wasm_v128_load(scale + o));
         if (bias) y = wasm_f32x4_add(y, wasm_v128_load(bias + o));
         if (relu) y = wasm_f32x4_max(y, wasm_f32x4_splat(0.0f));
@@ -207,8 +221,8 @@ void EXPORT(bk_binconv)(const uint8_t* x, int C, int H, int W, int cb, const uin
           obyte[o >> 3] |= (uint8_t)(wasm_i32x4_bitmask(wasm_f32x4_ge(y, wasm_v128_load(othr + o))) << (o & 7));
       }
       for (; o < O; o++) {
-        const int mo = xnor1((const v128_t*)patch, (const v128_t*)mask, (const v128_t*)(w + o * kbytes), Kw);
-        const float y = epilogue(2 * mo - n, o, scale, bias, relu);
+        const int mo = mism1(patch, mask, w + o * kbytes, Kw);
+        const float y = epilogue(n - 2 * mo, o, scale, bias, relu);
         if (out) out[o * OHW + p] = y;
         if (obits && y >= othr[o]) obyte[o >> 3] |= (uint8_t)(1u << (o & 7));
       }
@@ -332,24 +346,37 @@ void EXPORT(bk_pool)(const float* x, int C, int H, int W, int mode, int KH, int 
 }
 
 // Elementwise a (op) b over C planes of HW. bmode 0: b has a's shape; 1: one b per channel; 2: scalar
-// b. op 0: add, 1: mul, 2: sub, 3: div, 4: b - a (a constant on the left of Sub), 5: b / a.
+// b. op 0: add, 1: mul, 2: sub, 3: div, 4: b - a (a constant on the left of Sub), 5: b / a. One plain
+// loop per (op, bmode), which clang vectorizes; a switch inside the element loop it did not.
+#define BK_ELEMENTWISE(EXPR)                                                  \
+  do {                                                                        \
+    if (bmode == 0) {                                                         \
+      for (int i = 0; i < C * HW; i++) {                                      \
+        const float u = a[i], v = b[i];                                       \
+        out[i] = EXPR;                                                        \
+      }                                                                       \
+    } else {                                                                  \
+      for (int c = 0; c < C; c++) {                                           \
+        const float v = bmode == 1 ? b[c] : b[0];                             \
+        const float* ap = a + c * HW;                                         \
+        float* op = out + c * HW;                                             \
+        for (int p = 0; p < HW; p++) {                                        \
+          const float u = ap[p];                                              \
+          op[p] = EXPR;                                                       \
+        }                                                                     \
+      }                                                                       \
+    }                                                                         \
+  } while (0)
+
 void EXPORT(bk_binary)(const float* a, const float* b, float* out, int C, int HW, int op, int bmode) {
-  for (int c = 0; c < C; c++)
-    for (int p = 0; p < HW; p++) {
-      const int i = c * HW + p;
-      const float u = a[i];
-      const float v = bmode == 0 ? b[i] : bmode == 1 ? b[c] : b[0];
-      float r;
-      switch (op) {
-        case 0: r = u + v; break;
-        case 1: r = u * v; break;
-        case 2: r = u - v; break;
-        case 3: r = u / v; break;
-        case 4: r = v - u; break;
-        default: r = v / u; break;
-      }
-      out[i] = r;
-    }
+  switch (op) {
+    case 0: BK_ELEMENTWISE(u + v); break;
+    case 1: BK_ELEMENTWISE(u * v); break;
+    case 2: BK_ELEMENTWISE(u - v); break;
+    case 3: BK_ELEMENTWISE(u / v); break;
+    case 4: BK_ELEMENTWISE(v - u); break;
+    default: BK_ELEMENTWISE(v / u); break;
+  }
 }
 
 // Clip to [lo, hi] (Relu: lo = 0, hi = +inf; NaN stays NaN as in onnxruntime).
