@@ -194,6 +194,19 @@ def test_confident_branch_answers_without_the_edge(
     np.testing.assert_allclose(remote["logits"], next(iter(expected.values()))[0], rtol=1e-4, atol=1e-4)
 
 
+def _run_bit_kernels(page: Any, program_url: str, x: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """The branch program at ``program_url`` on the bit kernels in the page: its logits and the named tensors."""
+    return page.evaluate(
+        """async ([url, x, names]) => {
+            const { BitBranch } = await import('./bitkernels.js');
+            const branch = await BitBranch.create(await (await fetch(url)).arrayBuffer());
+            const out = branch.run(new Float32Array(x));
+            return { logits: Array.from(out.branch_logits), tensors: Object.fromEntries(names.map((n) => [n, Array.from(branch.tensor(n))])) };
+        }""",
+        [program_url, x.reshape(-1).tolist(), names],
+    )
+
+
 def test_bit_kernels_match_onnxruntime(tiny_branch: Path, browser) -> None:
     """The branch on the kernels in Chromium against onnxruntime's +/-1 model on the same stem output:
     every binarized activation bit-exact, the float tensors and the logits within 1e-5."""
@@ -222,15 +235,7 @@ def test_bit_kernels_match_onnxruntime(tiny_branch: Path, browser) -> None:
             image = rng.standard_normal((1, 3, 16, 16)).astype(np.float32) * (1 + trial)
             features = full.run(["stem_output"], {"input": image})[0]
             expected = dict(zip(names, session.run(None, {"stem_output": features}), strict=True))
-            got = page.evaluate(
-                """async ([x, names]) => {
-                    const { BitBranch } = await import('./bitkernels.js');
-                    const branch = await BitBranch.create(await (await fetch('kernels/branch.dnbk')).arrayBuffer());
-                    const out = branch.run(new Float32Array(x));
-                    return { logits: Array.from(out.branch_logits), tensors: Object.fromEntries(names.map((n) => [n, Array.from(branch.tensor(n))])) };
-                }""",
-                [features.reshape(-1).tolist(), bits + floats],
-            )
+            got = _run_bit_kernels(page, "kernels/branch.dnbk", features, bits + floats)
             for name in bits:
                 np.testing.assert_array_equal(got["tensors"][name], expected[name].reshape(-1), err_msg=name)
             for name in floats:
@@ -274,15 +279,7 @@ def test_bit_kernels_match_onnxruntime_on_resnet18_widths(tmp_path: Path, browse
     page, _console = browser
     with local_page_server(b"", {"/branch.dnbk": program.to_bytes()}) as url:
         page.goto(f"{url}/profile.html")
-        got = page.evaluate(
-            """async ([x, names]) => {
-                const { BitBranch } = await import('./bitkernels.js');
-                const branch = await BitBranch.create(await (await fetch('/branch.dnbk')).arrayBuffer());
-                const out = branch.run(new Float32Array(x));
-                return { logits: Array.from(out.branch_logits), tensors: Object.fromEntries(names.map((n) => [n, Array.from(branch.tensor(n))])) };
-            }""",
-            [x.reshape(-1).tolist(), bits],
-        )
+        got = _run_bit_kernels(page, "/branch.dnbk", x, bits)
     for name in bits:
         np.testing.assert_array_equal(got["tensors"][name], expected[name].reshape(-1), err_msg=name)
     logits = expected["branch_logits"].reshape(-1)
