@@ -245,10 +245,17 @@ def test_bit_kernels_match_onnxruntime(tiny_branch: Path, browser) -> None:
             np.testing.assert_allclose(got["logits"], logits, rtol=1e-5, atol=1e-5 * np.abs(logits).max())
 
 
-def test_bit_kernels_match_onnxruntime_on_resnet18_widths(tmp_path: Path, browser) -> None:
-    """resnet18's branch (untrained) at 32x32: 64 to 512 channels, so every kernel path runs (rows of 5 to
-    36 words, patches with every tap inside and border ones, strided and 1x1 convolutions, the residual
-    adds); the binarized activations bit-exact and the logits within 1e-5 of onnxruntime."""
+@pytest.mark.parametrize(
+    ("name", "kernels"),
+    [("resnet18", {"binconv"}), ("mobilenet_v2", {"binconv", "dw"})],
+)
+def test_bit_kernels_match_onnxruntime_on_torchvision_widths(
+    name: str, kernels: set[str], tmp_path: Path, browser
+) -> None:
+    """Untrained branches at 32x32 of resnet18 (64 to 512 channels: rows of 5 to 36 words, patches with
+    every tap inside and border ones, strided and 1x1 convolutions, the residual adds) and mobilenet_v2
+    (depthwise layers on the bit-plane kernel, 16 to 192 channels, partial 128-channel blocks); the
+    binarized activations bit-exact and the logits within 1e-5 of onnxruntime."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -261,14 +268,14 @@ def test_bit_kernels_match_onnxruntime_on_resnet18_widths(tmp_path: Path, browse
     from dnnsplit.profiling.browser_runtime import local_page_server
 
     torch.manual_seed(0)
-    gm = trace(torchvision.models.resnet18(num_classes=10).eval())
+    gm = trace(getattr(torchvision.models, name)(num_classes=10).eval())
     stem, rest = split_at(gm, resolve_point(gm, None))
     with torch.no_grad():
         branch, _ = prepare_branch(rest, stem(torch.randn(8, 3, 32, 32)), True)
     export_branch(stem, branch.eval(), rest, 0.5, (1, 3, 32, 32), tmp_path)
     program = compile_branch(tmp_path / "mobile.onnx")
-    widths = {op["I"] for op in program.header["ops"] if op["op"] == "binconv"}
-    assert {64, 128, 256, 512} <= widths
+    if name == "resnet18":
+        assert {64, 128, 256, 512} <= {op["I"] for op in program.header["ops"] if op["op"] == "binconv"}
     bits = [n for n, t in program.header["tensors"].items() if t["kind"] == "bits"]
     reference = branch_model(tmp_path / "mobile.onnx")
     reference.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in bits)
@@ -280,6 +287,14 @@ def test_bit_kernels_match_onnxruntime_on_resnet18_widths(tmp_path: Path, browse
     with local_page_server(b"", {"/branch.dnbk": program.to_bytes()}) as url:
         page.goto(f"{url}/profile.html")
         got = _run_bit_kernels(page, "/branch.dnbk", x, bits)
+        ran = page.evaluate(
+            """async () => {
+                const { BitBranch } = await import('./bitkernels.js');
+                const branch = await BitBranch.create(await (await fetch('/branch.dnbk')).arrayBuffer());
+                return branch.steps.filter((s) => s.op.op.startsWith('binconv')).map((s) => s.kernel ?? 'binconv');
+            }"""
+        )
+    assert set(ran) == kernels
     for name in bits:
         np.testing.assert_array_equal(got["tensors"][name], expected[name].reshape(-1), err_msg=name)
     logits = expected["branch_logits"].reshape(-1)

@@ -267,6 +267,135 @@ void EXPORT(bk_binconv_grouped)(const uint8_t* x, int C, int H, int W, int cb, c
   }
 }
 
+// Depthwise binary convolution (groups = channels = outputs), 128 channels at a time. The weights of tap t
+// are one row of `cbw` bytes (bit c = channel c, 1 = +1; cbw = cb rounded up to 16), from bk_repack_dw.
+// Per pixel and 128 channels, the mismatches over the taps inside the image are counted in 4 bit planes
+// (a ripple-carry adder per tap: every channel's count at once, no popcount, no per-channel loop); then
+// the bit output is a bit-sliced comparison with the per-channel thresholds of bk_prepare_dw, and the
+// float output (if any) reads each channel's count from the planes. x: HWC bits with at least 16 bytes
+// readable past the tensor (bitkernels.js allocates them so); the lanes of channels >= C are masked off.
+void EXPORT(bk_repack_dw)(const uint8_t* src, int C, int KH, int KW, int cbw, uint8_t* dst) {
+  zero_bytes(dst, KH * KW * cbw);
+  for (int c = 0; c < C; c++)
+    for (int t = 0; t < KH * KW; t++)
+      if (get_bit_msb(src, c * KH * KW + t)) dst[t * cbw + (c >> 3)] |= (uint8_t)(1u << (c & 7));
+}
+
+// For every count of inside taps n (0..taps) and channel c: the output bit as a function of the mismatches
+// m is [m <= K] XOR flip (epilogue() is monotone in m: float multiply-add and relu round monotonically),
+// found by evaluating epilogue(n - 2m) >= othr[c] for every m, as bk_binconv would. Table: for each n,
+// 5 planes of cbw bytes: K bits 0-3, flip. Returns 0 where taps > 15 or an output is not monotone in m
+// (then the caller runs bk_binconv_grouped).
+int EXPORT(bk_prepare_dw)(int C, int taps, const float* scale, const float* bias, int relu, const float* othr,
+                          int cbw, uint8_t* table) {
+  if (taps > 15) return 0;
+  zero_bytes(table, (taps + 1) * 5 * cbw);
+  for (int n = 0; n <= taps; n++) {
+    uint8_t* planes = table + n * 5 * cbw;
+    for (int c = 0; c < C; c++) {
+      int ones = 0, first = -1, last = -1, rises = 0, falls = 0, prev = -1;
+      for (int m = 0; m <= n; m++) {
+        const int bit = epilogue(n - 2 * m, c, scale, bias, relu) >= othr[c];
+        if (bit) { ones++; if (first < 0) first = m; last = m; }
+        if (prev >= 0 && bit > prev) rises++;
+        if (prev >= 0 && bit < prev) falls++;
+        prev = bit;
+      }
+      int K, flip;
+      if (rises == 0 && (ones == 0 || first == 0)) {  // 1 for m <= last (or never)
+        flip = ones == 0;
+        K = ones == 0 ? 15 : last;
+      } else if (falls == 0 && last == n) {  // 0 for m < first, 1 from there: NOT (m <= first - 1)
+        flip = 1;
+        K = first - 1;
+      } else {
+        return 0;
+      }
+      for (int b = 0; b < 4; b++)
+        if ((K >> b) & 1) planes[b * cbw + (c >> 3)] |= (uint8_t)(1u << (c & 7));
+      if (flip) planes[4 * cbw + (c >> 3)] |= (uint8_t)(1u << (c & 7));
+    }
+  }
+  return 1;
+}
+
+void EXPORT(bk_binconv_dw)(const uint8_t* x, int C, int H, int W, int cb, const uint8_t* wdw, int cbw, int KH,
+                           int KW, int sh, int sw, int ph, int pw, int dh, int dw, int OH, int OW,
+                           const float* scale, const float* bias, int relu, float* out, const uint8_t* table,
+                           uint8_t* obits, uint8_t* scratch) {
+  const int OHW = OH * OW, blocks = cbw >> 4;
+  int* offs = (int*)scratch;  // byte offsets of the inside taps' pixels, and their tap index
+  int* tidx = offs + KH * KW;
+  uint8_t* tmp = (uint8_t*)(tidx + KH * KW);  // 16-byte aligned by the caller's layout: 5 planes of 16 bytes
+  v128_t valid[64];  // the lanes of real channels per block (cbw <= 1024 bytes)
+  for (int blk = 0; blk < blocks && blk < 64; blk++) {
+    uint8_t lanes[16];
+    for (int b = 0; b < 16; b++) {
+      const int left = C - 8 * (16 * blk + b);
+      lanes[b] = left >= 8 ? 0xFF : left <= 0 ? 0 : (uint8_t)((1u << left) - 1u);
+    }
+    valid[blk] = wasm_v128_load(lanes);
+  }
+  for (int oy = 0; oy < OH; oy++)
+    for (int ox = 0; ox < OW; ox++) {
+      int n = 0;
+      for (int kh = 0; kh < KH; kh++) {
+        const int iy = oy * sh - ph + kh * dh;
+        if (iy < 0 || iy >= H) continue;
+        for (int kw = 0; kw < KW; kw++) {
+          const int ix = ox * sw - pw + kw * dw;
+          if (ix < 0 || ix >= W) continue;
+          offs[n] = (iy * W + ix) * cb;
+          tidx[n] = kh * KW + kw;
+          n++;
+        }
+      }
+      const int p = oy * OW + ox;
+      const uint8_t* planes = table ? table + n * 5 * cbw : 0;
+      for (int blk = 0; blk < blocks; blk++) {
+        v128_t s0 = wasm_i8x16_splat(0), s1 = s0, s2 = s0, s3 = s0;
+        for (int j = 0; j < n; j++) {
+          const v128_t e = wasm_v128_xor(wasm_v128_load(x + offs[j] + 16 * blk), wasm_v128_load(wdw + tidx[j] * cbw + 16 * blk));
+          const v128_t c0 = wasm_v128_and(s0, e);
+          s0 = wasm_v128_xor(s0, e);
+          const v128_t c1 = wasm_v128_and(s1, c0);
+          s1 = wasm_v128_xor(s1, c0);
+          const v128_t c2 = wasm_v128_and(s2, c1);
+          s2 = wasm_v128_xor(s2, c1);
+          s3 = wasm_v128_xor(s3, c2);
+        }
+        const int nbytes = min_i(16, cb - 16 * blk);
+        if (obits) {
+          const uint8_t* pl = planes + 16 * blk;
+          const v128_t k0 = wasm_v128_load(pl), k1 = wasm_v128_load(pl + cbw), k2 = wasm_v128_load(pl + 2 * cbw);
+          const v128_t k3 = wasm_v128_load(pl + 3 * cbw), flip = wasm_v128_load(pl + 4 * cbw);
+          // m > K, from the least significant plane up (the higher planes decide last)
+          v128_t gt = wasm_v128_andnot(s0, k0);
+          gt = wasm_v128_or(wasm_v128_andnot(s1, k1), wasm_v128_andnot(gt, wasm_v128_xor(s1, k1)));
+          gt = wasm_v128_or(wasm_v128_andnot(s2, k2), wasm_v128_andnot(gt, wasm_v128_xor(s2, k2)));
+          gt = wasm_v128_or(wasm_v128_andnot(s3, k3), wasm_v128_andnot(gt, wasm_v128_xor(s3, k3)));
+          const v128_t bits = wasm_v128_and(wasm_v128_xor(wasm_v128_not(gt), flip), valid[blk]);
+          wasm_v128_store(tmp, bits);
+          for (int b = 0; b < nbytes; b++) obits[p * cb + 16 * blk + b] = tmp[b];
+        }
+        if (out) {
+          wasm_v128_store(tmp, s0);
+          wasm_v128_store(tmp + 16, s1);
+          wasm_v128_store(tmp + 32, s2);
+          wasm_v128_store(tmp + 48, s3);
+          for (int b = 0; b < nbytes; b++)
+            for (int i = 0; i < 8; i++) {
+              const int c = 8 * (16 * blk + b) + i;
+              if (c >= C) break;
+              const int m = ((tmp[b] >> i) & 1) | (((tmp[16 + b] >> i) & 1) << 1) | (((tmp[32 + b] >> i) & 1) << 2) |
+                            (((tmp[48 + b] >> i) & 1) << 3);
+              out[c * OHW + p] = epilogue(n - 2 * m, c, scale, bias, relu);
+            }
+        }
+      }
+    }
+}
+
 // Float convolution (the branch's real-valued layers), NCHW, any groups. Weights: float OIHW (wf), or
 // the +/-1 weights of a binary-weight layer over real inputs straight from their packed bits (wbits).
 void EXPORT(bk_conv)(const float* x, int C, int H, int W, const float* wf, const uint8_t* wbits, int O,

@@ -68,7 +68,7 @@ export class BitBranch {
       if (t.view) continue;
       if (t.kind === 'bits') {
         const [, , h = 1, w = 1] = t.shape.length === 4 ? t.shape : [1, t.shape[1], 1, 1];
-        ptr[name] = alloc(h * w * t.cb);
+        ptr[name] = alloc(h * w * t.cb + 16); // + 16: bk_binconv_dw reads whole 128-bit words of a pixel
       } else {
         ptr[name] = alloc(prod(t.shape) * 4);
       }
@@ -96,6 +96,19 @@ export class BitBranch {
         const xt = tensors[op.x];
         const [C, H, W] = geometry(xt);
         const ocb = (op.O + 7) >> 3;
+        const taps = op.KH * op.KW;
+        if (op.group === C && op.O === C && op.I === 1 && taps <= 15) {
+          // Depthwise: 128 channels at a time in bit planes (bk_binconv_dw), where the thresholds allow it.
+          const cbw = align(xt.cb);
+          const rows = alloc(taps * cbw);
+          k.bk_repack_dw(param(op.w), C, op.KH, op.KW, cbw, rows);
+          const table = op.obits ? alloc((taps + 1) * 5 * cbw) : 0;
+          if (!op.obits || k.bk_prepare_dw(C, taps, param(op.scale), param(op.bias), op.relu, param(op.othr), cbw, table)) {
+            scratchBytes = Math.max(scratchBytes, 8 * taps + 64);
+            steps.push({ op, kernel: 'dw', run: (s) => k.bk_binconv_dw(ptr[op.x], C, H, W, xt.cb, rows, cbw, op.KH, op.KW, op.strides[0], op.strides[1], op.pads[0], op.pads[1], op.dil[0], op.dil[1], op.OH, op.OW, param(op.scale), param(op.bias), op.relu, op.out ? ptr[op.out] : 0, table, op.obits ? ptr[op.obits] : 0, s) });
+            continue;
+          }
+        }
         steps.push({ op, run: () => k.bk_binconv_grouped(ptr[op.x], C, H, W, xt.cb, param(op.w), op.O, op.group, op.KH, op.KW, op.strides[0], op.strides[1], op.pads[0], op.pads[1], op.dil[0], op.dil[1], op.OH, op.OW, param(op.scale), param(op.bias), op.relu, op.out ? ptr[op.out] : 0, param(op.othr), op.obits ? ptr[op.obits] : 0, ocb) });
       } else if (op.op === 'binarize') {
         const [C, HW] = planes(tensors[op.x].shape);
