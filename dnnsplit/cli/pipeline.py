@@ -175,6 +175,11 @@ def _headline(o: Any) -> str:
         )
     if o.name == "prune":
         return f"{len(r.get('variants', []))} variants"
+    if o.name == "bottleneck":
+        return (
+            f"after {r.get('at')}: {r.get('bytes_mean', 0):.0f} B code (float32 {r.get('float32_bytes')} B), "
+            f"drop {r.get('drop_points', 0):.2f} points" + ("" if r.get("trained") else " (given)")
+        )
     if o.name == "plan":
         nets = r.get("networks", {})
         return ", ".join(f"{k} {v['latency_ms']:.1f} ms" for k, v in nets.items())

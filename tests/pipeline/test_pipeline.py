@@ -207,3 +207,45 @@ def test_given_weights_skip_training_and_stages_can_be_off(
     report = (tmp_path / "out" / "report.md").read_text()
     assert "weights given in the config" in report and "## Pruning" not in report
     assert "mobile (mobile-web) -> cloud (cloud)" in report
+
+
+def test_a_bottleneck_section_trains_one_and_the_plan_weighs_it(
+    cli, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "dnnsplit.yaml"
+    config.write_text(
+        f"schema: dnnsplit/pipeline@1\noutput: out\nmodel: {{source: {tiny_checkpoint}, arch: {TINY}}}\n"
+        "data: digits\ntiers: {mobile: mobile-web, edge: edge}\nlinks: {mobile-edge: 3g}\n"
+        "profile: {threads: 1, warmup: 1, repeat: 3, strict: false}\n"
+        "bottleneck: {at: block1, channels: 4, epochs: 1, lambda: 0}\n"
+        "plan: {max_accuracy_drop: 100, session_requests: 0}\n"
+    )
+    code, summary, stderr = _run(cli, config)
+    assert code == 0, stderr
+    stages = {s["name"]: s for s in summary["stages"]}
+    out = tmp_path / "out"
+    state = yaml.safe_load((out / ".stages.yaml").read_text())
+    assert stages["bottleneck"]["status"] == "ran" and state["stages"]["bottleneck"]["result"]["trained"]
+    doc = yaml.safe_load((out / "bottleneck" / "bottleneck.yaml").read_text())
+    assert doc["at"] == "block1" and doc["code"]["shape"] == [1, 4, 8, 8]
+    block = yaml.safe_load((out / "plan.yaml").read_text())["boundary_codec"]
+    assert (
+        block["bottleneck"]["directory"] == str(out / "bottleneck") and block["bottleneck"]["refused"] is None
+    )
+    assert {o["codec"] for o in block["options"]} == {"none", "bottleneck"}
+    manifest = yaml.safe_load((out / "segments" / "manifest.yaml").read_text())
+    assert (manifest.get("codec") == "bottleneck") == (block["codec"] == "bottleneck")
+    # a second run skips it; the plan stage's inputs include bottleneck.yaml
+    code, summary, stderr = _run(cli, config)
+    assert code == 0, stderr
+    assert _status(summary)["bottleneck"] == "skipped"
+
+
+def test_a_bottleneck_section_without_its_cut_is_a_config_error(cli, tmp_path: Path) -> None:
+    config = tmp_path / "dnnsplit.yaml"
+    config.write_text(
+        "schema: dnnsplit/pipeline@1\noutput: out\nmodel: {source: torchvision:resnet18}\ndata: digits\n"
+        "tiers: {mobile: mobile-web, edge: edge}\nlinks: {mobile-edge: 3g}\nbottleneck: {channels: 8}\n"
+    )
+    code, _, stderr = _run(cli, config)
+    assert code == 2 and "bottleneck.at" in stderr and "missing key" in stderr
