@@ -21,28 +21,11 @@ STEM = ("/conv1/", "/relu/", "/maxpool/", "/block1/")  # the layers up to the cu
 
 
 @pytest.fixture(scope="module")
-def bottleneck_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from typer.testing import CliRunner
-
-    from dnnsplit.cli.main import app
-
-    directory = tmp_path_factory.mktemp("bottleneck-plan") / "bn"
-    flags = ("--at", "block1", "--channels", "4", "--epochs", "1", "--threads", "1")
-    result = CliRunner().invoke(
-        app,
-        ["bottleneck", str(tiny_checkpoint), "--arch", TINY, *flags, "--output", str(directory)],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.stderr
-    return directory
-
-
-@pytest.fixture(scope="module")
-def heavy_rest_profile(cli_module, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def heavy_rest_profile(cli_session, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny CNN's profile with its times set by hand: a light stem, a heavy rest (10 ms a layer), so
     that on 3g sending the small code beats sending the input and computing on the phone."""
     path = tmp_path_factory.mktemp("bottleneck-profile") / "profile.json"
-    code, _, stderr = cli_module(
+    code, _, stderr = cli_session(
         "profile", tiny_checkpoint, "--arch", TINY, "--repeat", "3", "--warmup", "1", "--output", path
     )
     assert code == 0, stderr
@@ -56,20 +39,9 @@ def heavy_rest_profile(cli_module, tiny_checkpoint: Path, tmp_path_factory: pyte
     return path
 
 
-@pytest.fixture(scope="module")
-def cli_module():
-    """The CLI in-process, for module-scoped fixtures too: (exit code, stdout, stderr)."""
-    from typer.testing import CliRunner
-
-    from dnnsplit.cli.main import app
-
-    runner = CliRunner()
-
-    def invoke(*args: object) -> tuple[int, str, str]:
-        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        return result.exit_code, result.stdout, result.stderr
-
-    return invoke
+def _split(cli, checkpoint: Path, plan: Path, out: Path, *flags: str) -> tuple[int, str]:
+    code, _, stderr = cli("split", checkpoint, "--arch", TINY, "--plan", plan, "--output", out, *flags)
+    return code, stderr
 
 
 def _plan(cli, profile: Path, bottleneck: Path, out: Path, *flags: str) -> dict:
@@ -90,9 +62,9 @@ def _plan(cli, profile: Path, bottleneck: Path, out: Path, *flags: str) -> dict:
     return yaml.safe_load(out.read_text())
 
 
-def test_the_costs_are_bottleneck_yaml_s_figures(bottleneck_dir: Path) -> None:
-    doc = load_bottleneck(bottleneck_dir)
-    costs = doc.costs(bottleneck_dir)
+def test_the_costs_are_bottleneck_yaml_s_figures(tiny_bottleneck: Path) -> None:
+    doc = load_bottleneck(tiny_bottleneck)
+    costs = doc.costs(tiny_bottleneck)
     assert (costs.at, costs.cut_bytes, costs.int8_bytes) == ("block1", 32 * 8 * 8 * 4, 4 * 8 * 8)
     assert costs.coded_mean == doc.bytes.mean and costs.accuracy_drop == doc.accuracy.drop_points
     # the runtime's message: the safetensors header around the 256 code bytes
@@ -105,10 +77,10 @@ def test_the_costs_are_bottleneck_yaml_s_figures(bottleneck_dir: Path) -> None:
 
 
 def test_plan_chooses_the_bottleneck_and_split_and_serve_run_it(
-    cli_module, heavy_rest_profile: Path, bottleneck_dir: Path, tiny_checkpoint: Path, tmp_path: Path
+    cli_session, heavy_rest_profile: Path, tiny_bottleneck: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     plan = _plan(
-        cli_module, heavy_rest_profile, bottleneck_dir, tmp_path / "plan.yaml", "--max-accuracy-drop", "100"
+        cli_session, heavy_rest_profile, tiny_bottleneck, tmp_path / "plan.yaml", "--max-accuracy-drop", "100"
     )
     block = plan["boundary_codec"]
     assert block["codec"] == "bottleneck" and block["bottleneck"]["chosen"]
@@ -119,24 +91,13 @@ def test_plan_chooses_the_bottleneck_and_split_and_serve_run_it(
     assert crossing == ["code"]
 
     out = tmp_path / "segments"
-    code, _, stderr = cli_module(
-        "split",
-        tiny_checkpoint,
-        "--arch",
-        TINY,
-        "--plan",
-        tmp_path / "plan.yaml",
-        "--output",
-        out,
-        "--validate",
-        "4",
-    )
+    code, stderr = _split(cli_session, tiny_checkpoint, tmp_path / "plan.yaml", out, "--validate", "4")
     assert code == 0, stderr
     assert "agreement with the original model" in stderr
     manifest = yaml.safe_load((out / "manifest.yaml").read_text())
     assert manifest["codec"] == "bottleneck" and manifest["coding"] == block["lossless"]
     assert manifest["bottleneck"]["sha256"] == block["bottleneck"]["sha256"]
-    assert manifest["model"]["sha256"] == load_bottleneck(bottleneck_dir).sha256["model"]
+    assert manifest["model"]["sha256"] == load_bottleneck(tiny_bottleneck).sha256["model"]
     mobile, edge = manifest["segments"]
     assert (mobile["tier"], edge["tier"]) == ("mobile", "edge")
     mobile_model = onnx.load(str(out / mobile["file"]))
@@ -151,7 +112,7 @@ def test_plan_chooses_the_bottleneck_and_split_and_serve_run_it(
     from dnnsplit.runtime.server import ServeSettings, serving
 
     x = np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    whole = ort_session(bottleneck_dir / "model.onnx").run(None, {"input": x})[0]
+    whole = ort_session(tiny_bottleneck / "model.onnx").run(None, {"input": x})[0]
     with serving(out, ServeSettings(tier="edge")) as server, CollaborativeClient(out, server.url) as client:
         assert client.coding == manifest["coding"]
         result = client.infer(x)
@@ -161,14 +122,14 @@ def test_plan_chooses_the_bottleneck_and_split_and_serve_run_it(
 
 
 def test_over_the_accuracy_bound_the_plan_and_split_stay_plain(
-    cli_module, heavy_rest_profile: Path, bottleneck_dir: Path, tiny_checkpoint: Path, tmp_path: Path
+    cli_session, heavy_rest_profile: Path, tiny_bottleneck: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    drop = load_bottleneck(bottleneck_dir).accuracy.drop_points
+    drop = load_bottleneck(tiny_bottleneck).accuracy.drop_points
     bound = max(drop - 0.5, 0.0)  # just under the bottleneck's own drop
     plan = _plan(
-        cli_module,
+        cli_session,
         heavy_rest_profile,
-        bottleneck_dir,
+        tiny_bottleneck,
         tmp_path / "plan.yaml",
         "--max-accuracy-drop",
         str(bound),
@@ -178,41 +139,30 @@ def test_over_the_accuracy_bound_the_plan_and_split_stay_plain(
     assert f"{drop:.2f} points" in block["bottleneck"]["refused"]
     assert ENCODER_LAYER not in {la["name"] for la in plan["layers"]}
     out = tmp_path / "segments"
-    code, _, stderr = cli_module(
-        "split", tiny_checkpoint, "--arch", TINY, "--plan", tmp_path / "plan.yaml", "--output", out
-    )
+    code, stderr = _split(cli_session, tiny_checkpoint, tmp_path / "plan.yaml", out)
     assert code == 0, stderr
     assert "codec" not in yaml.safe_load((out / "manifest.yaml").read_text())
 
 
 def test_a_plan_with_a_swapped_bottleneck_is_refused(
-    cli_module, heavy_rest_profile: Path, bottleneck_dir: Path, tiny_checkpoint: Path, tmp_path: Path
+    cli_session, heavy_rest_profile: Path, tiny_bottleneck: Path, tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
     _plan(
-        cli_module, heavy_rest_profile, bottleneck_dir, tmp_path / "plan.yaml", "--max-accuracy-drop", "100"
+        cli_session, heavy_rest_profile, tiny_bottleneck, tmp_path / "plan.yaml", "--max-accuracy-drop", "100"
     )
     doc = yaml.safe_load((tmp_path / "plan.yaml").read_text())
     doc["boundary_codec"]["bottleneck"]["sha256"] = "0" * 64
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(doc))
-    code, _, stderr = cli_module(
-        "split",
-        tiny_checkpoint,
-        "--arch",
-        TINY,
-        "--plan",
-        tmp_path / "bad.yaml",
-        "--output",
-        tmp_path / "segments",
-    )
+    code, stderr = _split(cli_session, tiny_checkpoint, tmp_path / "bad.yaml", tmp_path / "segments")
     assert code == 2 and "sha256 differs" in stderr and not (tmp_path / "segments").exists()
 
 
-def test_the_code_goes_raw_when_zstd_grew_it_on_the_test_split(bottleneck_dir: Path) -> None:
+def test_the_code_goes_raw_when_zstd_grew_it_on_the_test_split(tiny_bottleneck: Path) -> None:
     from dataclasses import replace
 
     from dnnsplit.bottleneck.split_plan import wire_coding
 
-    doc = load_bottleneck(bottleneck_dir)
+    doc = load_bottleneck(tiny_bottleneck)
     grown = replace(doc, bytes=replace(doc.bytes, int8=64, mean=73.0))
     coding, note = wire_coding(grown, "zstd")
     assert coding == "identity" and "73 B coded against 64 B raw" in note

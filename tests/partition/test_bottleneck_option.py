@@ -25,45 +25,10 @@ from dnnsplit.partition.network import LinkSpec
 from dnnsplit.partition.plan_file import load_plan
 from dnnsplit.partition.request import PlanRequest, make_plan
 from dnnsplit.profiling.profile import Profile
+from tests.fixtures.profiles import sized_chain as chain
 
 INPUT_BYTES = 3 * 64 * 64 * 4
 LOGITS_BYTES = 40
-
-
-def chain(times: list[float], params: list[int], sizes: list[int]) -> Profile:
-    """input -> l0 (module m0) -> t0 -> l1 (m1) -> t1 ... -> logits; t_i has sizes[i] float32 elements."""
-    n = len(times)
-    layers = []
-    for i in range(n):
-        last = i == n - 1
-        out = {
-            "name": "logits" if last else f"t{i}",
-            "shape": [1, 10 if last else sizes[i]],
-            "dtype": "float32",
-        }
-        layers.append(
-            {
-                "name": f"l{i}",
-                "op": "Conv",
-                "module": f"m{i}",
-                "latency_ms": times[i],
-                "params": params[i],
-                "inputs": ["input" if i == 0 else f"t{i - 1}"],
-                "outputs": [out],
-            }
-        )
-    return Profile.from_dict(
-        {
-            "model": {"name": "chain", "source": "hand-made", "sha256": "1" * 64},
-            "device": {"name": "host"},
-            "input": {"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"},
-            "outputs": [{"name": "logits", "shape": [1, 10], "dtype": "float32"}],
-            "group": "node",
-            "settings": {},
-            "total": {"latency_ms": sum(times)},
-            "layers": layers,
-        }
-    )
 
 
 def bottleneck(at: str, cut_bytes: int, **changes) -> BottleneckCosts:

@@ -78,7 +78,8 @@ def rerun(first_run: tuple[Path, dict], tmp_path: Path) -> tuple[Path, dict]:
 
 def test_first_run_runs_every_stage_and_holds_the_budgets(first_run: tuple[Path, dict]) -> None:
     config, summary = first_run
-    assert _status(summary) == {s: "ran" for s in ("train", "profile", "branch", "prune", "plan", "split")}
+    ran = {s: "ran" for s in ("train", "profile", "branch", "prune", "plan", "split")}
+    assert _status(summary) == {**ran, "bottleneck": "off"}  # no bottleneck section
     assert summary["passed"] is True
     out = config.parent / "out"
     budgets = {b["name"]: b for b in summary["budgets"]}
@@ -133,7 +134,7 @@ def test_second_run_skips_every_stage(cli, rerun: tuple[Path, dict]) -> None:
     config, first = rerun
     code, summary, stderr = _run(cli, config)
     assert code == 0, stderr
-    assert set(_status(summary).values()) == {"skipped"}
+    assert _status(summary) == {**dict.fromkeys(_status(first), "skipped"), "bottleneck": "off"}  # no section
     assert summary["budgets"] == first["budgets"]  # figures come from the record and the artifacts
 
 
@@ -178,7 +179,8 @@ def test_missed_budgets_exit_1_naming_each(cli, rerun: tuple[Path, dict]) -> Non
     tight.write_text(text.replace("accuracy: 0.5", "accuracy: 0.9999"))
     code, summary, stderr = _run(cli, tight, "--output", str(config.parent / "out"))
     assert code == 1, stderr
-    assert set(_status(summary).values()) == {"skipped"}  # budgets are no stage input: nothing reruns
+    # budgets are no stage input: nothing reruns (the bottleneck has no section: off)
+    assert set(_status(summary).values()) == {"skipped", "off"} and _status(summary)["bottleneck"] == "off"
     missed = {b["name"] for b in summary["budgets"] if not b["holds"]}
     assert missed == {"latency_ms", "accuracy"}
     line = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
