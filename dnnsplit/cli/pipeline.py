@@ -78,8 +78,8 @@ def pipeline(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the summary.")] = Format.table,
 ) -> None:
-    """Run train -> profile -> branch -> prune -> plan -> split from CONFIG, write OUT/report.md with plots,
-    and check the budgets.
+    """Run train -> profile -> branch -> prune -> bottleneck -> plan -> split from CONFIG, write
+    OUT/report.md with plots, and check the budgets.
 
     Exit 0 when every budget holds, 1 naming each one missed, 2 on a bad config (every problem listed
     with its line).

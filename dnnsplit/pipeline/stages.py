@@ -1,4 +1,5 @@
-"""The pipeline's stages, train -> profile -> branch -> prune -> plan -> split, each calling the library.
+"""The pipeline's stages, train -> profile -> branch -> prune -> bottleneck -> plan -> split, each calling
+the library.
 
 A stage's input hash covers the files it reads (content), the config it depends on and the package
 version; it is recorded in ``OUT/.stages.yaml`` with the stage's result figures. A stage whose hash is
