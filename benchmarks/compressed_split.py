@@ -330,7 +330,7 @@ def run_model(model: str, args: argparse.Namespace, tbf: bool, data: dict[str, A
         if coded is not None:
             weighed = block.get("bottleneck") or {}
             row["bottleneck"] = {
-                "directory": str(bottleneck),
+                "directory": str(bottleneck.relative_to(ROOT) if bottleneck.is_relative_to(ROOT) else bottleneck),
                 "at": coded["at"],
                 "channels": coded["channels"],
                 "code_bytes_mean": coded["bytes"]["mean"],
