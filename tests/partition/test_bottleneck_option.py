@@ -130,6 +130,12 @@ def test_a_bottleneck_over_the_accuracy_bound_is_refused() -> None:
     )
     assert [o["codec"] for o in block["options"]] == ["none"]  # not even weighed
     assert ENCODER_LAYER not in planned.plan.assignment
+    from dnnsplit.partition.summary import plan_summary
+
+    said = [
+        b for b in plan_summary(planned, "chain").blocks if isinstance(b, str) and b.startswith("bottleneck")
+    ]
+    assert len(said) == 1 and "refused: its accuracy drop, 3.00 points" in said[0]
     looser = make_plan(replace(request, max_accuracy_drop=5.0))
     assert looser.context.boundary_codec["codec"] == "bottleneck"
 
