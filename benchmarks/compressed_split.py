@@ -14,12 +14,15 @@ Per model (trained on the digits upscaled to SIZE x SIZE with `dnnsplit train`) 
    whole model, measured from Server-Timing: the runtime itself sends tensors, not JPEGs).
 
 Floor: on >= 3 model x network rows a split measured >= 1.5x faster than the best single tier at <= 1 point
-accuracy drop. Writes docs/benchmarks/compressed-split.{md,json}. A `bottleneck` codec (the trained
-encoder/decoder of `dnnsplit bottleneck`) becomes one more row per model when its `bottleneck.yaml` is given
-(`--bottleneck MODEL=DIR`); its reader is not part of this harness yet.
+accuracy drop. Writes docs/benchmarks/compressed-split.{md,json}. A trained bottleneck (`dnnsplit
+bottleneck`) is one more codec the plan weighs (`plan --bottleneck`): `--bottleneck MODEL=LAYER:CHANNELS[:STRIDE]`
+trains one (`--bottleneck-epochs`, kept under out/compressed-split/MODEL/ with `--reuse`), `--bottleneck
+MODEL=DIR` takes a built one. When the plan chooses it, the split is its model.onnx cut at the int8 code and
+the measured row runs that split; all-local and all-edge always run the original model (a plan without it).
 
     python benchmarks/compressed_split.py [--models resnet18,mobilenet_v3_small,mobilenet_v2] [--size 224]
         [--epochs 1] [--checkpoints DIR] [--requests 5] [--networks cat1,3g,4g,5g,wifi]
+        [--bottleneck resnet18=layer1:8 --bottleneck-epochs 5]
 """
 
 from __future__ import annotations
@@ -120,11 +123,30 @@ def measure_model(ckpt: Path, samples: int, accuracy_samples: int, reuse: bool) 
     return profile, boundaries
 
 
-def plan_for(profile: Path, boundaries: Path, network: str) -> tuple[Path, dict[str, Any]]:
-    path = profile.parent / f"plan-{network}.yaml"
+def bottleneck_for(model: str, ckpt: Path, args: argparse.Namespace) -> Path | None:
+    """The bottleneck directory ``--bottleneck MODEL=...`` names for ``model``: built, or trained here."""
+    spec = dict(item.split("=", 1) for item in args.bottleneck).get(model)
+    if spec is None:
+        return None
+    if Path(spec).is_dir():
+        return Path(spec)
+    at, channels, *stride = spec.split(":")
+    out = ckpt.parent / (f"bottleneck-{at}-{channels}" + (f"-s{stride[0]}" if stride else ""))
+    fresh = args.reuse and (out / "bottleneck.yaml").is_file()
+    fresh = fresh and (out / "bottleneck.yaml").stat().st_mtime > ckpt.stat().st_mtime
+    if not fresh:
+        run_cli(["bottleneck", str(ckpt), "--at", at, "--channels", channels, "--stride", stride[0] if stride
+                 else "1", "--epochs", str(args.bottleneck_epochs), "--threads", "1", "--data", "digits",
+                 "--force", "--output", str(out)])
+    return out
+
+
+def plan_for(profile: Path, boundaries: Path, network: str, bottleneck: Path | None = None
+             ) -> tuple[Path, dict[str, Any]]:
+    path = profile.parent / f"plan-{network}{'' if bottleneck is None else '-bottleneck'}.yaml"
     run_cli(["plan", str(profile), "--boundaries", str(boundaries), "--network", network, "--device",
              "edge=host", "--session-requests", "0", "--max-accuracy-drop", str(MAX_DROP), "--output",
-             str(path), "--format", "json"])
+             str(path), "--format", "json", *(["--bottleneck", str(bottleneck)] if bottleneck else [])])
     import yaml
 
     return path, yaml.safe_load(path.read_text())
@@ -263,11 +285,18 @@ def run_model(model: str, args: argparse.Namespace, tbf: bool, data: dict[str, A
     profile, boundaries = measure_model(ckpt, args.samples, args.accuracy_samples, args.reuse)
     costs = json.loads(boundaries.read_text())
     frame = jpeg_frame(args.size)
+    bottleneck = bottleneck_for(model, ckpt, args)
+    coded = None
+    if bottleneck is not None:
+        import yaml
+
+        coded = yaml.safe_load((bottleneck / "bottleneck.yaml").read_text())
     rows = []
     local, whole = None, None
     for network in args.networks.split(","):
         link = NETWORK_PRESETS[network]
-        path, doc = plan_for(profile, boundaries, network)
+        plain_path, _ = plan_for(profile, boundaries, network)
+        path, doc = plan_for(profile, boundaries, network, bottleneck) if bottleneck else (plain_path, _)
         block = doc["boundary_codec"]
         predicted = doc["predicted"]["latency_ms"]
         base = doc["baselines"]
@@ -280,6 +309,8 @@ def run_model(model: str, args: argparse.Namespace, tbf: bool, data: dict[str, A
             (o["accuracy"] for t in costs["tensors"] for o in t["options"] if o["codec"] == block["codec"]),
             {"drop_points": 0.0, "agreement": 1.0},
         )
+        if block["codec"] == "bottleneck" and coded is not None:
+            accuracy = coded["accuracy"]
         row: dict[str, Any] = {
             "model": model,
             "network": network,
@@ -296,18 +327,34 @@ def run_model(model: str, args: argparse.Namespace, tbf: bool, data: dict[str, A
             "predicted_up_bytes": sum(b["bytes"] for b in block["boundaries"]),
             "jpeg_bytes": len(frame),
         }
+        if coded is not None:
+            weighed = block.get("bottleneck") or {}
+            row["bottleneck"] = {
+                "directory": str(bottleneck.relative_to(ROOT) if bottleneck.is_relative_to(ROOT) else bottleneck),
+                "at": coded["at"],
+                "channels": coded["channels"],
+                "code_bytes_mean": coded["bytes"]["mean"],
+                "code_bytes_p95": coded["bytes"]["p95"],
+                "code_under_jpeg": coded["bytes"]["p95"] <= len(frame),
+                "drop_points": coded["accuracy"]["drop_points"],
+                "agreement": coded["accuracy"]["agreement"],
+                "refused": weighed.get("refused"),
+                "chosen": bool(weighed.get("chosen")),
+            }
         if tbf:
             shape(link)
             split = doc["predicted"]["layers"]
             is_split = split.get("mobile", 0) > 0 and split.get("edge", 0) > 0
             if is_split:
                 directory = split_for(ckpt, path, args.size)
-                whole = whole or directory
+                if block["codec"] != "bottleneck":
+                    whole = whole or directory
                 got = measured(directory, "plan", link, block["lossless"], args.requests)
                 row["measured_plan_ms"] = statistics.median(got["totals"])
                 row["measured_up_bytes"] = got["up_bytes"]
-            # all-local and all-edge run every segment of any split: one split serves every network
-            whole = whole or split_for(ckpt, path, args.size)
+            # all-local and all-edge run every segment of any split of the original model (a plan without
+            # the bottleneck): one split serves every network
+            whole = whole or split_for(ckpt, plain_path, args.size)
             if local is None:
                 local = measured(whole, "all-local", link, "identity", args.requests)
             row["measured_all_local_ms"] = statistics.median(local["totals"])
@@ -321,7 +368,7 @@ def run_model(model: str, args: argparse.Namespace, tbf: bool, data: dict[str, A
         rows.append(row)
         data["rows"].append(row)
         data["load_end"] = os.getloadavg()[0]
-        write_results("compressed-split", data, markdown(data))  # after every row: a cut-short run says so
+        write_results(data["results"], data, markdown(data))  # after every row: a cut-short run says so
         print(f"  {model} {network}: {block['codec']}+{block['lossless']} {doc['predicted']['layers']} "
               f"predicted {predicted:.0f} ms; measured {row.get('measured_plan_ms', float('nan')):.0f} ms, "
               f"speed-up {row.get('measured_speedup', float('nan')):.2f}x", flush=True)
@@ -331,7 +378,8 @@ def run_model(model: str, args: argparse.Namespace, tbf: bool, data: dict[str, A
 def markdown(data: dict[str, Any]) -> str:
     rows = data["rows"]
     passing = [r for r in rows if r.get("measured_speedup", 0) >= FLOOR and r["accuracy_drop"] <= MAX_DROP
-               and r["layers"].get("mobile", 0) > 0 and r["layers"].get("edge", 0) > 0]
+               and r["layers"].get("mobile", 0) > 0 and r["layers"].get("edge", 0) > 0
+               and (r["codec"] != "bottleneck" or r["bottleneck"]["code_under_jpeg"])]
     lines = [
         "# Compressed split (issue 20)",
         "",
@@ -353,13 +401,15 @@ def markdown(data: dict[str, Any]) -> str:
         f"**Floor (>= {FLOOR}x measured over the best single tier, <= {MAX_DROP:g} point drop, on >= 3 rows): "
         f"{'MET' if len(passing) >= 3 else 'NOT MET'}** ({len(passing)} rows).",
         "",
-        "| model | network | chosen | layers m/e | predicted ms | best none / fp16 / int8 (predicted) | "
+        "| model | network | chosen | layers m/e | predicted ms | best none / fp16 / int8 / bottleneck (predicted) | "
         "measured split ms | all-local ms | all-edge JPEG ms | speed-up | acc. drop | up bytes (JPEG) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pc = r["per_codec"]
-        codecs = " / ".join(f"{pc[c]['latency_ms']:.0f}" if c in pc else "-" for c in ("none", "fp16", "int8"))
+        codecs = " / ".join(
+            f"{pc[c]['latency_ms']:.0f}" if c in pc else "-" for c in ("none", "fp16", "int8", "bottleneck")
+        )
         lm = f"{r['layers'].get('mobile', 0)}/{r['layers'].get('edge', 0)}"
         m = r.get("measured_plan_ms")
         lines.append(
@@ -369,6 +419,23 @@ def markdown(data: dict[str, Any]) -> str:
             f"{r['accuracy_drop']:+.1f} | {r.get('measured_up_bytes', r['predicted_up_bytes']):,} ({r['jpeg_bytes']:,}) |"
         )
     lines += ["", *data.get("notes", []), ""]
+    seen: set[str] = set()
+    for r in rows:  # the bottleneck each model's plans weighed
+        b = r.get("bottleneck")
+        if b is None or r["model"] in seen:
+            continue
+        seen.add(r["model"])
+        lines.append(
+            f"- {r['model']} bottleneck after {b['at']} ({b['channels']} channels, {b['directory']}): code "
+            f"{b['code_bytes_mean']:,.0f} B mean, {b['code_bytes_p95']:,.0f} B p95 (int8 + zstd) against the "
+            f"frame's JPEG {r['jpeg_bytes']:,} B ({'under' if b['code_under_jpeg'] else 'OVER'} it); test "
+            f"drop {b['drop_points']:+.2f} points, agreement {b['agreement'] * 100:.1f}%"
+            + (f"; refused: {b['refused']}" if b["refused"] else "")
+            + "; chosen on "
+            + (", ".join(x["network"] for x in rows if x["model"] == r["model"] and x["codec"] == "bottleneck")
+               or "no network")
+            + "."
+        )
     for model in dict.fromkeys(r["model"] for r in rows):
         path = WORK / model / "boundaries.json"
         if not path.is_file():
@@ -417,6 +484,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5)
     parser.add_argument("--skip-tbf", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="keep a profile/boundaries newer than the model")
+    parser.add_argument("--bottleneck", action="append", default=[],
+                        help="MODEL=LAYER:CHANNELS[:STRIDE] (trained here) or MODEL=DIR (built); repeatable")
+    parser.add_argument("--bottleneck-epochs", type=int, default=5)
+    parser.add_argument("--results", default="compressed-split",
+                        help="docs/benchmarks/NAME.{md,json} (a small-size run beside the full one)")
     parser.add_argument("--client")
     parser.add_argument("--serve")
     parser.add_argument("--segments", default="edge")
@@ -430,8 +502,9 @@ def main() -> None:
     if args.markdown_only:
         from _common import RESULTS
 
-        data = json.loads((RESULTS / "compressed-split.json").read_text())
-        write_results("compressed-split", data, markdown(data))
+        data = json.loads((RESULTS / f"{args.results}.json").read_text())
+        data.setdefault("results", args.results)
+        write_results(data["results"], data, markdown(data))
         return
     if args.client:
         client(args)
@@ -440,7 +513,7 @@ def main() -> None:
         serve_helper(args)
         return
     shown = " ".join(a for a in sys.argv[1:])
-    data: dict[str, Any] = {"machine": machine(), "args": shown, "size": args.size, "requests": args.requests,
+    data: dict[str, Any] = {"machine": machine(), "args": shown, "results": args.results, "size": args.size, "requests": args.requests,
                             "load_start": os.getloadavg()[0], "rows": [], "notes": [],
                             "epochs_note": f"checkpoints from {args.checkpoints}" if args.checkpoints
                             else f"{args.epochs} epoch(s)"}
@@ -454,7 +527,7 @@ def main() -> None:
         if not (why or args.skip_tbf):
             netns_down()
     data["load_end"] = os.getloadavg()[0]
-    write_results("compressed-split", data, markdown(data))
+    write_results(data["results"], data, markdown(data))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ import pytest
 os.environ.setdefault("DNNSPLIT_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "dnnsplit"))
 
 
-@pytest.fixture()
-def cli():
-    """Invoke the dnnsplit CLI in-process; returns (exit_code, stdout, stderr)."""
+def cli_invoker():
+    """A function that invokes the dnnsplit CLI in-process and returns (exit_code, stdout, stderr)."""
     from typer.testing import CliRunner
 
     from dnnsplit.cli.main import app
@@ -25,6 +24,18 @@ def cli():
         return result.exit_code, result.stdout, result.stderr
 
     return invoke
+
+
+@pytest.fixture()
+def cli():
+    """Invoke the dnnsplit CLI in-process; returns (exit_code, stdout, stderr)."""
+    return cli_invoker()
+
+
+@pytest.fixture(scope="session")
+def cli_session():
+    """``cli`` for session- and module-scoped fixtures."""
+    return cli_invoker()
 
 
 @pytest.fixture(scope="session")

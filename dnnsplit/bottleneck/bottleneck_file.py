@@ -15,6 +15,7 @@ from dnnsplit.branching.branch_file import _BadField, _field, _integer, _integer
 from dnnsplit.errors import UsageError
 from dnnsplit.fileio import read_document
 from dnnsplit.models.export import file_sha256
+from dnnsplit.partition.bottleneck_option import BottleneckCosts
 
 SCHEMA = "dnnsplit/bottleneck@1"
 FILE = "bottleneck.yaml"
@@ -109,18 +110,26 @@ class BottleneckTimes:
     zstd_decompress: float
     threads: int | None
     cpu: str
+    # The bottleneck's own layers (the encoder after the stem, the decoder before the rest): what the
+    # planner charges. Optional (the schema stays @1): files written before they were measured lack them.
+    encoder_layers: float | None = None
+    decoder_layers: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "times_ms") -> BottleneckTimes:
         threads = data.get("threads")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
             raise _BadField(f"field '{where}.threads' is not an integer or null")
+        optional = {
+            k: _field(data, k, _number, where) for k in ("encoder_layers", "decoder_layers") if k in data
+        }
         return cls(
             *(_field(data, k, _number, where) for k in ("encode", "decode", "encoder_onnx", "decoder_onnx")),
             _field(data, "zstd_compress", _number, where),
             _field(data, "zstd_decompress", _number, where),
             threads,
             _field(data, "cpu", _text, where),
+            **optional,
         )
 
 
@@ -184,6 +193,45 @@ class BottleneckFile:
     def path(self, directory: str | Path, key: str) -> Path:
         """Where file ``key`` (model, encoder, decoder, checkpoint) of a bottleneck in ``directory`` is."""
         return Path(directory) / self.files[key]
+
+    def costs(self, directory: str | Path) -> BottleneckCosts:
+        """What the planner needs of this bottleneck (``directory``: where it was read from, for the plan).
+
+        Without the measured times of its own layers (older files) the planner derives them from
+        encoder.onnx / decoder.onnx less the profile's stem / rest (``BottleneckCosts.encoder_ms`` None)."""
+        import numpy as np
+        from safetensors.numpy import save
+
+        code_shape = tuple(self.code.shape)
+        message = save({self.code.name: np.zeros(code_shape, np.int8)})
+        k, c = self.cut_shape[1], self.channels
+        kernel = 1 if self.stride == 1 else 3
+        t = self.times_ms
+        return BottleneckCosts(
+            directory=str(directory),
+            sha256=file_sha256(Path(directory) / FILE),
+            at=self.at,
+            model_sha256=self.model.get("sha256"),
+            model_source=self.model.get("source"),
+            cut_bytes=self.bytes.float32,
+            code_name=self.code.name,
+            code_shape=code_shape,
+            int8_bytes=self.bytes.int8,
+            coded_mean=self.bytes.mean,
+            coded_p95=self.bytes.p95,
+            header_bytes=len(message) - self.bytes.int8,
+            encoder_ms=t.encoder_layers,
+            decoder_ms=t.decoder_layers,
+            zstd_compress_ms=t.zstd_compress,
+            zstd_decompress_ms=t.zstd_decompress,
+            # float32 weights as exported (BatchNorm folded into a bias): conv K -> C; conv C -> K 3x3 + 1x1
+            encoder_weight_bytes=4 * (c * k * kernel * kernel + c),
+            decoder_weight_bytes=4 * (k * c * 9 + k + k * k + k),
+            accuracy_drop=self.accuracy.drop_points,
+            agreement=self.accuracy.agreement,
+            encoder_onnx_ms=t.encoder_onnx,
+            decoder_onnx_ms=t.decoder_onnx,
+        )
 
 
 def load_bottleneck(path: str | Path) -> BottleneckFile:

@@ -68,6 +68,20 @@ def export_bottleneck(loaded: LoadedModel, model: BottleneckModel, directory: Pa
     return files
 
 
+def bottleneck_parts(files: BottleneckFiles, directory: Path) -> tuple[Path, Path]:
+    """The bottleneck's own layers cut out of model.onnx into ``directory``: the encoder (the cut's
+    features -> code) and the decoder (code -> the features the rest reads). The planner charges these,
+    not encoder.onnx / decoder.onnx, which also hold the stem and the rest."""
+    model = onnx.load(str(files.model))
+    by_name = {n.name: n for n in model.graph.node}
+    features = by_name["/encoder/conv/Conv"].input[0]
+    decoded = by_name["/decoder/out/Conv"].output[0]
+    encoder, decoder = directory / "encoder-layers.onnx", directory / "decoder-layers.onnx"
+    onnx.utils.extract_model(str(files.model), str(encoder), [features], [CODE_NAME])
+    onnx.utils.extract_model(str(files.model), str(decoder), [CODE_NAME], [decoded])
+    return encoder, decoder
+
+
 @dataclass(frozen=True)
 class ChainCheck:
     """onnxruntime's encoder -> decoder chain against the torch model, over some inputs."""

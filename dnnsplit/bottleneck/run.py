@@ -30,7 +30,7 @@ from dnnsplit.bottleneck.bottleneck_file import (
     CodeSpec,
 )
 from dnnsplit.bottleneck.coding import ZSTD_LEVEL, measure_coded
-from dnnsplit.bottleneck.export import ChainCheck, check_chain, export_bottleneck
+from dnnsplit.bottleneck.export import ChainCheck, bottleneck_parts, check_chain, export_bottleneck
 from dnnsplit.bottleneck.layers import CODE_NAME, CODE_STEP, BottleneckModel, Decoder, Encoder, feature_shape
 from dnnsplit.bottleneck.rate import rate_model
 from dnnsplit.bottleneck.train import BottleneckTrainResult, BottleneckTrainSettings, train_bottleneck
@@ -262,6 +262,8 @@ def _measure(
 def _times(
     files: Any, input_shape: tuple[int, ...], code: np.ndarray, coded: Any, settings: BottleneckSettings
 ) -> BottleneckTimes:
+    import tempfile
+
     from dnnsplit.profiling.sysinfo import cpu_model
 
     one = (1, *input_shape[1:])
@@ -270,6 +272,14 @@ def _times(
     decoder_ms = median_run_ms(
         files.decoder, tuple(code.shape), settings.threads, repeat, warmup=3, feed=code
     )
+    with tempfile.TemporaryDirectory(prefix="dnnsplit-bottleneck-") as scratch:
+        encoder_part, decoder_part = bottleneck_parts(files, Path(scratch))
+        features = ort_session(encoder_part, settings.threads).get_inputs()[0].shape
+        cut = tuple(int(v) if isinstance(v, int) else 1 for v in features)
+        encoder_layers = median_run_ms(encoder_part, cut, settings.threads, repeat, warmup=3)
+        decoder_layers = median_run_ms(
+            decoder_part, tuple(code.shape), settings.threads, repeat, warmup=3, feed=code
+        )
     return BottleneckTimes(
         encode=encoder_ms + coded.compress_ms,
         decode=coded.decompress_ms + decoder_ms,
@@ -279,6 +289,8 @@ def _times(
         zstd_decompress=coded.decompress_ms,
         threads=settings.threads,
         cpu=cpu_model(),
+        encoder_layers=encoder_layers,
+        decoder_layers=decoder_layers,
     )
 
 

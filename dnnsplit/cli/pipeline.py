@@ -78,8 +78,8 @@ def pipeline(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="How to print the summary.")] = Format.table,
 ) -> None:
-    """Run train -> profile -> branch -> prune -> plan -> split from CONFIG, write OUT/report.md with plots,
-    and check the budgets.
+    """Run train -> profile -> branch -> prune -> bottleneck -> plan -> split from CONFIG, write
+    OUT/report.md with plots, and check the budgets.
 
     Exit 0 when every budget holds, 1 naming each one missed, 2 on a bad config (every problem listed
     with its line).
@@ -175,6 +175,11 @@ def _headline(o: Any) -> str:
         )
     if o.name == "prune":
         return f"{len(r.get('variants', []))} variants"
+    if o.name == "bottleneck":
+        return (
+            f"after {r.get('at')}: {r.get('bytes_mean', 0):.0f} B code (float32 {r.get('float32_bytes')} B), "
+            f"drop {r.get('drop_points', 0):.2f} points" + ("" if r.get("trained") else " (given)")
+        )
     if o.name == "plan":
         nets = r.get("networks", {})
         return ", ".join(f"{k} {v['latency_ms']:.1f} ms" for k, v in nets.items())

@@ -40,6 +40,9 @@ Examples:
 
   dnnsplit plan profile.json --boundaries boundaries.json --network 3g --max-accuracy-drop 1 \
       --session-requests 500        # measured bytes; the codec is chosen with the cut
+
+  dnnsplit plan profile.json --bottleneck r18-bn/ --boundaries boundaries.json --network 4g \
+      --output plan.yaml            # the trained bottleneck is one more codec, at its own cut
 """
 
 
@@ -124,7 +127,16 @@ def plan(
     coding: Annotated[
         str | None,
         typer.Option(
-            help="With --boundaries: fix the lossless coding (identity, zstd, deflate); default: chosen."
+            help="With --boundaries or --bottleneck: fix the lossless coding (identity, zstd, deflate); "
+            "default: chosen."
+        ),
+    ] = None,
+    bottleneck: Annotated[
+        Path | None,
+        typer.Option(
+            help="A directory from `dnnsplit bottleneck`: its cut becomes a candidate with the measured code "
+            "bytes, encoder/decoder times and accuracy drop (refused over --max-accuracy-drop); chosen when "
+            "it pays, `split --plan` then cuts its model.onnx at the code.",
         ),
     ] = None,
     session_requests: Annotated[
@@ -205,8 +217,15 @@ def plan(
         from dnnsplit.partition.boundary_costs import BoundaryCosts
 
         boundary_costs = BoundaryCosts.load(boundaries)
-    elif coding is not None:
-        raise UsageError("--coding chooses among measured codings", "add --boundaries FILE")
+    elif coding is not None and bottleneck is None:
+        raise UsageError(
+            "--coding chooses among measured codings", "add --boundaries FILE or --bottleneck DIR"
+        )
+    bottleneck_costs = None
+    if bottleneck is not None:
+        from dnnsplit.bottleneck.bottleneck_file import load_bottleneck
+
+        bottleneck_costs = load_bottleneck(bottleneck).costs(bottleneck)
     if coding is not None:
         from dnnsplit.codecs import check_coding
 
@@ -264,6 +283,7 @@ def plan(
             policy=rl_policy,
             bandwidths=bandwidths,
             boundaries=boundary_costs,
+            bottleneck=bottleneck_costs,
             lossless=coding,
             max_accuracy_drop=max_accuracy_drop,
             session_requests=session_requests or None,

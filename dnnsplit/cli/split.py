@@ -32,6 +32,9 @@ Examples:
 
   dnnsplit split torchvision:resnet18 --plan plan.yaml --elastic --output elastic/   # every candidate cut
 
+  dnnsplit split r18.pt --plan plan.yaml --output segments/   # a plan that chose --bottleneck DIR:
+                                        # DIR/model.onnx cut at its int8 code
+
   dnnsplit cuts torchvision:resnet18        # lists the valid cuts and their tensors
 """
 
@@ -85,6 +88,7 @@ def split(
 
     Exit 1 when the chained segments differ from the whole model by more than --tolerance.
     """
+    from dnnsplit.bottleneck.split_plan import split_with_bottleneck, uses_bottleneck
     from dnnsplit.partition.plan_file import load_plan
     from dnnsplit.profiling import prepare_model
     from dnnsplit.splitting.split import SplitSettings, prepare_output, split_prepared
@@ -96,6 +100,12 @@ def split(
     if elastic and plan is None:
         raise UsageError("--elastic finds its cuts from a plan", "pass --plan plan.yaml instead of --cut")
     plan_file = load_plan(plan) if plan is not None else None
+    bottleneck = uses_bottleneck(plan_file)
+    if bottleneck and elastic:
+        raise UsageError(
+            "--elastic re-cuts the original model, and this plan chose a bottleneck at one cut",
+            "plan without --bottleneck for an elastic split",
+        )
     if compress is None and plan_file is not None:
         compress = plan_file.document.get("compress")
     settings = SplitSettings(
@@ -118,6 +128,9 @@ def split(
 
             assert plan is not None and plan_file is not None
             result = split_elastic(prepared, output, settings, plan, plan_file, progress=progress)
+        elif bottleneck:
+            assert plan is not None and plan_file is not None
+            result = split_with_bottleneck(prepared, output, settings, plan, plan_file, progress)
         else:
             result = split_prepared(prepared, output, settings, progress, plan, plan_file, cut_lists)
     manifest = result.manifest
@@ -158,6 +171,15 @@ def split(
             f"max rel diff {v.max_rel_diff:.3g}; {rule}: {verdict}",
             highlight=False,
         )
+        if v.reference_top1_agreement is not None:
+            err.print(
+                f"top-1 agreement with the original model ({v.reference}): {v.reference_top1_agreement:.0%} "
+                f"of the {v.inputs} inputs",
+                highlight=False,
+            )
+    note = (manifest.origin.get("bottleneck") or {}).get("note")
+    if note:
+        err.print(f"note: {note}", highlight=False)
     err.print(f"wrote {len(manifest.segments)} segments and manifest.yaml to {output}", highlight=False)
     if v is not None and not v.passed and v.criterion == "top1_agreement":
         raise BudgetError(

@@ -15,6 +15,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dnnsplit.errors import UsageError
+from dnnsplit.partition.bottleneck_option import CODINGS as BOTTLENECK_CODINGS
+from dnnsplit.partition.bottleneck_option import (
+    BottleneckCosts,
+    check_bottleneck_model,
+    cut_tensor,
+    resolved,
+    with_bottleneck,
+)
 from dnnsplit.partition.early_exit import (
     BranchCosts,
     BranchEstimate,
@@ -74,6 +82,8 @@ class PlanRequest:
     lossless: str | None = None  # the lossless coding (identity, zstd, deflate); None: chosen
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
     session_requests: int | None = DEFAULT_SESSION_REQUESTS  # None: the download is not charged
+    # A trained bottleneck (`dnnsplit bottleneck`): one more codec, at its own cut (plan --bottleneck)
+    bottleneck: BottleneckCosts | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,12 @@ def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> Plann
         check_policy_model(request.policy, sha256)
     if request.boundaries is not None:
         check_boundaries_model(request.boundaries, sha256)
+    bottleneck = None
+    if request.bottleneck is not None:
+        check_bottleneck_options(request)
+        check_bottleneck_model(request.bottleneck, sha256)
+        tensor = cut_tensor(profile, request.bottleneck)
+        bottleneck = BottleneckChoice(resolved(request.bottleneck, profile, tensor), tensor)
     input_bytes = request.input_bytes
     if input_bytes is None and request.boundaries is not None and request.boundaries.input is not None:
         input_bytes = max(1, round(request.boundaries.input.jpeg_mean))  # the measured JPEG frames
@@ -234,15 +250,29 @@ def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> Plann
             session_requests=request.session_requests,
         )
 
+    scales = tuple(tier_devices(tiers, request.devices)[t].latency_scale for t in tiers)
+
+    def bottleneck_problem(lossless: str) -> Problem:
+        assert bottleneck is not None
+        return with_bottleneck(
+            problem_with(None, lossless), bottleneck.costs, bottleneck.tensor, lossless, scales
+        )
+
     compress, lossless, weighed = request.compress, request.lossless or "identity", None
-    if request.boundaries is not None and request.policy is None:
+    if (request.boundaries is not None or bottleneck is not None) and request.policy is None:
         progress("choosing the boundary codec", 0, 1)
-        compress, lossless, weighed = choose_codec(request, problem_with)
-    if compress is not None and request.boundaries is not None and request.boundaries.tensors:
+        compress, lossless, weighed = choose_codec(request, problem_with, bottleneck, bottleneck_problem)
+    if compress not in (None, BOTTLENECK) and request.boundaries is not None and request.boundaries.tensors:
         sent = tensor_codecs(request.boundaries, compress, lossless, request.max_accuracy_drop)
         if all(o.name == "none" for o in sent.values()):  # every boundary over the bound goes uncoded
             compress = None
-    problem = problem_with(compress, lossless)
+    if compress == BOTTLENECK:
+        problem = bottleneck_problem(lossless)
+        compress = None
+        if bottleneck is not None:
+            bottleneck = replace(bottleneck, chosen=True)
+    else:
+        problem = problem_with(compress, lossless)
     progress("solving", 0, 1)
     decision = None
     if request.policy is None:
@@ -269,8 +299,8 @@ def make_plan(request: PlanRequest, progress: ProgressFn = no_progress) -> Plann
         profile_context(profile, request.profile_path, input_bytes, compress),
         devices={t: device_block(spec, measured.get(t)) for t, spec in devices.items()},
         boundary_codec=None
-        if request.boundaries is None
-        else codec_block(request, problem, plan, compress, lossless, weighed or []),
+        if request.boundaries is None and bottleneck is None
+        else codec_block(request, plan, compress, lossless, weighed or [], bottleneck),
     )
     branch = None
     if request.branch is not None:
@@ -321,27 +351,72 @@ class CodecOption:
         }
 
 
+BOTTLENECK = "bottleneck"
+
+
+@dataclass(frozen=True)
+class BottleneckChoice:
+    """The bottleneck the planner weighed, the profile tensor it replaces, and whether the plan uses it."""
+
+    costs: BottleneckCosts
+    tensor: str
+    chosen: bool = False
+
+    def refusal(self, max_accuracy_drop: float) -> str | None:
+        drop = self.costs.accuracy_drop
+        if drop > max_accuracy_drop:
+            return f"its accuracy drop, {drop:.2f} points, is over --max-accuracy-drop {max_accuracy_drop:g}"
+        return None
+
+
+def check_bottleneck_options(request: PlanRequest) -> None:
+    if request.policy is not None:
+        raise UsageError("--solver rl does not weigh a bottleneck", "use the exact solver with --bottleneck")
+    if request.compress is not None:
+        raise UsageError(
+            f"--compress {request.compress} fixes the codec, and --bottleneck is another one",
+            "drop --compress (the planner weighs the codecs) or --bottleneck",
+        )
+    if request.lossless is not None and request.lossless not in BOTTLENECK_CODINGS:
+        raise UsageError(
+            f"the bottleneck's code was measured raw and with zstd, not with --coding {request.lossless}",
+            "pass --coding zstd or identity, or leave the coding to the planner",
+        )
+
+
 def choose_codec(
-    request: PlanRequest, problem_with: Any
+    request: PlanRequest,
+    problem_with: Any,
+    bottleneck: BottleneckChoice | None = None,
+    bottleneck_problem: Any = None,
 ) -> tuple[str | None, str, list[CodecOption]]:
     """The (codec, lossless) whose exact optimum is best, over every pair the boundaries file measured (the
-    one ``--compress`` / ``--coding`` fix, when given). Ties go to the simpler one (none before fp16 before
-    int8, identity before zstd before deflate): the same cost for less machinery."""
-    assert request.boundaries is not None
-    pairs = [
-        (codec, lossless)
-        for codec, lossless in request.boundaries.codecs
-        if (request.compress is None or codec == request.compress)
-        and (request.lossless is None or lossless == request.lossless)
-        and codec in ("none", "fp16", "int8")  # a bottleneck is an option of its own boundary (issue 20)
-    ]
-    if not pairs:
-        raise UsageError(
-            f"the boundaries file measured no '{request.compress or 'any'}' codec with "
-            f"'{request.lossless or 'any'}' coding",
-            "re-run `dnnsplit boundaries`, or drop --compress / --coding",
-        )
+    one ``--compress`` / ``--coding`` fix, when given) and the bottleneck's (raw and zstd code) when there
+    is one within the accuracy bound. Ties go to the simpler one (none before fp16 before int8 before the
+    bottleneck, identity before zstd before deflate): the same cost for less machinery."""
+    if request.boundaries is not None:
+        pairs = [
+            (codec, lossless)
+            for codec, lossless in request.boundaries.codecs
+            if (request.compress is None or codec == request.compress)
+            and (request.lossless is None or lossless == request.lossless)
+            and codec in ("none", "fp16", "int8")
+        ]
+        if not pairs:
+            raise UsageError(
+                f"the boundaries file measured no '{request.compress or 'any'}' codec with "
+                f"'{request.lossless or 'any'}' coding",
+                "re-run `dnnsplit boundaries`, or drop --compress / --coding",
+            )
+    else:  # the profile's own sizes: the plain plan is the option the bottleneck competes with
+        pairs = [(request.compress or "none", request.lossless or "identity")]
     weighed = [CodecOption(c, ll, solve(problem_with(None if c == "none" else c, ll))) for c, ll in pairs]
+    if bottleneck is not None and bottleneck.refusal(request.max_accuracy_drop) is None:
+        weighed += [
+            CodecOption(BOTTLENECK, ll, solve(bottleneck_problem(ll)))
+            for ll in BOTTLENECK_CODINGS
+            if request.lossless is None or ll == request.lossless
+        ]
     feasible = [o for o in weighed if o.plan.feasible] or weighed
     best = min(feasible, key=lambda o: o.plan.prediction.objective)  # min keeps the first of equals
     return (None if best.codec == "none" else best.codec), best.lossless, weighed
@@ -349,36 +424,54 @@ def choose_codec(
 
 def codec_block(
     request: PlanRequest,
-    problem: Problem,
     plan: Plan,
     compress: str | None,
     lossless: str,
     weighed: Sequence[CodecOption],
+    bottleneck: BottleneckChoice | None = None,
 ) -> dict[str, Any]:
     """What plan.yaml records of the codec: the choice, per crossing tensor what it goes as, the options."""
-    assert request.boundaries is not None
-    chosen = tensor_codecs(request.boundaries, compress, lossless, request.max_accuracy_drop)
+    boundaries = request.boundaries
+    chosen = (
+        {} if boundaries is None else tensor_codecs(boundaries, compress, lossless, request.max_accuracy_drop)
+    )
+    used = bottleneck is not None and bottleneck.chosen
     per_tensor = []
     for link in plan.prediction.links:
         for t in link.up_tensors:
             option = chosen.get(t.name)
-            as_is = "jpeg" if t.name == request.profile.input.name and request.boundaries.input else "none"
-            per_tensor.append(
-                {
-                    "link": link.name,
-                    "tensor": t.name,
-                    "codec": option.name if option else as_is,
-                    "lossless": option.lossless if option else "identity",
-                    "bytes": t.bytes,
-                    "bytes_p95": None if option is None else option.bytes_p95,
-                    "accuracy_drop": None if option is None else option.accuracy_drop,
-                }
-            )
-    return {
-        "codec": compress or "none",
+            entry = {
+                "link": link.name,
+                "tensor": t.name,
+                "codec": option.name if option else "none",
+                "lossless": option.lossless if option else lossless if boundaries is None else "identity",
+                "bytes": t.bytes,
+                "bytes_p95": None if option is None else option.bytes_p95,
+                "accuracy_drop": None if option is None else option.accuracy_drop,
+            }
+            if t.name == request.profile.input.name and boundaries is not None and boundaries.input:
+                entry["codec"] = "jpeg"
+            if used and bottleneck is not None and t.name == bottleneck.costs.code_name:
+                entry.update(
+                    codec=BOTTLENECK,
+                    lossless=lossless,
+                    bytes_p95=bottleneck.costs.bytes_with(lossless)[1],
+                    accuracy_drop=bottleneck.costs.accuracy_drop,
+                )
+            per_tensor.append(entry)
+    block: dict[str, Any] = {
+        "codec": BOTTLENECK if used else compress or "none",
         "lossless": lossless,
         "max_accuracy_drop": request.max_accuracy_drop,
-        "accuracy_scope": request.boundaries.accuracy_scope,
+        "accuracy_scope": "bottleneck: test split" if boundaries is None else boundaries.accuracy_scope,
         "boundaries": per_tensor,
         "options": [o.to_dict() for o in weighed],
     }
+    if bottleneck is not None:
+        block["bottleneck"] = {
+            **bottleneck.costs.to_dict(lossless if lossless in BOTTLENECK_CODINGS else "zstd"),
+            "tensor": bottleneck.tensor,
+            "chosen": used,
+            "refused": bottleneck.refusal(request.max_accuracy_drop),
+        }
+    return block

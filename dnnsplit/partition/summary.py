@@ -156,7 +156,23 @@ def _codecs(block: dict[str, Any]) -> list[TextTable | str]:
         f"codec: {block['codec']} + {block['lossless']} (accuracy drop at most "
         f"{block['max_accuracy_drop']:g} points per boundary{shown})"
     )
-    return [table, line]
+    lines: list[TextTable | str] = [table, line]
+    bottleneck = block.get("bottleneck")
+    if bottleneck:  # plan --bottleneck: what it was, and why it is not in the plan
+        b = bottleneck
+        why = (
+            "chosen"
+            if b["chosen"]
+            else f"refused: {b['refused']}"
+            if b["refused"]
+            else "weighed, not chosen (no plan with it is faster)"
+        )
+        lines.append(
+            f"bottleneck {b['directory']} after {b['at']}: code {b['bytes']['mean']:.0f} B "
+            f"(float32 {human_bytes(b['bytes']['float32'])}), "
+            f"drop {b['accuracy']['drop_points']:.2f} points; {why}"
+        )
+    return lines
 
 
 def _verdicts(planned: PlannedDocument) -> list[str]:

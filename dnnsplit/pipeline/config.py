@@ -115,6 +115,23 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class BottleneckConfig:
+    """A trained bottleneck the plan stage weighs as one more codec (`dnnsplit bottleneck`'s flags), or
+    one already built (``directory``: loaded, not trained)."""
+
+    enabled: bool = True
+    at: str | None = None
+    channels: int | None = None
+    stride: int = 1
+    epochs: int = 10
+    lr: float = 3e-3
+    rate_lambda: float = 0.0  # the config's key: lambda
+    fine_tune: bool = False
+    zstd_level: int = 3
+    directory: str | None = None
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     networks: tuple[LinkSpec, ...] = ()  # the first is the shipped plan's (links' mobile link)
     private_input: bool = False
@@ -157,6 +174,7 @@ class PipelineConfig:
     plan: PlanConfig
     split: SplitConfig
     budgets: Budgets
+    bottleneck: BottleneckConfig = field(default_factory=lambda: BottleneckConfig(enabled=False))
     raw: dict[str, Any] = field(default_factory=dict)  # the sections as written: stage hashes use them
 
     @property
@@ -240,6 +258,16 @@ def _file(what: str) -> Check:
         return str(path), None
 
     return check
+
+
+def _bottleneck_directory(value: Any, ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
+    """A directory `dnnsplit bottleneck` wrote (its bottleneck.yaml there), relative to the config."""
+    if not isinstance(value, str) or not value:
+        return None, (f"expected a directory, got {value!r}", "write a path relative to the config")
+    path = (ctx.base / value).expanduser()
+    if not (path / "bottleneck.yaml").is_file():
+        return None, (f"no bottleneck.yaml in {path}", "give a directory written by `dnnsplit bottleneck`")
+    return str(path), None
 
 
 def _model_source(value: Any, ctx: _Context) -> tuple[Any, tuple[str, str] | None]:
@@ -350,9 +378,7 @@ def _budgets_list(value: Any, _ctx: _Context) -> tuple[Any, tuple[str, str] | No
     if (
         not isinstance(value, list)
         or not value
-        or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf for v in value
-        )
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf for v in value)
     ):
         return None, (f"expected a list of positive ms, got {value!r}", "write e.g. [10, 20, 40]")
     return tuple(float(v) for v in value), None
@@ -416,6 +442,18 @@ _SECTIONS: dict[str, dict[str, tuple[Check, bool]]] = {
         "epochs": (_number(0, integer=True, example="5"), False),
         "threads": (_number(1, max_threads(), integer=True, example="1"), False),
         "repeat": (_number(1, integer=True, example="20"), False),
+    },
+    "bottleneck": {
+        "enabled": (_BOOL, False),
+        "at": (_optional(_STR), False),
+        "channels": (_optional(_number(1, integer=True, example="8")), False),
+        "stride": (_number(1, 2, integer=True, example="2"), False),
+        "epochs": (_number(1, integer=True, example="10"), False),
+        "lr": (_number(1e-9, example="0.003"), False),
+        "lambda": (_number(0, example="0.5"), False),
+        "fine_tune": (_BOOL, False),
+        "zstd_level": (_number(1, 22, integer=True, example="3"), False),
+        "directory": (_optional(_bottleneck_directory), False),
     },
     "plan": {
         "networks": (_networks, False),
@@ -548,12 +586,19 @@ def load_config(path: str | Path, output: str | Path | None = None) -> PipelineC
     declared = {t: "" for t in TIER_ORDER if isinstance(data.get("tiers"), dict) and t in data["tiers"]}
     links = _check_links(data.get("links"), declared, ctx, issues)
     tier_profiles = _check_tier_profiles(data.get("tier_profiles"), declared, ctx, issues)
-    for optional in ("branch", "prune"):  # a stage without its section does not run
+    for optional in ("branch", "prune", "bottleneck"):  # a stage without its section does not run
         if optional not in data:
             sections[optional]["enabled"] = False
     prune = sections["prune"]
     if prune.get("enabled", True) and (prune.get("levels") is None) == (prune.get("budgets_ms") is None):
         issues.add(("prune",), "give either levels or budgets_ms", "e.g. levels: 2, or enabled: false")
+    bottleneck = sections["bottleneck"]
+    if bottleneck.get("enabled", True) and bottleneck.get("directory") is None:
+        for key, example in (("at", "layer1"), ("channels", "8")):
+            if bottleneck.get(key) is None:
+                issues.add(("bottleneck", key), "missing key", f"add {key}: {example}, or directory: DIR")
+    if "lambda" in bottleneck:
+        bottleneck["rate_lambda"] = bottleneck.pop("lambda")
     if issues.issues:
         raise ConfigError(str(file), issues.issues)
 
@@ -578,6 +623,7 @@ def load_config(path: str | Path, output: str | Path | None = None) -> PipelineC
         plan=PlanConfig(networks=networks, **sections["plan"]),
         split=SplitConfig(**sections["split"]),
         budgets=Budgets(**sections["budgets"]),
+        bottleneck=BottleneckConfig(**bottleneck),
         raw={
             **{k: data.get(k) for k in _ALL_TOP if k not in ("output", "budgets")},
             "resolved": {
@@ -619,9 +665,7 @@ def _check_tiers(data: Any, ctx: _Context, issues: _Collector) -> dict[str, str]
     return tiers
 
 
-def _check_links(
-    data: Any, tiers: dict[str, str], ctx: _Context, issues: _Collector
-) -> dict[str, LinkSpec]:
+def _check_links(data: Any, tiers: dict[str, str], ctx: _Context, issues: _Collector) -> dict[str, LinkSpec]:
     names = [t for t in TIER_ORDER if t in tiers]
     expected = [f"{a}-{b}" for a, b in zip(names, names[1:], strict=False)]
     if data is None:

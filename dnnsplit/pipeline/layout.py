@@ -27,6 +27,10 @@ class Layout:
         return self.root / "branch"
 
     @property
+    def bottleneck(self) -> Path:
+        return self.root / "bottleneck"
+
+    @property
     def variants(self) -> Path:
         return self.root / "variants"
 

@@ -9,6 +9,7 @@ the branch's measured exit rate. Every plan comes from ``partition.request.make_
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from dnnsplit.fileio import write_document
@@ -24,14 +25,25 @@ def network_label(link: LinkSpec, index: int) -> str:
     return link.name if link.is_preset else f"custom-{index}"
 
 
+def bottleneck_directory(config: PipelineConfig, layout: Layout) -> Path | None:
+    """The bottleneck the plan weighs: the one the config names (``bottleneck.directory``), else the one
+    the bottleneck stage trained (``OUT/bottleneck``); None without a bottleneck section."""
+    b = config.bottleneck
+    if not b.enabled:
+        return None
+    return Path(b.directory) if b.directory is not None else layout.bottleneck
+
+
 def plan_request(config: PipelineConfig, layout: Layout) -> PlanRequest:
     """The shipped plan's request: the profile stage's profile, the config's tiers, links and objective."""
+    from dnnsplit.bottleneck.bottleneck_file import load_bottleneck
     from dnnsplit.branching.branch_file import load_branch
     from dnnsplit.partition.boundary_costs import BoundaryCosts
     from dnnsplit.partition.objective import Constraints
     from dnnsplit.profiling.devices import load_device
     from dnnsplit.profiling.profile import Profile
 
+    directory = bottleneck_directory(config, layout)
     return PlanRequest(
         profile=Profile.load(layout.profile),
         profile_path=str(layout.profile),
@@ -48,6 +60,7 @@ def plan_request(config: PipelineConfig, layout: Layout) -> PlanRequest:
         session_requests=config.plan.session_requests or None,
         boundaries=None if config.plan.boundaries is None else BoundaryCosts.load(config.plan.boundaries),
         max_accuracy_drop=config.plan.max_accuracy_drop,
+        bottleneck=None if directory is None else load_bottleneck(directory).costs(directory),
     )
 
 

@@ -1,4 +1,5 @@
-"""The pipeline's stages, train -> profile -> branch -> prune -> plan -> split, each calling the library.
+"""The pipeline's stages, train -> profile -> branch -> prune -> bottleneck -> plan -> split, each calling
+the library.
 
 A stage's input hash covers the files it reads (content), the config it depends on and the package
 version; it is recorded in ``OUT/.stages.yaml`` with the stage's result figures. A stage whose hash is
@@ -29,7 +30,7 @@ from dnnsplit.pipeline.config import PipelineConfig
 from dnnsplit.pipeline.layout import Layout
 
 STATE_SCHEMA = "dnnsplit/stages@1"
-STAGES = ("train", "profile", "branch", "prune", "plan", "split")
+STAGES = ("train", "profile", "branch", "prune", "bottleneck", "plan", "split")
 
 # (message, done, total): what the current stage is doing, for the one progress display
 
@@ -167,14 +168,24 @@ class Pipeline:
             ("profile", self._profile_inputs, self._profile, [self.layout.profile]),
             ("branch", self._branch_inputs, self._branch, [self.layout.branch / "branch.yaml"]),
             ("prune", self._prune_inputs, self._prune, [self.layout.variants / "variants.yaml"]),
+            (
+                "bottleneck",
+                self._bottleneck_inputs,
+                self._bottleneck,
+                [self.layout.bottleneck / "bottleneck.yaml"]
+                if self.config.bottleneck.directory is None
+                else [],
+            ),
             ("plan", self._plan_inputs, self._plan, [self.layout.plan]),
             ("split", self._split_inputs, self._split, [self.layout.segments / "manifest.yaml"]),
         ]
         outcomes = []
         for index, (name, inputs, body, outputs) in enumerate(plan):
             self.reporter.stage_started(name, index, len(plan))
-            if (name == "branch" and not self.config.branch.enabled) or (
-                name == "prune" and not self.config.prune.enabled
+            if (
+                (name == "branch" and not self.config.branch.enabled)
+                or (name == "prune" and not self.config.prune.enabled)
+                or (name == "bottleneck" and not self.config.bottleneck.enabled)
             ):
                 state.stages.pop(name, None)
                 outcome = StageOutcome(name, "off", 0.0, why=f"{name}.enabled is false")
@@ -378,6 +389,66 @@ class Pipeline:
             ],
         }
 
+    # -- bottleneck: trained at a cut (or the one the config names, loaded), for the plan to weigh ---------
+
+    def _bottleneck_inputs(self) -> tuple[Any, list[Path]]:
+        c = self.config
+        config = {"bottleneck": c.section("bottleneck"), "data": c.raw["resolved"]["data"]}
+        if c.bottleneck.directory is not None:
+            return config, [Path(c.bottleneck.directory) / "bottleneck.yaml"]
+        return config, self._model_files() + self._data_files()
+
+    def _bottleneck(self) -> dict[str, Any]:
+        from dnnsplit.bottleneck.bottleneck_file import load_bottleneck
+        from dnnsplit.pipeline.planning import bottleneck_directory
+
+        b = self.config.bottleneck
+        if b.directory is not None:
+            doc = load_bottleneck(b.directory)  # checked (schema, files, sha256); the plan stage weighs it
+        else:
+            doc = self._train_bottleneck()
+        directory = bottleneck_directory(self.config, self.layout)
+        return {
+            "directory": str(directory),
+            "trained": b.directory is None,
+            "at": doc.at,
+            "channels": doc.channels,
+            "bytes_mean": doc.bytes.mean,
+            "float32_bytes": doc.bytes.float32,
+            "drop_points": doc.accuracy.drop_points,
+            "agreement": doc.accuracy.agreement,
+        }
+
+    def _train_bottleneck(self) -> Any:
+        from dnnsplit.bottleneck.run import BottleneckSettings, make_bottleneck
+        from dnnsplit.bottleneck.train import BottleneckTrainSettings
+        from dnnsplit.training.run import load_for_training
+
+        b = self.config.bottleneck
+        assert b.at is not None and b.channels is not None  # the config requires them without a directory
+        settings = BottleneckSettings(
+            at=b.at,
+            channels=b.channels,
+            stride=b.stride,
+            train=BottleneckTrainSettings(
+                epochs=b.epochs,
+                lr=b.lr,
+                rate_lambda=b.rate_lambda,
+                fine_tune=b.fine_tune,
+                seed=self.config.model.seed,
+            ),
+            zstd_level=b.zstd_level,
+            force=True,  # the pipeline owns OUT/bottleneck
+            threads=self.config.profile.threads,
+        )
+        settings.check()
+        spec, options = self.model_ref()
+        loaded, splits = load_for_training(spec, self.config.data, options)
+        # onnxruntime disagreeing with PyTorch is a BudgetError (exit 1): the plan must not weigh that code
+        return make_bottleneck(
+            loaded, splits, self.layout.bottleneck, settings, self.reporter.progress
+        ).document
+
     # -- plan: the shipped plan on the first link, and one per network for the report ----------------------
 
     def _plan_inputs(self) -> tuple[Any, list[Path]]:
@@ -385,6 +456,12 @@ class Pipeline:
         files = [self.layout.profile] + self._device_files(list(c.tiers))
         if c.branch.enabled:
             files.append(self.layout.branch / "branch.yaml")
+        if c.bottleneck.enabled:
+            from dnnsplit.pipeline.planning import bottleneck_directory
+
+            directory = bottleneck_directory(c, self.layout)
+            assert directory is not None
+            files.append(directory / "bottleneck.yaml")
         resolved = c.raw["resolved"]
         config = {
             "tiers": resolved["tiers"],
@@ -393,6 +470,7 @@ class Pipeline:
             "plan": c.section("plan"),
             "compress": c.split.compress,
             "branch": c.branch.enabled,
+            "bottleneck": c.bottleneck.enabled,
         }
         return config, files
 
@@ -407,6 +485,7 @@ class Pipeline:
         return {"split": self.config.section("split")}, self._model_files() + [self.layout.plan]
 
     def _split(self) -> dict[str, Any]:
+        from dnnsplit.bottleneck.split_plan import split_with_bottleneck, uses_bottleneck
         from dnnsplit.partition.plan_file import load_plan
         from dnnsplit.profiling import prepare_model
         from dnnsplit.splitting.split import SplitSettings, split_prepared
@@ -419,9 +498,14 @@ class Pipeline:
         plan_file = load_plan(self.layout.plan)
         spec, options = self.model_ref()
         prepared = prepare_model(spec, options, self.reporter.progress)
-        result = split_prepared(
-            prepared, self.layout.segments, settings, self.reporter.progress, self.layout.plan, plan_file
-        )
+        if uses_bottleneck(plan_file):  # the plan chose the bottleneck: its model.onnx cut at the code
+            result = split_with_bottleneck(
+                prepared, self.layout.segments, settings, self.layout.plan, plan_file, self.reporter.progress
+            )
+        else:
+            result = split_prepared(
+                prepared, self.layout.segments, settings, self.reporter.progress, self.layout.plan, plan_file
+            )
         manifest = result.manifest
         v = manifest.validation
         return {

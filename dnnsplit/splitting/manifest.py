@@ -29,7 +29,9 @@ from dnnsplit.profiling.graph import TensorSpec
 
 SCHEMA = "dnnsplit/manifest@1"
 FILE = "manifest.yaml"
-ORIGIN_KEYS = ("plan", "plan_sha256", "cuts", "compress", "coding", "branch")  # what the segments were cut by
+# what the segments were cut by; ``codec`` / ``bottleneck``: a plan that chose a trained bottleneck (the
+# segments are its model.onnx cut at the int8 code; ``coding``: how the code's message is coded on the wire)
+ORIGIN_KEYS = ("plan", "plan_sha256", "cuts", "compress", "coding", "branch", "codec", "bottleneck")
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,15 @@ class Validation:
     top1_agreement: float = 1.0  # share of inputs whose top-1 class is the whole model's
     criterion: str = "max_rel_diff"  # or "top1_agreement" (compressed boundaries are not exact)
     per_cut: dict[str, float] | None = None  # elastic: candidate name -> its chain's max relative difference
+    # A split of another model than the plan's (a bottleneck model): the share of inputs whose top-1 is the
+    # original model's, and that model's ONNX file
+    reference_top1_agreement: float | None = None
+    reference: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        extra = {} if self.per_cut is None else {"per_cut": dict(self.per_cut)}
+        extra: dict[str, Any] = {} if self.per_cut is None else {"per_cut": dict(self.per_cut)}
+        if self.reference is not None:
+            extra.update(reference=self.reference, reference_top1_agreement=self.reference_top1_agreement)
         return {
             **extra,
             "inputs": self.inputs,

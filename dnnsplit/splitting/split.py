@@ -150,11 +150,13 @@ def split_model(
     settings: SplitSettings | None = None,
     progress: ProgressFn = no_progress,
     elastic: dict[str, Any] | None = None,
+    reference: Path | None = None,
 ) -> SplitResult:
     """Write the segments of ``graph`` (one per segment index in ``segment_of``) and the manifest.
 
     ``elastic`` (an ``ElasticSpec.to_dict()``): the segments are its pieces; the manifest carries the block
-    and validation checks every candidate's chain against the whole model."""
+    and validation checks every candidate's chain against the whole model. ``reference``: another model
+    (the original of a bottleneck model) whose top-1 validation also compares the chain with."""
     import onnx
 
     settings = settings or SplitSettings()
@@ -212,7 +214,7 @@ def split_model(
         manifest.save(staging)
         if settings.validate:
             progress("validating", 0, settings.validate)
-            validation = validate_chain(onnx_path, staging, settings)
+            validation = validate_chain(onnx_path, staging, settings, reference)
             manifest = Manifest(**{**manifest.__dict__, "validation": validation})
             manifest.save(staging)
     return SplitResult(manifest, target)
@@ -271,8 +273,11 @@ def validation_inputs(shape: tuple[int, ...], settings: SplitSettings) -> tuple[
     return [batch[i : i + 1] for i in range(min(len(batch), settings.validate))], str(settings.inputs)
 
 
-def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) -> Validation:
-    """Compare the chained segments in ``directory`` with the whole model on the validation inputs."""
+def validate_chain(
+    onnx_path: Path, directory: Path, settings: SplitSettings, reference: Path | None = None
+) -> Validation:
+    """Compare the chained segments in ``directory`` with the whole model on the validation inputs (and
+    their top-1 with ``reference``'s, a model with the same input and first output, when given)."""
     from dnnsplit.onnxrt import ort_session
     from dnnsplit.splitting.chain import SegmentChain
 
@@ -287,10 +292,16 @@ def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) ->
     ]
     max_abs = max_rel = 0.0
     per_cut = {name: 0.0 for name, _ in cuts}
-    agree = total = 0
+    agree = total = same_as_reference = 0
+    other = None if reference is None else ort_session(reference)
     for x in samples:
         expected = dict(zip(names, whole.run(names, {chain.input_name: x}), strict=True))
         runs = [(None, chain.run(x)[0])] + [(name, chain.run_cut(x, k)) for name, k in cuts]
+        if other is not None:
+            theirs = other.run(None, {other.get_inputs()[0].name: x})[0]
+            same_as_reference += int(
+                np.array_equal(np.argmax(theirs, -1), np.argmax(runs[0][1][names[0]], -1))
+            )
         for label, got in runs:
             for name, want in expected.items():
                 diff = float(
@@ -315,6 +326,8 @@ def validate_chain(onnx_path: Path, directory: Path, settings: SplitSettings) ->
         passed=agreement >= settings.min_agreement if compressed else max_rel <= settings.tolerance,
         top1_agreement=agreement,
         criterion="top1_agreement" if compressed else "max_rel_diff",
+        reference_top1_agreement=None if other is None else same_as_reference / max(len(samples), 1),
+        reference=None if reference is None else str(reference),
     )
 
 

@@ -15,24 +15,6 @@ from dnnsplit.errors import UsageError
 from tests.fixtures.assertions import assert_usage_error
 from tests.fixtures.trained import TINY
 
-BOTTLENECK_FLAGS = ("--at", "block1", "--channels", "4", "--epochs", "1", "--threads", "1")
-
-
-@pytest.fixture(scope="module")
-def tiny_bottleneck(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from typer.testing import CliRunner
-
-    from dnnsplit.cli.main import app
-
-    directory = tmp_path_factory.mktemp("bottleneck") / "out"
-    result = CliRunner().invoke(
-        app,
-        ["bottleneck", str(tiny_checkpoint), "--arch", TINY, *BOTTLENECK_FLAGS, "--output", str(directory)],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.stderr
-    return directory
-
 
 def test_bottleneck_directory_holds_the_figures_and_checked_files(tiny_bottleneck: Path) -> None:
     assert sorted(p.name for p in tiny_bottleneck.iterdir()) == [

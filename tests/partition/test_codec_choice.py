@@ -16,31 +16,9 @@ from dnnsplit.partition.network import LinkSpec
 from dnnsplit.partition.plan_file import load_plan
 from dnnsplit.partition.request import PlanRequest, make_plan
 from dnnsplit.profiling.profile import Profile
+from tests.fixtures.profiles import sized_chain as chain
 
 PAIRS = [(c, ll) for c in ("none", "fp16", "int8") for ll in ("identity", "zstd")]
-
-
-def chain(times: list[float], params: list[int], sizes: list[int]) -> Profile:
-    """input -> l0 -> t0 -> l1 -> t1 ... -> logits; t_i has sizes[i] float32 elements."""
-    n = len(times)
-    layers = []
-    for i in range(n):
-        out = {"name": "logits" if i == n - 1 else f"t{i}", "shape": [1, 10 if i == n - 1 else sizes[i]],
-               "dtype": "float32"}
-        layers.append({"name": f"l{i}", "op": "Conv", "latency_ms": times[i], "params": params[i],
-                       "inputs": ["input" if i == 0 else f"t{i - 1}"], "outputs": [out]})
-    return Profile.from_dict(
-        {
-            "model": {"name": "chain", "source": "hand-made", "sha256": "1" * 64},
-            "device": {"name": "host"},
-            "input": {"name": "input", "shape": [1, 3, 64, 64], "dtype": "float32"},
-            "outputs": [{"name": "logits", "shape": [1, 10], "dtype": "float32"}],
-            "group": "node",
-            "settings": {},
-            "total": {"latency_ms": sum(times)},
-            "layers": layers,
-        }
-    )
 
 
 def costs(options: dict[str, list[BoundaryCodec]], jpeg: float = 5000.0) -> BoundaryCosts:

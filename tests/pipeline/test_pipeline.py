@@ -78,7 +78,8 @@ def rerun(first_run: tuple[Path, dict], tmp_path: Path) -> tuple[Path, dict]:
 
 def test_first_run_runs_every_stage_and_holds_the_budgets(first_run: tuple[Path, dict]) -> None:
     config, summary = first_run
-    assert _status(summary) == {s: "ran" for s in ("train", "profile", "branch", "prune", "plan", "split")}
+    ran = {s: "ran" for s in ("train", "profile", "branch", "prune", "plan", "split")}
+    assert _status(summary) == {**ran, "bottleneck": "off"}  # no bottleneck section
     assert summary["passed"] is True
     out = config.parent / "out"
     budgets = {b["name"]: b for b in summary["budgets"]}
@@ -133,7 +134,7 @@ def test_second_run_skips_every_stage(cli, rerun: tuple[Path, dict]) -> None:
     config, first = rerun
     code, summary, stderr = _run(cli, config)
     assert code == 0, stderr
-    assert set(_status(summary).values()) == {"skipped"}
+    assert _status(summary) == {**dict.fromkeys(_status(first), "skipped"), "bottleneck": "off"}  # no section
     assert summary["budgets"] == first["budgets"]  # figures come from the record and the artifacts
 
 
@@ -178,7 +179,8 @@ def test_missed_budgets_exit_1_naming_each(cli, rerun: tuple[Path, dict]) -> Non
     tight.write_text(text.replace("accuracy: 0.5", "accuracy: 0.9999"))
     code, summary, stderr = _run(cli, tight, "--output", str(config.parent / "out"))
     assert code == 1, stderr
-    assert set(_status(summary).values()) == {"skipped"}  # budgets are no stage input: nothing reruns
+    # budgets are no stage input: nothing reruns (the bottleneck has no section: off)
+    assert set(_status(summary).values()) == {"skipped", "off"} and _status(summary)["bottleneck"] == "off"
     missed = {b["name"] for b in summary["budgets"] if not b["holds"]}
     assert missed == {"latency_ms", "accuracy"}
     line = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
@@ -207,3 +209,45 @@ def test_given_weights_skip_training_and_stages_can_be_off(
     report = (tmp_path / "out" / "report.md").read_text()
     assert "weights given in the config" in report and "## Pruning" not in report
     assert "mobile (mobile-web) -> cloud (cloud)" in report
+
+
+def test_a_bottleneck_section_trains_one_and_the_plan_weighs_it(
+    cli, tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "dnnsplit.yaml"
+    config.write_text(
+        f"schema: dnnsplit/pipeline@1\noutput: out\nmodel: {{source: {tiny_checkpoint}, arch: {TINY}}}\n"
+        "data: digits\ntiers: {mobile: mobile-web, edge: edge}\nlinks: {mobile-edge: 3g}\n"
+        "profile: {threads: 1, warmup: 1, repeat: 3, strict: false}\n"
+        "bottleneck: {at: block1, channels: 4, epochs: 1, lambda: 0}\n"
+        "plan: {max_accuracy_drop: 100, session_requests: 0}\n"
+    )
+    code, summary, stderr = _run(cli, config)
+    assert code == 0, stderr
+    stages = {s["name"]: s for s in summary["stages"]}
+    out = tmp_path / "out"
+    state = yaml.safe_load((out / ".stages.yaml").read_text())
+    assert stages["bottleneck"]["status"] == "ran" and state["stages"]["bottleneck"]["result"]["trained"]
+    doc = yaml.safe_load((out / "bottleneck" / "bottleneck.yaml").read_text())
+    assert doc["at"] == "block1" and doc["code"]["shape"] == [1, 4, 8, 8]
+    block = yaml.safe_load((out / "plan.yaml").read_text())["boundary_codec"]
+    assert (
+        block["bottleneck"]["directory"] == str(out / "bottleneck") and block["bottleneck"]["refused"] is None
+    )
+    assert {o["codec"] for o in block["options"]} == {"none", "bottleneck"}
+    manifest = yaml.safe_load((out / "segments" / "manifest.yaml").read_text())
+    assert (manifest.get("codec") == "bottleneck") == (block["codec"] == "bottleneck")
+    # a second run skips it; the plan stage's inputs include bottleneck.yaml
+    code, summary, stderr = _run(cli, config)
+    assert code == 0, stderr
+    assert _status(summary)["bottleneck"] == "skipped"
+
+
+def test_a_bottleneck_section_without_its_cut_is_a_config_error(cli, tmp_path: Path) -> None:
+    config = tmp_path / "dnnsplit.yaml"
+    config.write_text(
+        "schema: dnnsplit/pipeline@1\noutput: out\nmodel: {source: torchvision:resnet18}\ndata: digits\n"
+        "tiers: {mobile: mobile-web, edge: edge}\nlinks: {mobile-edge: 3g}\nbottleneck: {channels: 8}\n"
+    )
+    code, _, stderr = _run(cli, config)
+    assert code == 2 and "bottleneck.at" in stderr and "missing key" in stderr
