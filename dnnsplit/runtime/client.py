@@ -42,6 +42,7 @@ from dnnsplit.runtime.wire import (
     coded_body,
     decode,
     encode,
+    image_headers,
     message_bytes,
 )
 from dnnsplit.splitting.chain import SegmentChain, SegmentRun, early_exit_answer
@@ -222,12 +223,14 @@ class CollaborativeClient:
         emulate: bool = True,
         split_at: int | None = None,
         metadata: dict[str, str] | None = None,
+        image: bytes | None = None,
     ) -> InferResult:
         """The model outputs for ``x`` (batch first); ``emulate`` False skips the link emulation (warm-up).
 
         ``split_at``: this request's first remote segment (an elastic client's cut; default: the client's);
         ``metadata``: more of the request's ``__metadata__`` (an elastic client's ``start``, ``cut``,
-        ``estimate``)."""
+        ``estimate``); ``image``: the frame ``x`` was made from, as a JPEG, sent instead of ``x`` when the
+        request starts at the model's input (the edge makes the same tensor from it, ``images.py``)."""
         start = time.perf_counter()
         cut = self.route(self.first_remote if split_at is None else split_at)
         stages = Stages()
@@ -245,7 +248,8 @@ class CollaborativeClient:
             stages.mobile_ms = sum(r.ms for r in runs)
         elif cut.remote:
             try:
-                answer = self._request(available, stages, self.link if emulate else None, cut, metadata)
+                link = self.link if emulate else None
+                answer = self._request(available, stages, link, cut, metadata, image)
                 available.update(answer)
             except _Unavailable as exc:
                 fallback = f"{exc}: ran the remaining segments here"
@@ -264,15 +268,20 @@ class CollaborativeClient:
         link: EmulatedLink | None,
         cut: _Route,
         metadata: dict[str, str] | None = None,
+        image: bytes | None = None,
     ) -> dict[str, np.ndarray]:
         deadline = time.monotonic() + self.timeout_s  # the whole request: upload, wait, answer
         meta = {"manifest": self.digest, **(metadata or {})}
-        message = encode({t.name: available[t.name] for t in cut.boundary}, meta)
-        body, coding = coded_body(message, self.coding)
-        stages.up_bytes = len(body)
         batch = int(available[self.chain.input_name].shape[0])
+        if image is not None and cut.first_remote == 0 and batch == 1:
+            body, kind = image, image_headers(meta)  # the frame's JPEG: a few kB, not the float32 tensor
+        else:
+            message = encode({t.name: available[t.name] for t in cut.boundary}, meta)
+            body, coding = coded_body(message, self.coding)
+            kind = {"content-type": CONTENT_TYPE, **coding}
+        stages.up_bytes = len(body)
         limit = cut.answer_bytes * batch + HEADER_SLACK  # more is not this split's answer: not worth reading
-        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body)), **coding}
+        headers = {**kind, "content-length": str(len(body))}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
         marks: dict[str, float] = {}

@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ from dnnsplit.runtime.estimate import (
 )
 from dnnsplit.splitting.manifest import Manifest
 
+INPUT_CODINGS = ("jpeg", "tensor")
+SENT_WINDOW = 16  # a cut's upload is priced at the mean of its last this many bodies
+
 
 @dataclass(frozen=True)
 class ElasticSettings:
@@ -49,6 +53,12 @@ class ElasticSettings:
         if not 0 <= self.hysteresis < 1:
             raise UsageError(f"--hysteresis must be in [0, 1) (got {self.hysteresis})", "pass 0.1, say")
         self.estimator.check()
+
+
+def check_input_coding(coding: str) -> str:
+    if coding not in INPUT_CODINGS:
+        raise UsageError(f"--input-coding must be jpeg or tensor (got '{coding}')", "pass jpeg or tensor")
+    return coding
 
 
 @dataclass
@@ -93,6 +103,7 @@ class ElasticClient:
         threads: int | None = None,
         slowdown: float = 1.0,
         settings: ElasticSettings | None = None,
+        coding: str | None = None,
     ) -> None:
         self.settings = settings or ElasticSettings()
         self.settings.check()
@@ -118,7 +129,11 @@ class ElasticClient:
             threads=threads,
             slowdown=slowdown,
             manifest=manifest,
+            coding=coding,
         )
+        # What each cut really sends (a frame's JPEG, a coded boundary), by boundary: the decision charges
+        # the mean of the last few instead of the plan's float32 bytes (``priced``).
+        self.sent: dict[int, deque[int]] = {}
         # Any candidate may run any piece here: every file is checked now (missing or changed: one line,
         # exit 2) and loaded, so a change of cut does not pay a session's load mid-stream.
         pieces = range(len(manifest.segments))
@@ -187,24 +202,47 @@ class ElasticClient:
         # A split whose all-local is not a candidate (--max-mobile-mb) and no edge: its cuts run here.
         return found or list(self.spec.boundaries)
 
-    def infer(self, x: np.ndarray) -> FrameResult:
+    def priced(self) -> ElasticSpec:
+        """The spec with each cut's upload at the mean of what it sent lately (the plan's bytes till then)."""
+        if not self.sent:
+            return self.spec
+        candidates = tuple(
+            replace(c, up_bytes=round(sum(self.sent[c.boundary]) / len(self.sent[c.boundary])))
+            if self.sent.get(c.boundary)
+            else c
+            for c in self.spec.candidates
+        )
+        return replace(self.spec, candidates=candidates)
+
+    def _record_sent(self, boundary: int, nbytes: int) -> None:
+        self.sent.setdefault(boundary, deque(maxlen=SENT_WINDOW)).append(nbytes)
+
+    def infer(self, x: np.ndarray, image: bytes | None = None) -> FrameResult:
+        """One frame ``x``; ``image``: its JPEG, sent instead of ``x`` by a cut that starts at the input (and
+        what such a cut is charged: the mean of the JPEGs seen lately, this one's included)."""
         probe_ms = None
         if self.settings.probe and self.client.edge_url and self.estimator.needs_probe():
             probe_ms = self.probe()
+        if image is not None:
+            self._record_sent(0, len(image))
         context = self.estimator.context()
-        decision = decide(self.spec, context, self.allowed(), self.current, self.settings.hysteresis)
+        spec = self.priced()
+        decision = decide(spec, context, self.allowed(), self.current, self.settings.hysteresis)
         note = None
         try:
-            result = self._run(x, decision)
+            result = self._run(x, decision, image)
         except UnservedCut as exc:
             self.starts = tuple(exc.starts)
-            again = decide(self.spec, context, self.allowed())
+            again = decide(spec, context, self.allowed())
             note = (
                 f"the edge lacks cut {decision.candidate.name} (it starts at segments {list(exc.starts)}): "
                 f"ran {again.candidate.name}"
             )
             decision = again
-            result = self._run(x, decision)
+            result = self._run(x, decision, image)
+        boundary = decision.candidate.boundary
+        if result.stages.up_bytes and not (boundary == 0 and image is not None):
+            self._record_sent(boundary, result.stages.up_bytes)
         if result.fallback:
             note = f"{note}; {result.fallback}" if note else result.fallback
         changes = tuple(self.estimator.observe(self._observation(result, decision.candidate.boundary)))
@@ -217,14 +255,14 @@ class ElasticClient:
         for x in frames:
             yield self.infer(x)
 
-    def _run(self, x: np.ndarray, decision: Decision) -> InferResult:
+    def _run(self, x: np.ndarray, decision: Decision, image: bytes | None = None) -> InferResult:
         boundary = decision.candidate.boundary
         metadata = {
             "start": str(boundary),
             "cut": decision.candidate.name,
             "estimate": json.dumps({k: round(v, 4) for k, v in decision.context.to_dict().items()}),
         }
-        return self.client.infer(x, split_at=boundary, metadata=metadata)
+        return self.client.infer(x, split_at=boundary, metadata=metadata, image=image)
 
     def _observation(self, result: InferResult, boundary: int) -> Observation:
         s = result.stages
@@ -336,6 +374,8 @@ class StreamRequest:
     threads: int | None = None
     top: int = 1  # classes per frame in its row
     settings: ElasticSettings = field(default_factory=ElasticSettings)
+    input_coding: str = "jpeg"  # image frames go up as their JPEG (jpeg) or as the float32 tensor
+    coding: str | None = None  # the upload's lossless coding (default: the split's plan's)
 
 
 def run_stream(
@@ -343,17 +383,21 @@ def run_stream(
 ) -> tuple[list[dict[str, Any]], StreamSummary, list[str]]:
     """Run the frames one after another: an elastic split re-cut per frame, a plain one at its cut.
     Per frame a row (``FrameResult.to_dict`` and its top classes), the summary, and the client's notes."""
-    from dnnsplit.images import load_inputs
+    from dnnsplit.images import load_frames
     from dnnsplit.runtime.labels import top_classes
 
+    check_input_coding(request.input_coding)
     manifest = Manifest.load(request.directory)
-    batch = load_inputs(request.source, manifest.input.shape)
+    frames = load_frames(request.source, manifest.input.shape)
+    batch = frames.tensors
+    jpegs = frames.jpegs if request.input_coding == "jpeg" else None
     total = request.count or len(batch)
     options: dict[str, Any] = {
         "token": request.token,
         "link": request.link,
         "timeout_s": request.timeout_s,
         "threads": request.threads,
+        "coding": request.coding,
     }
     client: Any = (
         ElasticClient(request.directory, request.edge_url, settings=request.settings, **options)
@@ -369,11 +413,12 @@ def run_stream(
             if progress is not None:
                 progress("frames", i, total)
             x = batch[i % len(batch) : i % len(batch) + 1]
+            image = jpegs[i % len(batch)] if jpegs else None
             if manifest.elastic:
-                frame = client.infer(x)
+                frame = client.infer(x, image)
                 result, cut, row, note = frame.result, frame.cut, frame.to_dict(), frame.note
             else:
-                result = client.infer(x)
+                result = client.infer(x, image=image)
                 cut, note = f"fixed (from segment {client.first_remote + 1})", result.fallback
                 row = {
                     "frame": i,

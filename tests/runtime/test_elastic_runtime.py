@@ -107,7 +107,9 @@ def test_an_edge_lacking_a_cut_gets_the_best_one_it_has(
         # frames measure the phone's real speed; whatever they pick is the best the edge has.
         assert frames[0].cut == "cut-1"
         for f in frames:
-            assert f.decision.candidate == decide(client.spec, f.decision.context, [1, 2]).candidate or f.decision.kept
+            # (by name: the decision charged cut-1 what it really sent, the plan's 32 bytes plus the header)
+            best = decide(client.priced(), f.decision.context, [1, 2]).candidate
+            assert f.decision.candidate.name == best.name or f.decision.kept
         # A client that could not ask first is refused at the request, and runs the frame again at once.
         monkeypatch.setattr(ElasticClient, "_edge_starts", lambda self: None)
         with slow_phone(ElasticClient(elastic, edge.url, link=FAST)) as blind:
@@ -171,3 +173,50 @@ def test_infer_streams_frames_and_says_which_cut_ran(cli, elastic: Path, tmp_pat
     assert document["summary"]["frames"] == 5 and sum(document["summary"]["cuts"].values()) == 5
     code, stdout, stderr = cli("infer", elastic, "--edge", "http://127.0.0.1:9", "--frames", frames, "--input", frames)
     assert code == 2 and "give either --input or --frames" in stderr
+
+
+def test_jpeg_frames_go_up_as_jpeg_and_the_decision_charges_their_bytes(
+    cli, elastic: Path, edge_only: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from dnnsplit.images import load_frames
+    from dnnsplit.partition.elastic import predict_ms
+    from tests.runtime.test_image_input import _jpeg, _picture
+
+    frames = tmp_path / "jpegs"
+    frames.mkdir()
+    for k in range(2):
+        (frames / f"{k}.jpg").write_bytes(_jpeg(_picture(seed=k)))
+    loaded = load_frames(frames, (1, 3, 32, 32))
+    sizes = [len(j) for j in loaded.jpegs]
+    with serving(elastic, ServeSettings(tier="edge")) as edge:
+        with ElasticClient(elastic, edge.url, link=FAST, slowdown=PHONE_SCALE) as client:
+            ran = [client.infer(loaded.tensors[k : k + 1], loaded.jpegs[k]) for k in (0, 1, 0, 1)]
+            priced = client.priced()
+    # all-edge is charged the mean of the JPEGs seen, not the 12 kB float32 input, and sends each one
+    assert priced.candidate_at(0).up_bytes == round((sizes[0] + sizes[1]) / 2)
+    assert priced.candidate_at(0).up_bytes < client.spec.candidate_at(0).up_bytes / 3
+    frame = ran[-1]
+    assert frame.decision.costs["all-edge"] == pytest.approx(
+        predict_ms(priced, priced.candidate_at(0), frame.decision.context)
+    )
+    assert [f.cut for f in ran[1:]].count("all-edge") >= 2, [(f.cut, f.decision.costs) for f in ran]
+    for k, f in enumerate(ran):
+        if f.cut == "all-edge":
+            assert f.result.stages.up_bytes == sizes[k % 2] and f.result.fallback is None
+    # the CLI: --input-coding jpeg (the default) sends the file, tensor the float32 input; same answer
+    runs = {}
+    with serving(edge_only, ServeSettings(tier="edge")) as edge:
+        for coding in ("jpeg", "tensor"):
+            code, stdout, stderr = cli(
+                "infer", edge_only, "--edge", edge.url, "--input", frames / "0.jpg", "--input-coding", coding,
+                "--format", "json",
+            )  # fmt: skip
+            assert code == 0, stderr
+            runs[coding] = json.loads(stdout)
+        code, _, stderr = cli("infer", edge_only, "--edge", edge.url, "--input", frames / "0.jpg", "--input-coding", "png")
+        assert code == 2 and "--input-coding must be jpeg or tensor" in stderr
+    assert runs["jpeg"]["stages"]["up_bytes"] == sizes[0]
+    assert runs["tensor"]["stages"]["up_bytes"] > 3 * 32 * 32 * 4
+    assert runs["jpeg"]["top"] == runs["tensor"]["top"]  # a JPEG file: the same tensor on the edge
