@@ -48,11 +48,25 @@ class ElasticSettings:
     hysteresis: float = 0.1  # keep the current cut unless another is predicted this much faster
     probe: bool = True  # probe an idle link (see estimate.py)
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    # An offloaded request is abandoned (and finished here) past deadline_factor x its predicted time beyond
+    # the phone (upload, edge, answer) plus deadline_slack_ms; 0 turns that off (only --timeout holds).
+    deadline_factor: float = 3.0
+    deadline_slack_ms: float = 100.0
 
     def check(self) -> None:
         if not 0 <= self.hysteresis < 1:
             raise UsageError(f"--hysteresis must be in [0, 1) (got {self.hysteresis})", "pass 0.1, say")
+        if self.deadline_factor != 0 and self.deadline_factor < 1:
+            raise UsageError(
+                f"the deadline factor must be 0 (off) or at least 1 (got {self.deadline_factor})", "pass 3"
+            )
         self.estimator.check()
+
+    def deadline_s(self, remote_ms: float) -> float | None:
+        """The deadline of a request predicted to take ``remote_ms`` past the phone's segments."""
+        if self.deadline_factor == 0:
+            return None
+        return (self.deadline_factor * remote_ms + self.deadline_slack_ms) / 1000
 
 
 def check_input_coding(coding: str) -> str:
@@ -83,6 +97,7 @@ class FrameResult:
             "latency_ms": self.result.stages.total_ms,
             "stages": self.result.stages.to_dict(),
             "fallback": self.result.fallback,
+            "abandoned": self.result.abandoned,
             "note": self.note,
             "probe_ms": self.probe_ms,
             "changes": list(self.changes),
@@ -262,7 +277,16 @@ class ElasticClient:
             "cut": decision.candidate.name,
             "estimate": json.dumps({k: round(v, 4) for k, v in decision.context.to_dict().items()}),
         }
-        return self.client.infer(x, split_at=boundary, metadata=metadata, image=image)
+        phone_ms = self.spec.phone_ms(boundary) / decision.context.phone_speed
+        return self.client.infer(
+            x,
+            split_at=boundary,
+            metadata=metadata,
+            image=image,
+            deadline_s=self.settings.deadline_s(max(decision.predicted_ms - phone_ms, 0.0)),
+            on_upload=self.estimator.observe_upload,
+            on_abandon=self.estimator.observe_abandoned,
+        )
 
     def _observation(self, result: InferResult, boundary: int) -> Observation:
         s = result.stages
@@ -337,6 +361,7 @@ class StreamSummary:
     switches: int  # frames whose cut differs from the previous frame's
     fallbacks: int
     notes: int
+    abandoned: int = 0  # fallbacks of requests that ran past their own deadline
     decision_ms_p99: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -356,6 +381,7 @@ def summarize(cuts: list[str], results: list[InferResult], notes: list[str | Non
         cuts=counts,
         switches=sum(1 for a, b in zip(cuts, cuts[1:], strict=False) if a != b),
         fallbacks=sum(1 for r in results if r.fallback),
+        abandoned=sum(1 for r in results if r.abandoned),
         notes=sum(1 for n in notes if n),
     )
 
