@@ -220,3 +220,103 @@ def test_jpeg_frames_go_up_as_jpeg_and_the_decision_charges_their_bytes(
     assert runs["jpeg"]["stages"]["up_bytes"] == sizes[0]
     assert runs["tensor"]["stages"]["up_bytes"] > 3 * 32 * 32 * 4
     assert runs["jpeg"]["top"] == runs["tensor"]["top"]  # a JPEG file: the same tensor on the edge
+
+
+MEDIUM = LinkSpec(20.0, 20.0, 2.0, name="medium")
+
+
+def _learn_the_fast_link(client: ElasticClient) -> None:
+    """Two probes of the 20 Mbit/s link (sized for the plan's 5.85: 29 kB, 12 ms)."""
+    for _ in range(2):
+        client.probe()
+    assert client.estimator.context().up_mbps > 12 and client.estimator.context().rtt_ms < 20
+
+
+def test_a_request_stuck_on_a_link_that_dropped_is_abandoned_and_finished_here(
+    elastic: Path, whole, sample: np.ndarray
+) -> None:
+    """All-edge on a 20 Mbit/s link; the link drops to 0.1 Mbit/s: the next upload (12 kB, 1 s) runs past its
+    deadline (3x its prediction + 100 ms), is abandoned and finished on the phone; what the link took of
+    it drops the estimate at once, so the frame after keeps the input on the phone. No frame is lost."""
+    with (
+        serving(elastic, ServeSettings(tier="edge")) as edge,
+        ElasticClient(elastic, edge.url, link=MEDIUM, slowdown=PHONE_SCALE) as client,
+    ):
+        _learn_the_fast_link(client)
+        frames = [client.infer(sample) for _ in range(3)]
+        assert [f.cut for f in frames[1:]] == ["all-edge", "all-edge"]
+        client.client.link.retune(LinkSpec(0.1, 0.1, 2.0, name="slower"))
+        frames += [client.infer(sample) for _ in range(3)]
+        metrics = httpx.get(f"{edge.url}/metrics").text
+    stuck = frames[3]
+    predicted_remote = stuck.decision.predicted_ms - client.spec.phone_ms(0)
+    assert stuck.cut == "all-edge" and stuck.result.abandoned and "abandoned after" in stuck.note
+    assert stuck.result.stages.total_ms < 3 * predicted_remote + 100 + 1000  # not the 1 s upload and more
+    assert stuck.changes == ("uplink",), (stuck.to_dict(), client.estimator.up.value)
+    assert stuck.to_dict()["abandoned"] is True
+    assert frames[4].decision.context.up_mbps < 0.2 and frames[4].cut in {"cut-1", "all-local"}
+    assert not any(f.result.abandoned for f in frames[4:])
+    for f in frames:
+        np.testing.assert_allclose(f.result.outputs["logits"], whole(sample), rtol=1e-5, atol=1e-6)
+    from dnnsplit.runtime.elastic import summarize
+
+    summary = summarize([f.cut for f in frames], [f.result for f in frames], [f.note for f in frames])
+    assert summary.abandoned == 1 and summary.fallbacks == 1 and summary.frames == 6
+    assert 'dnnsplit_requests_total{path="/v1/infer",status="499",tier="edge"}' in metrics or stuck.result.abandoned
+
+
+def test_a_long_upload_is_measured_while_it_goes(elastic: Path, sample: np.ndarray) -> None:
+    """No deadline: an all-edge upload of 12 kB at 0.1 Mbit/s (about 1 s) is timed every 0.25 s, so the
+    step is complete before the answer is in, from the upload's own bytes."""
+    patient = ElasticSettings(deadline_factor=0)
+    with (
+        serving(elastic, ServeSettings(tier="edge")) as edge,
+        ElasticClient(elastic, edge.url, link=MEDIUM, slowdown=PHONE_SCALE, settings=patient) as client,
+    ):
+        _learn_the_fast_link(client)
+        for _ in range(3):
+            client.infer(sample)
+        client.client.link.retune(LinkSpec(0.1, 0.1, 2.0, name="slower"))
+        windows: list[float] = []
+        observe = client.estimator.observe_upload
+        client.estimator.observe_upload = lambda n, ms, now=None: windows.append(n * 8 / ms / 1000) or observe(n, ms)
+        frame = client.infer(sample)
+    assert frame.cut == "all-edge" and frame.result.fallback is None and not frame.result.abandoned
+    # (the emulated link paces in 1 kB chunks, 82 ms each here: a 0.25 s window holds 3 or 4 of them)
+    assert len(windows) >= 2 and all(0.6 < w / 0.1 < 1.4 for w in windows), windows
+    assert float(np.mean(windows)) == pytest.approx(0.1, rel=0.15), windows
+    assert "uplink" in frame.changes and frame.result.stages.upload_ms > 800
+    assert client.estimator.context().up_mbps == pytest.approx(0.1, rel=0.3)
+
+
+def test_an_elastic_split_sends_its_boundaries_with_the_plans_coding(tiny_model, whole, tmp_path: Path) -> None:
+    """A plan priced with zstd on the boundaries (``plan --boundaries``): the elastic split's manifest says
+    so and its client sends every cut coded (here: a dark frame, 12 kB of zeros, in a few dozen bytes)."""
+    import yaml
+
+    from dnnsplit.partition.plan_file import load_plan
+    from dnnsplit.splitting.elastic import split_elastic
+    from dnnsplit.splitting.manifest import Manifest
+    from dnnsplit.splitting.split import SplitSettings
+    from tests.fixtures.elastic import tiny_plan
+
+    plan = tiny_plan(tiny_model, tmp_path / "plan.yaml")
+    document = yaml.safe_load(plan.read_text())
+    document["boundary_codec"] = {"codec": "none", "lossless": "zstd", "tensors": [], "weighed": []}
+    plan.write_text(yaml.safe_dump(document))
+    directory = tmp_path / "coded"
+    split_elastic(tiny_model, directory, SplitSettings(simplify=False, validate=1), plan, load_plan(plan))
+    assert Manifest.load(directory).origin["coding"] == "zstd"
+    dark = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    with (
+        serving(directory, ServeSettings(tier="edge")) as edge,
+        ElasticClient(directory, edge.url, link=FAST, slowdown=PHONE_SCALE) as client,
+    ):
+        assert client.client.coding == "zstd"
+        frames = [client.infer(dark) for _ in range(3)]
+    offloaded = [f for f in frames if f.cut != "all-local"]
+    assert offloaded, [f.cut for f in frames]
+    for f in offloaded:
+        assert f.result.fallback is None and f.result.stages.up_bytes < 1000
+        np.testing.assert_allclose(f.result.outputs["logits"], whole(dark), rtol=1e-5, atol=1e-6)
+    assert client.priced().candidate_at(offloaded[-1].decision.candidate.boundary).up_bytes < 1000
