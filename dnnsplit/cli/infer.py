@@ -35,6 +35,7 @@ Examples:
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link 3g --coding zstd
 
   dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --stream 100 --link 4g
+  dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --input-coding tensor
 
 A split written by `split --elastic` is re-cut for every frame: the client estimates its uplink, round
 trip, its own speed and the edge's load, and runs the cut that is fastest for that estimate; each frame

@@ -85,6 +85,7 @@ class FrameResult:
     note: str | None = None  # the edge lacked the chosen cut, or failed (the fallback), and what ran instead
     probe_ms: float | None = None  # a probe of the idle link before this frame
     changes: tuple[str, ...] = ()  # the quantities whose step this frame's measurements completed
+    decision_ms: float | None = None  # what pricing the candidates and choosing took
 
     @property
     def cut(self) -> str:
@@ -101,6 +102,7 @@ class FrameResult:
             "note": self.note,
             "probe_ms": self.probe_ms,
             "changes": list(self.changes),
+            "decision_ms": self.decision_ms,
         }
 
 
@@ -162,9 +164,20 @@ class ElasticClient:
         chain.run_segments({chain.input_name: zeros}, pieces)
         chain.slowdown = slowdown
         self.estimator = ContextEstimator(self.spec.reference, self.settings.estimator)
+        # Then one timed run: the phone's speed is known before the first decision (a fast link keeps every
+        # request on the edge, and nothing run here would ever tell how fast the phone is).
+        if self.spec.phone_ms(len(self.spec.pieces)) > 0:
+            runs = chain.run_segments({chain.input_name: zeros}, pieces)
+            self.estimator.observe(
+                Observation(
+                    phone_profiled_ms=self.spec.phone_ms(len(self.spec.pieces)),
+                    phone_ms=sum(r.ms for r in runs),
+                )
+            )
         self.current: int | None = None
         self.frames = 0
         self.everything = len(self.spec.pieces)
+        self.edge_max_body = 65_536  # what a probe may send at most (the edge's --max-body-mb says more)
         self.starts: tuple[int, ...] | None = self._edge_starts() if edge_url else ()
         self.notes: list[str] = []
         missing = [c.name for c in self.spec.candidates if not self._allowed(c.boundary)]
@@ -194,6 +207,7 @@ class ElasticClient:
         try:
             answer = httpx.get(f"{self.client.edge_url}/v1/manifest", headers=headers, timeout=5.0)
             served = answer.json()["served"]
+            self.edge_max_body = int(served.get("max_body_bytes", self.edge_max_body))
             if served.get("split") != self.client.digest:
                 return ()
             if "starts" in served:
@@ -240,9 +254,11 @@ class ElasticClient:
             probe_ms = self.probe()
         if image is not None:
             self._record_sent(0, len(image))
+        t0 = time.perf_counter()
         context = self.estimator.context()
         spec = self.priced()
         decision = decide(spec, context, self.allowed(), self.current, self.settings.hysteresis)
+        decision_ms = (time.perf_counter() - t0) * 1000
         note = None
         try:
             result = self._run(x, decision, image)
@@ -262,7 +278,7 @@ class ElasticClient:
             note = f"{note}; {result.fallback}" if note else result.fallback
         changes = tuple(self.estimator.observe(self._observation(result, decision.candidate.boundary)))
         self.current = decision.candidate.boundary
-        frame = FrameResult(self.frames, result, decision, note, probe_ms, changes)
+        frame = FrameResult(self.frames, result, decision, note, probe_ms, changes, decision_ms)
         self.frames += 1
         return frame
 
@@ -313,7 +329,7 @@ class ElasticClient:
         connection = self.client.connection
         if connection is None:
             return None
-        data = os.urandom(self.estimator.probe_bytes())
+        data = os.urandom(min(self.estimator.probe_bytes(), self.edge_max_body))
         link = self.client.link
         headers = {"content-type": "application/octet-stream", "content-length": str(len(data))}
         if self.client.token:
@@ -334,6 +350,10 @@ class ElasticClient:
         if answer.status != 200 or "read-ms" not in edge:
             self.estimator.last_uplink_sample = time.monotonic()
             return wall_ms
+        # A probe read too fast to time says the link is much faster than the estimate it was sized for:
+        # the next one is 4x bigger (back to 1x once one measures).
+        too_short = edge["read-ms"] < self.estimator.settings.min_transfer_ms
+        self.estimator.probe_boost = min(self.estimator.probe_boost * 4, 64) if too_short else 1
         self.estimator.observe(
             Observation(
                 up_bytes=len(data),

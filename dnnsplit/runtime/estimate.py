@@ -168,6 +168,7 @@ class ContextEstimator:
         self.last_uplink_sample = time.monotonic()
         self.changes: list[str] = []  # what the last observation detected as a step
         self.in_flight_changes: list[str] = []  # ... and the in-flight samples since (observe_upload)
+        self.probe_boost = 1.0  # x4 after each probe read too fast to time (the link got much better)
 
     def context(self) -> Context:
         up = max(self.up.value, 1e-3)
@@ -240,7 +241,7 @@ class ContextEstimator:
 
     def probe_bytes(self) -> int:
         low, high = self.settings.probe_bytes
-        size = self.context().up_mbps * 1000 / 8 * self.settings.probe_ms
+        size = self.context().up_mbps * 1000 / 8 * self.settings.probe_ms * self.probe_boost
         return int(min(max(size, low), high))
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,8 +44,9 @@ def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole,
             frames.append(client.infer(sample))
         metrics = httpx.get(f"{edge.url}/metrics").text
     want = whole(sample)
-    for f in frames:  # every frame answered, by the edge, with the whole model's logits
-        assert f.result.fallback is None and f.note is None
+    for i, f in enumerate(frames):  # every frame answered, by the edge, with the whole model's logits ...
+        # ... but the one whose upload the slowed link caught: abandoned at its deadline, finished here
+        assert (f.result.fallback is None and f.note is None) or (i == 8 and f.result.abandoned), f.note
         np.testing.assert_allclose(f.result.outputs["logits"], want, rtol=1e-5, atol=1e-6)
     cuts = [f.cut for f in frames]
     seen = [(f.cut, f"{f.result.stages.total_ms:.0f} ms", f.decision.context) for f in frames]  # on failure
@@ -61,7 +62,8 @@ def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole,
     assert frames[10].to_dict()["estimate"]["up_mbps"] == frames[10].decision.context.up_mbps
     for f in frames[9:]:  # cut-1 sends the 32-byte pooled features, all-local nothing
         assert f.result.stages.up_bytes < 1000
-    assert f'dnnsplit_cut_requests_total{{cut="all-edge",start="0",tier="edge"}} {cuts.count("all-edge")}.0' in metrics
+    served = sum(1 for f in frames if f.cut == "all-edge" and not f.result.abandoned)  # (abandoned: not served)
+    assert f'dnnsplit_cut_requests_total{{cut="all-edge",start="0",tier="edge"}} {served}.0' in metrics
     if "cut-1" in cuts:
         assert f'dnnsplit_cut_requests_total{{cut="cut-1",start="1",tier="edge"}} {cuts.count("cut-1")}.0' in metrics
     assert 'dnnsplit_client_estimate{quantity="up_mbps",tier="edge"}' in metrics
@@ -93,7 +95,8 @@ def test_an_edge_lacking_a_cut_gets_the_best_one_it_has(
     eager = ElasticSettings(estimator=EstimatorSettings(probe_idle_s=0.0))  # and a probe before every frame
 
     def slow_phone(client: ElasticClient) -> ElasticClient:
-        client.estimator.observe(Observation(phone_profiled_ms=1.0, phone_ms=100.0))
+        for _ in range(2):  # (the client timed its phone once at start: a step takes two samples)
+            client.estimator.observe(Observation(phone_profiled_ms=1.0, phone_ms=100.0))
         return client
 
     # An edge started on the last piece only: it cannot take the raw input (all-edge).
