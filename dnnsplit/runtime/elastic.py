@@ -351,7 +351,7 @@ class ElasticClient:
             self.estimator.last_uplink_sample = time.monotonic()
             return wall_ms
         # A probe read too fast to time says the link is much faster than the estimate it was sized for:
-        # the next one is 4x bigger (back to 1x once one measures).
+        # the next one, before the next frame, is 4x bigger (back to 1x once one measures).
         too_short = edge["read-ms"] < self.estimator.settings.min_transfer_ms
         self.estimator.probe_boost = min(self.estimator.probe_boost * 4, 64) if too_short else 1
         self.estimator.observe(
@@ -365,7 +365,10 @@ class ElasticClient:
                 edge_concurrency=int(edge.get("concurrency", 1)),
             )
         )
-        self.estimator.last_uplink_sample = time.monotonic()
+        # Probe again before the next frame when this one said nothing, or saw a faster link that a second
+        # sample must confirm (requests on a fast link are mostly too short to time): else after idling.
+        again = too_short or self.estimator.up.held_above()
+        self.estimator.last_uplink_sample = 0.0 if again else time.monotonic()
         return wall_ms
 
 

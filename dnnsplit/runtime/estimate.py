@@ -77,6 +77,10 @@ class Tracker:
     def _log(self, x: float) -> float:
         return math.log(x + self.floor)
 
+    def held_above(self) -> bool:
+        """Whether a sample above the estimate is held back, waiting for a second one to make a step."""
+        return bool(self._held) and self._held[-1] > self.value
+
     def force(self, value: float) -> None:
         """Jump to ``value`` (a step known for sure, not one to confirm)."""
         self.samples += 1
