@@ -508,8 +508,9 @@ def main() -> None:
             model, _, rounds = item.partition(":")
             run = phased(model, args.phase_s, int(rounds or 1), args.warmup_s)
             if "skipped" in run:
-                phases = run
-                break
+                if not runs:
+                    write(results, load, run)
+                return
             runs.append(run)
             phases = {"runs": runs, "load_after": open("/proc/loadavg").read().split()[:3]}
             write(results, load, phases)  # after every model: a long run that is cut short keeps what it had
