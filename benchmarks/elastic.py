@@ -5,13 +5,17 @@ For each model: its profile (onnxruntime, per node; kept under .cache/bench-prof
 rtt 2-150 ms, phone 0.5-2x, edge load 1-8x) timed, its candidates, and ``decide`` timed over random
 contexts (target: p99 < 1 ms), checked against ``evaluate`` of every candidate on the rescaled problem.
 
-Then the phased run (root only: two network namespaces and tbf, as benchmarks/runtime_bench.py): resnet18
-split with ``--elastic`` from its 4g plan, the edge in one namespace, the phone's client in the other (its
-compute stretched to the mobile-web preset's 6x, 20 ms RTT added in-process), the link's rate changed by tbf
-in phases (30 -> 1 -> 8 -> 0.2 -> 30 Mbit/s); the elastic client and every static candidate run the same
-schedule one after another; per phase p50/p95, the estimator's uplink against the shaped rate, settling.
+Then the phased run (root only: two network namespaces and tbf, as benchmarks/runtime_bench.py): each model
+of ``--phase-models`` split with ``--elastic`` from its 4g plan, the edge in one namespace, the phone's
+client in the other (its compute stretched to the mobile-web preset's 6x, 20 ms RTT added in-process), the
+link's rate changed by tbf in phases (30 -> 1 -> 8 -> 0.2 -> 30 Mbit/s). Every configuration (the elastic
+client, every static candidate cut, all-local, all-edge) sends the same camera frame: its JPEG where the cut
+starts at the input, the split's (coded) boundary otherwise. They run the whole schedule in turns, ROUNDS
+times (order reversed every other round); per phase p50/p95/mean, the best static, the estimator's uplink
+against the shaped rate, settling, abandoned requests, the decision's p99, and the issue's floors.
 
     python benchmarks/elastic.py [--models resnet18,mobilenet_v3_small] [--decisions 20000] [--phase-s 20]
+        [--phase-models resnet18:2,mobilenet_v3_small:1] [--warmup-s 40] [--skip-phases]
 """
 
 from __future__ import annotations
@@ -192,10 +196,29 @@ def elastic_dir(model: str) -> Path:
     return directory
 
 
+def frame_jpeg_bytes() -> bytes:
+    """The benchmark's camera frame: a 320x240 synthetic scene (smooth shapes, sensor noise) as a
+    quality-90 JPEG, the same bytes for every configuration."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:240, 0:320] / 240
+    rgb = np.stack([np.sin(5 * x + c) * np.cos(3 * y - 2 * c) + 0.5 * np.sin(17 * x * y + c) for c in range(3)], -1)
+    rgb = rgb * 70 + 128 + rng.normal(0, 4, rgb.shape)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(out, format="JPEG", quality=90)
+    return out.getvalue()
+
+
 def phase_client(args: argparse.Namespace) -> None:
-    """Inside the phone's namespace: requests back to back until the schedule ends; one JSON line out."""
+    """Inside the phone's namespace: requests back to back until the schedule ends; one JSON line out.
+    Every configuration sends the same frame: its JPEG where a cut starts at the input, else the boundary
+    (with the split's coding)."""
     import runtime_bench as rb
 
+    from dnnsplit.images import load_image
     from dnnsplit.partition.network import LinkSpec
     from dnnsplit.runtime.client import CollaborativeClient
     from dnnsplit.runtime.elastic import ElasticClient
@@ -207,7 +230,8 @@ def phase_client(args: argparse.Namespace) -> None:
     manifest = Manifest.load(directory)
     rtt = LinkSpec(up_mbps=1e5, down_mbps=1e5, rtt_ms=RTT_MS, radio=None, name="rtt")
     pieces = len(manifest.segments)
-    x = np.random.default_rng(0).standard_normal(manifest.input.shape).astype(np.float32)
+    image = frame_jpeg_bytes()
+    x = load_image(image, manifest.input.shape)
     common: dict[str, Any] = {"token": args.token, "link": rtt, "timeout_s": 600, "threads": 2}
     boundary = pieces
     if args.config == "elastic":
@@ -218,19 +242,32 @@ def phase_client(args: argparse.Namespace) -> None:
         client = CollaborativeClient(directory, remote, slowdown=args.slowdown, split_at=boundary, **common)
         for i in range(pieces):
             client.chain.session(i)
-        client.infer(x, emulate=False, split_at=boundary, metadata={"start": str(boundary)})
+        client.infer(x, emulate=False, split_at=boundary, metadata={"start": str(boundary)}, image=image)
     rows = []
     while time.time() < args.start:
         time.sleep(0.01)
     while time.time() < args.end:
         t = time.time() - args.start
+        decision_ms = None
         if args.config == "elastic":
-            frame = client.infer(x)
-            ms, cut, up = frame.result.stages.total_ms, frame.cut, frame.decision.context.up_mbps
+            frame = client.infer(x, image)
+            result, cut, up = frame.result, frame.cut, frame.decision.context.up_mbps
+            decision_ms = frame.decision_ms
         else:
-            result = client.infer(x, split_at=boundary, metadata={"start": str(boundary)})
-            ms, cut, up = result.stages.total_ms, args.config, None
-        rows.append({"t": t, "ms": ms, "cut": cut, "up_est": up})
+            result = client.infer(x, split_at=boundary, metadata={"start": str(boundary)}, image=image)
+            cut, up = args.config, None
+        rows.append(
+            {
+                "t": t,
+                "ms": result.stages.total_ms,
+                "cut": cut,
+                "up_est": up,
+                "up_bytes": result.stages.up_bytes,
+                "abandoned": result.abandoned,
+                "fallback": result.fallback is not None,
+                "decision_ms": decision_ms,
+            }
+        )
     client.close()
     print(json.dumps(rows))
 
@@ -246,7 +283,10 @@ def serve_elastic(args: argparse.Namespace) -> None:
     run_server(TierService(Manifest.load(directory), directory, settings))
 
 
-def phased(model: str, phase_s: float) -> dict[str, Any]:
+WARMUP_S = 40.0  # the client loads its sessions and runs every piece once before the schedule starts
+
+
+def phased(model: str, phase_s: float, rounds: int, warmup_s: float = WARMUP_S) -> dict[str, Any]:
     import secrets
     import subprocess
     import sys
@@ -266,15 +306,20 @@ def phased(model: str, phase_s: float) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     me = str(Path(__file__).resolve())
     runs: dict[str, list[dict[str, Any]]] = {}
+    per_round: dict[str, list[float]] = {}
     server = subprocess.Popen(
         ["ip", "netns", "exec", rb.NS_EDGE, sys.executable, me, "--serve", str(directory), "--token", token],
         env=env,
         stderr=subprocess.DEVNULL,
     )
     try:
-        for config in ["elastic", *names]:
+        configs = ["elastic", *names]
+        # In turns: every configuration runs the whole schedule once per round, the order reversed in every
+        # other round, so that each one sees the machine's load of the same minutes.
+        turns = [c for r in range(rounds) for c in (configs if r % 2 == 0 else configs[::-1])]
+        for config in turns:
             rb.shape(LinkSpec(PHASES[0], PHASES[0], 0.0, radio=None))
-            start = time.time() + 60  # the client loads its sessions and warms up first
+            start = time.time() + warmup_s
             end = start + phase_s * len(PHASES)
             command = [
                 "ip", "netns", "exec", rb.NS_MOB, sys.executable, me, "--phase-client", str(directory),
@@ -286,13 +331,21 @@ def phased(model: str, phase_s: float) -> dict[str, Any]:
                     time.sleep(0.01)
                 rb.shape(LinkSpec(rate, rate, 0.0, radio=None))
             stdout, _ = client.communicate(timeout=phase_s * len(PHASES) + 900)
-            runs[config] = json.loads(stdout.strip().splitlines()[-1])
-            print(f"  {config}: {len(runs[config])} requests", flush=True)
+            rows = json.loads(stdout.strip().splitlines()[-1])
+            runs.setdefault(config, []).extend(rows)
+            per_round.setdefault(config, []).append(float(np.mean([r["ms"] for r in rows])) if rows else None)
+            print(f"  {model} {config}: {len(rows)} requests, mean {per_round[config][-1]}", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
         rb.netns_down()
-    return summarize_phases(runs, phase_s)
+    return {
+        **summarize_phases(runs, phase_s),
+        "model": model,
+        "rounds": rounds,
+        "round_means_ms": per_round,
+        "jpeg_bytes": len(frame_jpeg_bytes()),
+    }
 
 
 def summarize_phases(runs: dict[str, list[dict[str, Any]]], phase_s: float) -> dict[str, Any]:
@@ -308,13 +361,42 @@ def summarize_phases(runs: dict[str, list[dict[str, Any]]], phase_s: float) -> d
                 "p95_ms": float(np.percentile(ms, 95)) if ms else None,
                 "cuts": sorted({r["cut"] for r in rows if lo <= r["t"] < hi}),
             }
+            row["configs"][config]["mean_ms"] = float(np.mean(ms)) if ms else None
+            row["configs"][config]["abandoned"] = sum(1 for r in rows if lo <= r["t"] < hi and r.get("abandoned"))
         elastic = [r for r in runs.get("elastic", []) if lo <= r["t"] < hi]
-        settled = next((r["t"] - lo for r in elastic if abs(r["up_est"] / rate - 1) <= 0.25), None)
+        # Settled: the first request of the phase (pooled over rounds, by time into the phase) from which on
+        # the estimate stays within 25% of the shaped rate in at least 80% of the requests.
+        elastic.sort(key=lambda r: r["t"])
+        close = [abs(r["up_est"] / rate - 1) <= 0.25 for r in elastic]
+        settled = next(
+            (elastic[i]["t"] - lo for i in range(len(close)) if close[i] and np.mean(close[i:]) >= 0.8), None
+        )
         after = [r["up_est"] / rate - 1 for r in elastic if r["t"] >= lo + SETTLE_S]
         row["estimator"] = {"settling_s": settled, "median_error": float(np.median(after)) if after else None}
+        statics = {c: v["mean_ms"] for c, v in row["configs"].items() if c != "elastic" and v["mean_ms"]}
+        if statics and row["configs"].get("elastic", {}).get("mean_ms"):
+            best = min(statics, key=statics.__getitem__)
+            row["best_static"] = best
+            row["elastic_vs_best"] = row["configs"]["elastic"]["mean_ms"] / statics[best] - 1
         phases.append(row)
     means = {c: float(np.mean([r["ms"] for r in rows])) if rows else None for c, rows in runs.items()}
-    return {"phase_s": phase_s, "settle_s": SETTLE_S, "rtt_ms": RTT_MS, "phases": phases, "mean_ms": means}
+    # every phase weighs the same (a slow phase has fewer requests, so the request mean favours it less)
+    phase_means = {
+        c: float(np.mean([p["configs"][c]["mean_ms"] for p in phases if p["configs"][c]["mean_ms"]]))
+        for c in runs
+    }
+    decisions = [r["decision_ms"] for r in runs.get("elastic", []) if r.get("decision_ms") is not None]
+    return {
+        "phase_s": phase_s,
+        "settle_s": SETTLE_S,
+        "rtt_ms": RTT_MS,
+        "phases": phases,
+        "mean_ms": means,
+        "phase_mean_ms": phase_means,
+        "decision_ms_p99": float(np.percentile(decisions, 99)) if decisions else None,
+        "abandoned": sum(1 for r in runs.get("elastic", []) if r.get("abandoned")),
+        "fallbacks": sum(1 for r in runs.get("elastic", []) if r.get("fallback")),
+    }
 
 
 def _ms(value: float | None) -> str:
@@ -324,27 +406,71 @@ def _ms(value: float | None) -> str:
 def phases_markdown(data: dict[str, Any]) -> list[str]:
     if "skipped" in data:
         return ["", f"Phased tbf run: skipped ({data['skipped']}).", ""]
+    lines = []
+    for run in data["runs"]:
+        lines += phase_table(run)
+    return lines
+
+
+def phase_table(data: dict[str, Any]) -> list[str]:
     configs = list(data["mean_ms"])
+    rates = " -> ".join(f"{p['mbps']:g}" for p in data["phases"])
     lines = [
         "",
-        f"## Phased run: resnet18 on a tbf-shaped link ({data['phase_s']:g} s per phase, rtt {data['rtt_ms']:g} ms)",
+        f"## Phased run: {data['model']} on a tbf-shaped link ({rates} Mbit/s, {data['phase_s']:g} s per phase, "
+        f"rtt {data['rtt_ms']:g} ms)",
         "",
-        f"p50 / p95 ms (requests) of the requests started in each phase after its first {data['settle_s']:g} s; "
-        "each configuration ran the whole schedule, one after another (the phone's compute stretched 6x).",
+        f"Every configuration sends the same camera frame, a {data['jpeg_bytes'] / 1e3:.1f} kB JPEG (320x240, "
+        "quality 90), where its cut starts at the input, and the split's boundaries otherwise; the phone's "
+        f"compute is stretched 6x. {data['rounds']} round(s), in turns (each configuration runs the whole "
+        "schedule once per round, the order reversed every other round); the rounds are pooled. "
+        f"p50 / p95 / mean ms (requests) of the requests started in each phase after its first "
+        f"{data['settle_s']:g} s. Elastic's abandoned requests (past 3x their predicted time, finished on the "
+        "phone) are in its cells.",
         "",
-        "| phase (Mbit/s) | " + " | ".join(configs) + " | estimate settles | estimate error |",
-        "|---|" + "---|" * (len(configs) + 2),
+        "| phase (Mbit/s) | " + " | ".join(configs) + " | best static | elastic vs best | estimate settles | "
+        "estimate error |",
+        "|---|" + "---|" * (len(configs) + 4),
     ]
     for p in data["phases"]:
         cells = []
         for c in configs:
             cell = p["configs"][c]
-            cells.append(f"{_ms(cell['p50_ms'])} / {_ms(cell['p95_ms'])} ({cell['requests']})")
+            extra = f", {cell['abandoned']} abandoned" if cell.get("abandoned") else ""
+            cells.append(
+                f"{_ms(cell['p50_ms'])} / {_ms(cell['p95_ms'])} / {_ms(cell['mean_ms'])} ({cell['requests']}{extra})"
+            )
         e = p["estimator"]
         settle = "-" if e["settling_s"] is None else f"{e['settling_s']:.1f} s"
         error = "-" if e["median_error"] is None else f"{e['median_error']:+.0%}"
-        lines.append(f"| {p['mbps']:g} | " + " | ".join(cells) + f" | {settle} | {error} |")
-    lines.append("| mean over the run | " + " | ".join(_ms(data["mean_ms"][c]) for c in configs) + " | | |")
+        vs = "-" if "elastic_vs_best" not in p else f"{p['elastic_vs_best']:+.0%}"
+        lines.append(
+            f"| {p['mbps']:g} | " + " | ".join(cells) + f" | {p.get('best_static', '-')} | {vs} | {settle} | {error} |"
+        )
+    lines.append("| mean over the run (requests) | " + " | ".join(_ms(data["mean_ms"][c]) for c in configs) + " | | | | |")
+    lines.append(
+        "| mean of the phase means | " + " | ".join(_ms(data["phase_mean_ms"][c]) for c in configs) + " | | | | |"
+    )
+    rounds = "; ".join(
+        f"{c}: {', '.join(_ms(m) for m in ms)}" for c, ms in data["round_means_ms"].items()
+    )
+    statics = {c: m for c, m in data["mean_ms"].items() if c != "elastic" and m}
+    best = min(statics, key=statics.__getitem__)
+    ratio = statics[best] / data["mean_ms"]["elastic"]
+    phase_best = min((m for c, m in data["phase_mean_ms"].items() if c != "elastic"))
+    phase_ratio = phase_best / data["phase_mean_ms"]["elastic"]
+    worst = max(p.get("elastic_vs_best", 0.0) for p in data["phases"])
+    p99 = data["decision_ms_p99"]
+    lines += [
+        "",
+        f"Per-round means (ms): {rounds}.",
+        "",
+        f"Floors: whole-run mean {ratio:.2f}x lower than the best single static ({best}; floor 1.3x: "
+        f"{'met' if ratio >= 1.3 else 'NOT met'}); by the mean of the phase means {phase_ratio:.2f}x; worst "
+        f"phase {worst:+.0%} against that phase's best static (floor +10%: {'met' if worst <= 0.10 else 'NOT met'}); "
+        f"decision p99 in the run {p99 * 1000:.0f} us (floor 1 ms: {'met' if p99 < 1 else 'NOT met'}); "
+        f"{data['abandoned']} elastic request(s) abandoned, {data['fallbacks']} fallback(s) in all.",
+    ]
     return lines
 
 
@@ -356,7 +482,11 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phase-s", type=float, default=20.0)
+    parser.add_argument(
+        "--phase-models", default="resnet18:2,mobilenet_v3_small:1", help="MODEL:ROUNDS,... for the tbf run"
+    )
     parser.add_argument("--skip-phases", action="store_true")
+    parser.add_argument("--warmup-s", type=float, default=WARMUP_S)
     for hidden in ("--phase-client", "--serve", "--config", "--token"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
     for hidden in ("--slowdown", "--start", "--end"):
@@ -370,9 +500,29 @@ def main() -> None:
         return
     load = open("/proc/loadavg").read().split()[:3]
     results = [bench_model(m, args.decisions, args.seed) for m in args.models.split(",")]
-    phases = {"skipped": "--skip-phases"} if args.skip_phases else phased("resnet18", args.phase_s)
+    if args.skip_phases:
+        phases: dict[str, Any] = {"skipped": "--skip-phases"}
+    else:
+        runs = []
+        for item in args.phase_models.split(","):
+            model, _, rounds = item.partition(":")
+            run = phased(model, args.phase_s, int(rounds or 1), args.warmup_s)
+            if "skipped" in run:
+                if not runs:
+                    write(results, load, run)
+                return
+            runs.append(run)
+            phases = {"runs": runs, "load_after": open("/proc/loadavg").read().split()[:3]}
+            write(results, load, phases)  # after every model: a long run that is cut short keeps what it had
+        return
+    write(results, load, phases)
+
+
+def write(results: list[dict[str, Any]], load: list[str], phases: dict[str, Any]) -> None:
     info = machine()
     text = markdown(results, info, " ".join(load), phases)
+    if "load_after" in phases:
+        text += f"\nLoad average after the phased runs: {' '.join(phases['load_after'])}.\n"
     write_results("elastic", {"machine": info, "load": load, "results": results, "phased": phases}, text)
 
 

@@ -35,6 +35,7 @@ Examples:
   dnnsplit infer segments/ --edge http://127.0.0.1:8080 --input cat.jpg --link 3g --coding zstd
 
   dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --stream 100 --link 4g
+  dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --input-coding tensor
 
 A split written by `split --elastic` is re-cut for every frame: the client estimates its uplink, round
 trip, its own speed and the edge's load, and runs the cut that is fastest for that estimate; each frame
@@ -96,6 +97,13 @@ def infer(
             "one the split's plan chose (`plan --boundaries`), else identity."
         ),
     ] = None,
+    input_coding: Annotated[
+        str,
+        typer.Option(
+            help="How an image frame goes up when the edge starts at the model's input: jpeg (the file's own "
+            "JPEG, else encoded at quality 90; the edge preprocesses it as here) or tensor (float32)."
+        ),
+    ] = "jpeg",
 ) -> None:
     """Run DIRECTORY's first-tier segments here, the rest on the EDGE (and the tiers behind it)."""
     from dnnsplit.limits import check_threads
@@ -109,24 +117,28 @@ def infer(
         raise UsageError("give either --input or --frames", "pass one image or .npy, or a folder of frames")
     if stream is not None and stream < 1:
         raise UsageError(f"--stream must be at least 1 (got {stream})", "pass --stream 100, say")
-    from dnnsplit.images import load_inputs
+    from dnnsplit.images import load_frames
     from dnnsplit.partition.network import parse_link
     from dnnsplit.runtime.client import CollaborativeClient
+    from dnnsplit.runtime.elastic import check_input_coding
     from dnnsplit.splitting.manifest import Manifest
+
+    check_input_coding(input_coding)
 
     spec = parse_link(link) if link else None
     manifest = Manifest.load(directory)
     if manifest.elastic or frames is not None or stream is not None:
-        _stream(
-            directory, edge, token, spec, timeout, threads, input_file or frames, stream, hysteresis, top, fmt
-        )
+        options = {"hysteresis": hysteresis, "coding": coding, "input_coding": input_coding}
+        source = input_file or frames
+        _stream(directory, edge, token, spec, timeout, threads, source, stream, top, fmt, options)
         return
     assert input_file is not None
     with CollaborativeClient(
         directory, edge, token=token, link=spec, timeout_s=timeout, threads=threads, coding=coding
     ) as client:
-        x = load_inputs(input_file, client.manifest.input.shape)[:1]
-        result = client.infer(x)
+        loaded = load_frames(input_file, client.manifest.input.shape)
+        image = loaded.jpegs[0] if loaded.jpegs and input_coding == "jpeg" else None
+        result = client.infer(loaded.tensors[:1], image=image)
     classes = top_classes(client.manifest, result.outputs, top)
     s = result.stages
     remote = ", ".join(f"{t} {ms:.2f} ms" for t, ms in s.remote_compute_ms.items())
@@ -171,9 +183,9 @@ def _stream(
     threads: int | None,
     source: Path | None,
     count: int | None,
-    hysteresis: float,
     top: int,
     fmt: Format,
+    options: dict[str, Any],
 ) -> None:
     """Frames one after another: an elastic split re-cut per frame, a plain one at its cut."""
     from dnnsplit.runtime.elastic import ElasticSettings, StreamRequest, run_stream
@@ -189,7 +201,9 @@ def _stream(
         timeout_s=timeout,
         threads=threads,
         top=top,
-        settings=ElasticSettings(hysteresis=hysteresis),
+        settings=ElasticSettings(hysteresis=options["hysteresis"]),
+        input_coding=options["input_coding"],
+        coding=options["coding"],
     )
     with progress_bar() as progress:
         rows, summary, notes = run_stream(request, progress)

@@ -31,7 +31,7 @@ from dnnsplit.codecs import check_coding
 from dnnsplit.errors import UsageError
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime import route
-from dnnsplit.runtime.connection import EdgeConnection, EdgeTimeout, EdgeUnreachable
+from dnnsplit.runtime.connection import EdgeConnection, EdgeTimeout, EdgeUnreachable, UploadMeter
 from dnnsplit.runtime.estimate import EDGE_HEADER, parse_edge_header
 from dnnsplit.runtime.link import EmulatedLink
 from dnnsplit.runtime.wire import (
@@ -42,6 +42,7 @@ from dnnsplit.runtime.wire import (
     coded_body,
     decode,
     encode,
+    image_headers,
     message_bytes,
 )
 from dnnsplit.splitting.chain import SegmentChain, SegmentRun, early_exit_answer
@@ -92,6 +93,7 @@ class InferResult:
     stages: Stages
     fallback: str | None = None  # why the remote segments ran here, when they did
     early_exit: bool = False
+    abandoned: bool = False  # the request ran past its own deadline (``deadline_s``) and was finished here
 
 
 class RemoteRefused(UsageError):
@@ -222,12 +224,21 @@ class CollaborativeClient:
         emulate: bool = True,
         split_at: int | None = None,
         metadata: dict[str, str] | None = None,
+        image: bytes | None = None,
+        deadline_s: float | None = None,
+        on_upload: Callable[[int, float], None] | None = None,
+        on_abandon: Callable[[int, float], None] | None = None,
     ) -> InferResult:
         """The model outputs for ``x`` (batch first); ``emulate`` False skips the link emulation (warm-up).
 
         ``split_at``: this request's first remote segment (an elastic client's cut; default: the client's);
         ``metadata``: more of the request's ``__metadata__`` (an elastic client's ``start``, ``cut``,
-        ``estimate``)."""
+        ``estimate``); ``image``: the frame ``x`` was made from, as a JPEG, sent instead of ``x`` when the
+        request starts at the model's input (the edge makes the same tensor from it, ``images.py``);
+        ``deadline_s``: this request's own deadline (shorter than ``timeout_s``), past which it is abandoned
+        and finished here (``abandoned``); ``on_upload(bytes, ms)``: the link's rate while the body is in
+        flight (``connection.UploadMeter``); ``on_abandon(bytes, ms)``: what the link took of an upload
+        abandoned at the deadline."""
         start = time.perf_counter()
         cut = self.route(self.first_remote if split_at is None else split_at)
         stages = Stages()
@@ -239,14 +250,18 @@ class CollaborativeClient:
             if outputs is not None:
                 stages.total_ms = (time.perf_counter() - start) * 1000
                 return InferResult(outputs, runs, stages, early_exit=True)
-        fallback = None
+        fallback, abandoned = None, False
         if cut.remote and self.edge_url is None:  # no edge at all: every segment here, by choice
             runs += self.chain.run_segments(available, cut.remote)
             stages.mobile_ms = sum(r.ms for r in runs)
         elif cut.remote:
             try:
-                answer = self._request(available, stages, self.link if emulate else None, cut, metadata)
+                link = self.link if emulate else None
+                request = _Request(metadata, image, deadline_s, on_upload, on_abandon)
+                answer = self._request(available, stages, link, cut, request)
                 available.update(answer)
+            except _Abandoned as exc:
+                fallback, abandoned = f"{exc}: ran the remaining segments here", True
             except _Unavailable as exc:
                 fallback = f"{exc}: ran the remaining segments here"
             if fallback is not None:
@@ -255,7 +270,7 @@ class CollaborativeClient:
                 stages.fallback_ms = (time.perf_counter() - t0) * 1000
         outputs = {t.name: available[t.name] for t in self.results}
         stages.total_ms = (time.perf_counter() - start) * 1000
-        return InferResult(outputs, runs, stages, fallback)
+        return InferResult(outputs, runs, stages, fallback, abandoned=abandoned)
 
     def _request(
         self,
@@ -263,16 +278,24 @@ class CollaborativeClient:
         stages: Stages,
         link: EmulatedLink | None,
         cut: _Route,
-        metadata: dict[str, str] | None = None,
+        request: _Request | None = None,
     ) -> dict[str, np.ndarray]:
-        deadline = time.monotonic() + self.timeout_s  # the whole request: upload, wait, answer
-        meta = {"manifest": self.digest, **(metadata or {})}
-        message = encode({t.name: available[t.name] for t in cut.boundary}, meta)
-        body, coding = coded_body(message, self.coding)
-        stages.up_bytes = len(body)
+        request = request or _Request()
+        image = request.image
+        own = request.deadline_s is not None and request.deadline_s < self.timeout_s
+        # the whole request: upload, wait, answer
+        deadline = time.monotonic() + (request.deadline_s if own else self.timeout_s)  # type: ignore[operator]
+        meta = {"manifest": self.digest, **(request.metadata or {})}
         batch = int(available[self.chain.input_name].shape[0])
+        if image is not None and cut.first_remote == 0 and batch == 1:
+            body, kind = image, image_headers(meta)  # the frame's JPEG: a few kB, not the float32 tensor
+        else:
+            message = encode({t.name: available[t.name] for t in cut.boundary}, meta)
+            body, coding = coded_body(message, self.coding)
+            kind = {"content-type": CONTENT_TYPE, **coding}
+        stages.up_bytes = len(body)
         limit = cut.answer_bytes * batch + HEADER_SLACK  # more is not this split's answer: not worth reading
-        headers = {"content-type": CONTENT_TYPE, "content-length": str(len(body)), **coding}
+        headers = {**kind, "content-length": str(len(body))}
         if self.token:
             headers["authorization"] = f"Bearer {self.token}"
         marks: dict[str, float] = {}
@@ -286,8 +309,9 @@ class CollaborativeClient:
             marks["sent"] = time.perf_counter()
 
         assert self.connection is not None
+        meter = UploadMeter(request.on_upload) if request.on_upload else None
         try:
-            answer = self.connection.post("/v1/infer", content, headers, deadline)
+            answer = self.connection.post("/v1/infer", content, headers, deadline, meter)
             marks["head"] = time.perf_counter()
             if answer.length > limit:
                 raise _TooLarge(answer.length)
@@ -298,7 +322,14 @@ class CollaborativeClient:
                 raw = b"".join(chunks)
             marks["end"] = time.perf_counter()
         except EdgeTimeout:
-            self.connection.close()
+            taken = meter.taken(self.connection.sock) if meter is not None else None
+            self.connection.close(abort=True)  # what the socket still holds would only slow the next one
+            if own and taken is not None and request.on_abandon is not None:
+                request.on_abandon(*taken)
+            if own:
+                raise _Abandoned(
+                    f"abandoned after {request.deadline_s * 1000:.0f} ms, its deadline"  # type: ignore[operator]
+                ) from None
             raise _Unavailable(
                 f"the edge at {self.edge_url} did not answer within {self.timeout_s:g} s"
                 " (--timeout, for the whole request)"
@@ -375,6 +406,21 @@ class CollaborativeClient:
 
 class _Unavailable(Exception):
     """The edge could not give an answer: the client falls back to local execution."""
+
+
+class _Abandoned(_Unavailable):
+    """The request ran past its own deadline (an elastic client's: k x its predicted time)."""
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What one request carries beyond its tensors (see ``CollaborativeClient.infer``)."""
+
+    metadata: dict[str, str] | None = None
+    image: bytes | None = None
+    deadline_s: float | None = None
+    on_upload: Callable[[int, float], None] | None = None
+    on_abandon: Callable[[int, float], None] | None = None  # what the link took of an abandoned upload
 
 
 class _TooLarge(Exception):

@@ -12,10 +12,14 @@ within its timeout and hold the client for as long as it likes. Each ``recv`` ge
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.client
 import io
+import select
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +28,56 @@ from urllib.parse import urlsplit
 from dnnsplit.errors import UsageError
 
 CHUNK = 1 << 16
+PIECE = 16 * 1024  # a metered upload is written in pieces this big, so that it can be timed while it goes
+METER_WINDOW_S = 0.25  # a metered upload reports the link's rate over windows this long
+
+
+def queued_bytes(sock: socket.socket) -> int:
+    """Bytes written to ``sock`` that the peer has not acknowledged yet (Linux ``SIOCOUTQ``; 0 elsewhere):
+    what the client's socket buffer and the link's queue still hold."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0])
+    except (OSError, ValueError):
+        return 0
+
+
+class UploadMeter:
+    """The uplink's rate while a body is in flight: the bytes the link has taken (written minus those still
+    queued in the socket) over windows of ``window_s``, reported to ``on_sample(bytes, ms)``.
+
+    Only windows in which the link was the bottleneck count (more to write, or bytes still queued): the
+    tail of an upload that the link took at once says nothing about its rate.
+    """
+
+    def __init__(self, on_sample: Callable[[int, float], None], window_s: float = METER_WINDOW_S) -> None:
+        self.on_sample = on_sample
+        self.window_s = window_s
+        self.written = 0
+        self.samples = 0
+        self._mark: tuple[float, int] | None = None
+        self._first: tuple[float, int] | None = None
+
+    def tick(self, sock: socket.socket, more: bool) -> None:
+        now = time.monotonic()
+        queued = queued_bytes(sock)
+        delivered = self.written - queued
+        if self._mark is None:
+            self._mark = self._first = (now, delivered)
+            return
+        t0, d0 = self._mark
+        if now - t0 >= self.window_s and (more or queued > 0) and delivered > d0:
+            self.on_sample(delivered - d0, (now - t0) * 1000)
+            self.samples += 1
+            self._mark = (now, delivered)
+
+    def taken(self, sock: socket.socket | None) -> tuple[int, float] | None:
+        """The bytes the link took since the first piece, and over how many ms (an abandoned upload: at
+        most this rate); None before the first piece."""
+        if self._first is None:
+            return None
+        t0, d0 = self._first
+        queued = queued_bytes(sock) if sock is not None else 0
+        return self.written - queued - d0, (time.monotonic() - t0) * 1000
 
 
 class EdgeTimeout(Exception):
@@ -141,11 +195,13 @@ class EdgeConnection:
         body: Callable[[], Iterable[bytes]],
         headers: Mapping[str, str],
         deadline: float | None = None,
+        meter: UploadMeter | None = None,
     ) -> Answer:
         """POST ``body()`` (called again for a retry) to ``path``; the answer, its body left to read.
 
         ``deadline`` (``time.monotonic()``; default: ``timeout_s`` from now) bounds the whole request,
-        reading the answer's body included: past it, any step raises ``EdgeTimeout``.
+        reading the answer's body included: past it, any step raises ``EdgeTimeout``. ``meter``: the body
+        is written in pieces and timed as the link takes it, until its last byte is acknowledged.
         A kept-alive connection the server has closed fails on first use: that one case is retried once on
         a new connection. Any other failure is the caller's (no retry: the edge may be overloaded).
         """
@@ -153,15 +209,20 @@ class EdgeConnection:
             deadline = time.monotonic() + self.timeout_s
         reused = self._conn is not None
         try:
-            return self._post(path, body, headers, deadline)
+            return self._post(path, body, headers, deadline, meter)
         except EdgeUnreachable:
             self.close()
             if not reused:
                 raise
-            return self._post(path, body, headers, deadline)
+            return self._post(path, body, headers, deadline, meter)
 
     def _post(
-        self, path: str, body: Callable[[], Iterable[bytes]], headers: Mapping[str, str], deadline: float
+        self,
+        path: str,
+        body: Callable[[], Iterable[bytes]],
+        headers: Mapping[str, str],
+        deadline: float,
+        meter: UploadMeter | None = None,
     ) -> Answer:
         if self._conn is None:
             self._conn = self._connect(deadline)
@@ -176,8 +237,18 @@ class EdgeConnection:
             conn.sock.settimeout(_left(deadline))
             conn.endheaders()
             for chunk in body():
-                conn.sock.settimeout(_left(deadline))
-                conn.send(chunk)
+                if meter is None:
+                    conn.sock.settimeout(_left(deadline))
+                    conn.send(chunk)
+                    continue
+                view = memoryview(chunk)
+                for start in range(0, len(view), PIECE):
+                    conn.sock.settimeout(_left(deadline))
+                    conn.send(view[start : start + PIECE])
+                    meter.written += len(view[start : start + PIECE])
+                    meter.tick(conn.sock, more=True)
+            if meter is not None:
+                _drain(conn.sock, meter, deadline)
             response = conn.getresponse()
         except TimeoutError:
             self.close()
@@ -189,10 +260,30 @@ class EdgeConnection:
             self._conn = None  # read this answer, then connect anew next time
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, response)
 
-    def close(self) -> None:
+    @property
+    def sock(self) -> socket.socket | None:
+        return self._conn.sock if self._conn is not None else None
+
+    def close(self, abort: bool = False) -> None:
+        """Close the connection; ``abort``: drop what the socket still has to send (an abandoned upload
+        must not hold the link for the next request), with a reset instead of a FIN."""
         if self._conn is not None:
+            if abort and self._conn.sock is not None:
+                try:
+                    self._conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
             self._conn.close()
             self._conn = None
+
+
+def _drain(sock: socket.socket, meter: UploadMeter, deadline: float) -> None:
+    """Wait, timing the link, until the body's last byte is acknowledged or the answer starts."""
+    while queued_bytes(sock) > 0:
+        readable, _, _ = select.select([sock], [], [], min(meter.window_s / 2, _left(deadline)))
+        if readable:
+            return
+        meter.tick(sock, more=False)
 
 
 def _reason(exc: BaseException) -> str:

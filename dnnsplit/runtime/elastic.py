@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +39,40 @@ from dnnsplit.runtime.estimate import (
 )
 from dnnsplit.splitting.manifest import Manifest
 
+INPUT_CODINGS = ("jpeg", "tensor")
+SENT_WINDOW = 16  # a cut's upload is priced at the mean of its last this many bodies
+
 
 @dataclass(frozen=True)
 class ElasticSettings:
     hysteresis: float = 0.1  # keep the current cut unless another is predicted this much faster
     probe: bool = True  # probe an idle link (see estimate.py)
     estimator: EstimatorSettings = field(default_factory=EstimatorSettings)
+    # An offloaded request is abandoned (and finished here) past deadline_factor x its predicted time beyond
+    # the phone (upload, edge, answer) plus deadline_slack_ms; 0 turns that off (only --timeout holds).
+    deadline_factor: float = 3.0
+    deadline_slack_ms: float = 100.0
 
     def check(self) -> None:
         if not 0 <= self.hysteresis < 1:
             raise UsageError(f"--hysteresis must be in [0, 1) (got {self.hysteresis})", "pass 0.1, say")
+        if self.deadline_factor != 0 and self.deadline_factor < 1:
+            raise UsageError(
+                f"the deadline factor must be 0 (off) or at least 1 (got {self.deadline_factor})", "pass 3"
+            )
         self.estimator.check()
+
+    def deadline_s(self, remote_ms: float) -> float | None:
+        """The deadline of a request predicted to take ``remote_ms`` past the phone's segments."""
+        if self.deadline_factor == 0:
+            return None
+        return (self.deadline_factor * remote_ms + self.deadline_slack_ms) / 1000
+
+
+def check_input_coding(coding: str) -> str:
+    if coding not in INPUT_CODINGS:
+        raise UsageError(f"--input-coding must be jpeg or tensor (got '{coding}')", "pass jpeg or tensor")
+    return coding
 
 
 @dataclass
@@ -61,6 +85,7 @@ class FrameResult:
     note: str | None = None  # the edge lacked the chosen cut, or failed (the fallback), and what ran instead
     probe_ms: float | None = None  # a probe of the idle link before this frame
     changes: tuple[str, ...] = ()  # the quantities whose step this frame's measurements completed
+    decision_ms: float | None = None  # what pricing the candidates and choosing took
 
     @property
     def cut(self) -> str:
@@ -73,9 +98,11 @@ class FrameResult:
             "latency_ms": self.result.stages.total_ms,
             "stages": self.result.stages.to_dict(),
             "fallback": self.result.fallback,
+            "abandoned": self.result.abandoned,
             "note": self.note,
             "probe_ms": self.probe_ms,
             "changes": list(self.changes),
+            "decision_ms": self.decision_ms,
         }
 
 
@@ -93,6 +120,7 @@ class ElasticClient:
         threads: int | None = None,
         slowdown: float = 1.0,
         settings: ElasticSettings | None = None,
+        coding: str | None = None,
     ) -> None:
         self.settings = settings or ElasticSettings()
         self.settings.check()
@@ -118,7 +146,11 @@ class ElasticClient:
             threads=threads,
             slowdown=slowdown,
             manifest=manifest,
+            coding=coding,
         )
+        # What each cut really sends (a frame's JPEG, a coded boundary), by boundary: the decision charges
+        # the mean of the last few instead of the plan's float32 bytes (``priced``).
+        self.sent: dict[int, deque[int]] = {}
         # Any candidate may run any piece here: every file is checked now (missing or changed: one line,
         # exit 2) and loaded, so a change of cut does not pay a session's load mid-stream.
         pieces = range(len(manifest.segments))
@@ -132,9 +164,20 @@ class ElasticClient:
         chain.run_segments({chain.input_name: zeros}, pieces)
         chain.slowdown = slowdown
         self.estimator = ContextEstimator(self.spec.reference, self.settings.estimator)
+        # Then one timed run: the phone's speed is known before the first decision (a fast link keeps every
+        # request on the edge, and nothing run here would ever tell how fast the phone is).
+        if self.spec.phone_ms(len(self.spec.pieces)) > 0:
+            runs = chain.run_segments({chain.input_name: zeros}, pieces)
+            self.estimator.observe(
+                Observation(
+                    phone_profiled_ms=self.spec.phone_ms(len(self.spec.pieces)),
+                    phone_ms=sum(r.ms for r in runs),
+                )
+            )
         self.current: int | None = None
         self.frames = 0
         self.everything = len(self.spec.pieces)
+        self.edge_max_body = 65_536  # what a probe may send at most (the edge's --max-body-mb says more)
         self.starts: tuple[int, ...] | None = self._edge_starts() if edge_url else ()
         self.notes: list[str] = []
         missing = [c.name for c in self.spec.candidates if not self._allowed(c.boundary)]
@@ -164,6 +207,7 @@ class ElasticClient:
         try:
             answer = httpx.get(f"{self.client.edge_url}/v1/manifest", headers=headers, timeout=5.0)
             served = answer.json()["served"]
+            self.edge_max_body = int(served.get("max_body_bytes", self.edge_max_body))
             if served.get("split") != self.client.digest:
                 return ()
             if "starts" in served:
@@ -187,29 +231,54 @@ class ElasticClient:
         # A split whose all-local is not a candidate (--max-mobile-mb) and no edge: its cuts run here.
         return found or list(self.spec.boundaries)
 
-    def infer(self, x: np.ndarray) -> FrameResult:
+    def priced(self) -> ElasticSpec:
+        """The spec with each cut's upload at the mean of what it sent lately (the plan's bytes till then)."""
+        if not self.sent:
+            return self.spec
+        candidates = tuple(
+            replace(c, up_bytes=round(sum(self.sent[c.boundary]) / len(self.sent[c.boundary])))
+            if self.sent.get(c.boundary)
+            else c
+            for c in self.spec.candidates
+        )
+        return replace(self.spec, candidates=candidates)
+
+    def _record_sent(self, boundary: int, nbytes: int) -> None:
+        self.sent.setdefault(boundary, deque(maxlen=SENT_WINDOW)).append(nbytes)
+
+    def infer(self, x: np.ndarray, image: bytes | None = None) -> FrameResult:
+        """One frame ``x``; ``image``: its JPEG, sent instead of ``x`` by a cut that starts at the input (and
+        what such a cut is charged: the mean of the JPEGs seen lately, this one's included)."""
         probe_ms = None
         if self.settings.probe and self.client.edge_url and self.estimator.needs_probe():
             probe_ms = self.probe()
+        if image is not None:
+            self._record_sent(0, len(image))
+        t0 = time.perf_counter()
         context = self.estimator.context()
-        decision = decide(self.spec, context, self.allowed(), self.current, self.settings.hysteresis)
+        spec = self.priced()
+        decision = decide(spec, context, self.allowed(), self.current, self.settings.hysteresis)
+        decision_ms = (time.perf_counter() - t0) * 1000
         note = None
         try:
-            result = self._run(x, decision)
+            result = self._run(x, decision, image)
         except UnservedCut as exc:
             self.starts = tuple(exc.starts)
-            again = decide(self.spec, context, self.allowed())
+            again = decide(spec, context, self.allowed())
             note = (
                 f"the edge lacks cut {decision.candidate.name} (it starts at segments {list(exc.starts)}): "
                 f"ran {again.candidate.name}"
             )
             decision = again
-            result = self._run(x, decision)
+            result = self._run(x, decision, image)
+        boundary = decision.candidate.boundary
+        if result.stages.up_bytes and not (boundary == 0 and image is not None):
+            self._record_sent(boundary, result.stages.up_bytes)
         if result.fallback:
             note = f"{note}; {result.fallback}" if note else result.fallback
         changes = tuple(self.estimator.observe(self._observation(result, decision.candidate.boundary)))
         self.current = decision.candidate.boundary
-        frame = FrameResult(self.frames, result, decision, note, probe_ms, changes)
+        frame = FrameResult(self.frames, result, decision, note, probe_ms, changes, decision_ms)
         self.frames += 1
         return frame
 
@@ -217,14 +286,23 @@ class ElasticClient:
         for x in frames:
             yield self.infer(x)
 
-    def _run(self, x: np.ndarray, decision: Decision) -> InferResult:
+    def _run(self, x: np.ndarray, decision: Decision, image: bytes | None = None) -> InferResult:
         boundary = decision.candidate.boundary
         metadata = {
             "start": str(boundary),
             "cut": decision.candidate.name,
             "estimate": json.dumps({k: round(v, 4) for k, v in decision.context.to_dict().items()}),
         }
-        return self.client.infer(x, split_at=boundary, metadata=metadata)
+        phone_ms = self.spec.phone_ms(boundary) / decision.context.phone_speed
+        return self.client.infer(
+            x,
+            split_at=boundary,
+            metadata=metadata,
+            image=image,
+            deadline_s=self.settings.deadline_s(max(decision.predicted_ms - phone_ms, 0.0)),
+            on_upload=self.estimator.observe_upload,
+            on_abandon=self.estimator.observe_abandoned,
+        )
 
     def _observation(self, result: InferResult, boundary: int) -> Observation:
         s = result.stages
@@ -251,7 +329,7 @@ class ElasticClient:
         connection = self.client.connection
         if connection is None:
             return None
-        data = os.urandom(self.estimator.probe_bytes())
+        data = os.urandom(min(self.estimator.probe_bytes(), self.edge_max_body))
         link = self.client.link
         headers = {"content-type": "application/octet-stream", "content-length": str(len(data))}
         if self.client.token:
@@ -272,6 +350,10 @@ class ElasticClient:
         if answer.status != 200 or "read-ms" not in edge:
             self.estimator.last_uplink_sample = time.monotonic()
             return wall_ms
+        # A probe read too fast to time says the link is much faster than the estimate it was sized for:
+        # the next one, before the next frame, is 4x bigger (back to 1x once one measures).
+        too_short = edge["read-ms"] < self.estimator.settings.min_transfer_ms
+        self.estimator.probe_boost = min(self.estimator.probe_boost * 4, 64) if too_short else 1
         self.estimator.observe(
             Observation(
                 up_bytes=len(data),
@@ -283,7 +365,10 @@ class ElasticClient:
                 edge_concurrency=int(edge.get("concurrency", 1)),
             )
         )
-        self.estimator.last_uplink_sample = time.monotonic()
+        # Probe again before the next frame when this one said nothing, or saw a faster link that a second
+        # sample must confirm (requests on a fast link are mostly too short to time): else after idling.
+        again = too_short or self.estimator.up.held_above()
+        self.estimator.last_uplink_sample = 0.0 if again else time.monotonic()
         return wall_ms
 
 
@@ -299,6 +384,7 @@ class StreamSummary:
     switches: int  # frames whose cut differs from the previous frame's
     fallbacks: int
     notes: int
+    abandoned: int = 0  # fallbacks of requests that ran past their own deadline
     decision_ms_p99: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -318,6 +404,7 @@ def summarize(cuts: list[str], results: list[InferResult], notes: list[str | Non
         cuts=counts,
         switches=sum(1 for a, b in zip(cuts, cuts[1:], strict=False) if a != b),
         fallbacks=sum(1 for r in results if r.fallback),
+        abandoned=sum(1 for r in results if r.abandoned),
         notes=sum(1 for n in notes if n),
     )
 
@@ -336,6 +423,8 @@ class StreamRequest:
     threads: int | None = None
     top: int = 1  # classes per frame in its row
     settings: ElasticSettings = field(default_factory=ElasticSettings)
+    input_coding: str = "jpeg"  # image frames go up as their JPEG (jpeg) or as the float32 tensor
+    coding: str | None = None  # the upload's lossless coding (default: the split's plan's)
 
 
 def run_stream(
@@ -343,17 +432,21 @@ def run_stream(
 ) -> tuple[list[dict[str, Any]], StreamSummary, list[str]]:
     """Run the frames one after another: an elastic split re-cut per frame, a plain one at its cut.
     Per frame a row (``FrameResult.to_dict`` and its top classes), the summary, and the client's notes."""
-    from dnnsplit.images import load_inputs
+    from dnnsplit.images import load_frames
     from dnnsplit.runtime.labels import top_classes
 
+    check_input_coding(request.input_coding)
     manifest = Manifest.load(request.directory)
-    batch = load_inputs(request.source, manifest.input.shape)
+    frames = load_frames(request.source, manifest.input.shape)
+    batch = frames.tensors
+    jpegs = frames.jpegs if request.input_coding == "jpeg" else None
     total = request.count or len(batch)
     options: dict[str, Any] = {
         "token": request.token,
         "link": request.link,
         "timeout_s": request.timeout_s,
         "threads": request.threads,
+        "coding": request.coding,
     }
     client: Any = (
         ElasticClient(request.directory, request.edge_url, settings=request.settings, **options)
@@ -369,11 +462,12 @@ def run_stream(
             if progress is not None:
                 progress("frames", i, total)
             x = batch[i % len(batch) : i % len(batch) + 1]
+            image = jpegs[i % len(batch)] if jpegs else None
             if manifest.elastic:
-                frame = client.infer(x)
+                frame = client.infer(x, image)
                 result, cut, row, note = frame.result, frame.cut, frame.to_dict(), frame.note
             else:
-                result = client.infer(x)
+                result = client.infer(x, image=image)
                 cut, note = f"fixed (from segment {client.first_remote + 1})", result.fallback
                 row = {
                     "frame": i,

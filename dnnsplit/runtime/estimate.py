@@ -11,7 +11,9 @@ What one request tells (``Observation``), from the client's own clock and the he
 
 * uplink: the bytes the edge read after the first chunk over the time it took to read them
   (``x-dnnsplit-edge: read-bytes, read-ms``): the link's rate whatever the client's socket buffers do;
-  transfers shorter than ``min_transfer_ms`` say nothing and are skipped;
+  transfers shorter than ``min_transfer_ms`` say nothing and are skipped. While a long upload is in
+  flight, the client also times the bytes the link takes every 0.25 s (``observe_upload``), so a link
+  that drops mid-upload is seen within two windows, not when the request ends;
 * round trip: the request's whole time on the client (upload start to the answer's last byte) minus the
   edge's own time (``total-ms``: first body byte to answer) minus the transfers it does not cover at the
   estimated rates (the body's first chunk, the answer);
@@ -74,6 +76,17 @@ class Tracker:
 
     def _log(self, x: float) -> float:
         return math.log(x + self.floor)
+
+    def held_above(self) -> bool:
+        """Whether a sample above the estimate is held back, waiting for a second one to make a step."""
+        return bool(self._held) and self._held[-1] > self.value
+
+    def force(self, value: float) -> None:
+        """Jump to ``value`` (a step known for sure, not one to confirm)."""
+        self.samples += 1
+        self.steps += 1
+        self.value = float(value)
+        self._held = []
 
     def update(self, sample: float) -> bool:
         """Take one sample; True when it completed a step (the estimate jumped)."""
@@ -158,6 +171,8 @@ class ContextEstimator:
         self.down_per_up = self.prior.down_mbps / self.prior.up_mbps
         self.last_uplink_sample = time.monotonic()
         self.changes: list[str] = []  # what the last observation detected as a step
+        self.in_flight_changes: list[str] = []  # ... and the in-flight samples since (observe_upload)
+        self.probe_boost = 1.0  # x4 after each probe read too fast to time (the link got much better)
 
     def context(self) -> Context:
         up = max(self.up.value, 1e-3)
@@ -194,8 +209,35 @@ class ContextEstimator:
             queue = 1 + obs.edge_queued / max(obs.edge_concurrency, 1)
             if self.edge.update(obs.edge_compute_ms / obs.edge_profiled_ms * queue):
                 changed.append("edge_load")
+        changed = list(dict.fromkeys(self.in_flight_changes + changed))
+        self.in_flight_changes = []
         self.changes = changed
         return changed
+
+    def observe_upload(self, nbytes: int, ms: float, now: float | None = None) -> bool:
+        """A sample of the uplink taken while an upload is in flight (``connection.UploadMeter``): the
+        bytes the link took over ``ms``. True when it completed a step."""
+        if ms < self.settings.min_transfer_ms or nbytes <= 0:
+            return False
+        self.last_uplink_sample = time.monotonic() if now is None else now
+        stepped = self.up.update(nbytes * 8 / (ms * 1000))
+        if stepped:
+            self.in_flight_changes.append("uplink")
+        return stepped
+
+    def observe_abandoned(self, nbytes: int, ms: float, now: float | None = None) -> bool:
+        """An upload abandoned at its deadline took only ``nbytes`` in ``ms``: the link is at most that
+        fast, and the estimate drops to it at once (a step; waiting for a second sample would cost a
+        second abandoned request). True when it dropped."""
+        if ms < self.settings.min_transfer_ms:
+            return False
+        rate = max(nbytes, 1) * 8 / (ms * 1000)
+        self.last_uplink_sample = time.monotonic() if now is None else now
+        if rate >= self.up.value:
+            return False
+        self.up.force(rate)
+        self.in_flight_changes.append("uplink")
+        return True
 
     def needs_probe(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -203,7 +245,7 @@ class ContextEstimator:
 
     def probe_bytes(self) -> int:
         low, high = self.settings.probe_bytes
-        size = self.context().up_mbps * 1000 / 8 * self.settings.probe_ms
+        size = self.context().up_mbps * 1000 / 8 * self.settings.probe_ms * self.probe_boost
         return int(min(max(size, low), high))
 
     def to_dict(self) -> dict[str, Any]:

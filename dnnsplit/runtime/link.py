@@ -46,6 +46,11 @@ class TokenBucket:
             self._tat = start + n / self.rate
             return start
 
+    def release(self, n: int) -> None:
+        """Give back ``n`` booked bytes that will not be sent (an upload abandoned mid-way)."""
+        with self._lock:
+            self._tat = max(self._tat - n / self.rate, time.monotonic())
+
     def due(self, start: float, sent: int) -> float:
         """When the first ``sent`` bytes of a transfer that started at ``start`` are through."""
         return start + max(0.0, sent - self.burst) / self.rate
@@ -94,11 +99,16 @@ class EmulatedLink:
     def upload(self, data: bytes) -> Iterator[bytes]:
         """``data`` as paced chunks for a streaming request body, after half the round trip."""
         time.sleep(self.half_rtt_s)
-        start, sent = self.up.book(len(data)), 0
-        for chunk in _chunks(data, _chunk_size(self.up.rate)):
-            sent += len(chunk)
-            self.up.pace(start, sent)
-            yield bytes(chunk)
+        bucket = self.up
+        start, sent = bucket.book(len(data)), 0
+        try:
+            for chunk in _chunks(data, _chunk_size(bucket.rate)):
+                sent += len(chunk)
+                bucket.pace(start, sent)
+                yield bytes(chunk)
+        finally:  # an upload given up: the link is free for what comes next
+            if sent < len(data):
+                bucket.release(len(data) - sent)
 
     async def upload_async(self, data: bytes) -> AsyncIterator[bytes]:
         await asyncio.sleep(self.half_rtt_s)

@@ -50,6 +50,8 @@ from dnnsplit.runtime.wire import (
     decode,
     decoded_body,
     encode,
+    image_metadata,
+    is_image_body,
     message_bytes,
 )
 from dnnsplit.splitting.chain import SegmentChain
@@ -413,7 +415,15 @@ class TierService:
         self.admit()  # a full queue refuses before reading the body, not after
         body = await self.read_body(request)
         start = time.perf_counter()
-        tensors, metadata, first = self.accept(decoded_body(body, request.headers, self.max_body))
+        raw = decoded_body(body, request.headers, self.max_body)
+        if is_image_body(request.headers):
+            import anyio
+
+            tensors, metadata, first = await anyio.to_thread.run_sync(
+                self.accept_image, raw, image_metadata(request.headers)
+            )
+        else:
+            tensors, metadata, first = self.accept(raw)
         self.admit()
         self.metrics.in_flight.inc()
         try:
@@ -435,14 +445,7 @@ class TierService:
         """The tensors of a request body checked against what this tier takes (else ``WireError``), its
         metadata, and the segment it starts at."""
         tensors, metadata = decode(body)
-        claimed = metadata.get("manifest")
-        if claimed is not None and claimed != self.digest:
-            raise WireError(
-                409,
-                "other_split",
-                f"the request is for split {claimed}, this server serves split {self.digest}",
-            )
-        first = self.start_of(metadata)
+        first = self.start_of(self.check_split(metadata))
         accepts = self.accepts if first == self.first else route.crossing(self.manifest, first)
         check(tensors, accepts, self.settings.max_batch)
         if not self.settings.allow_non_finite:
@@ -489,6 +492,41 @@ class TierService:
                 answer.update(pending)
                 complete = "false"
         return TierAnswer(answer, timing, complete)
+
+    def check_split(self, metadata: Mapping[str, str]) -> Mapping[str, str]:
+        claimed = metadata.get("manifest")
+        if claimed is not None and claimed != self.digest:
+            raise WireError(
+                409,
+                "other_split",
+                f"the request is for split {claimed}, this server serves split {self.digest}",
+            )
+        return metadata
+
+    def accept_image(
+        self, body: bytes, metadata: dict[str, str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, str], int]:
+        """An image body (a camera frame's JPEG) made into the model input as ``images.load_image`` does;
+        415 unless the request starts at the model's input and that input is an image's (Nx3xHxW float)."""
+        from dnnsplit.images import is_image_input, load_image
+
+        first = self.start_of(self.check_split(metadata))
+        spec = self.manifest.input
+        if first != 0 or not is_image_input(tuple(spec.shape), spec.dtype):
+            raise WireError(
+                415,
+                "not_image_input",
+                f"an image body is the model's input, but this request starts at segment {first}, which "
+                f"takes {', '.join(t.name for t in route.crossing(self.manifest, first))}"
+                if first != 0
+                else f"the model's input '{spec.name}' ({spec.dtype}, {spec.shape}) is not an image's",
+                {"accept": CONTENT_TYPE},
+            )
+        try:
+            x = load_image(body, tuple(spec.shape))
+        except UsageError as exc:
+            raise WireError(400, "bad_image", exc.message) from None
+        return {spec.name: x}, metadata, first
 
     def start_of(self, metadata: Mapping[str, str]) -> int:
         """The segment a request starts at: its ``start`` (elastic clients say), else this server's first."""

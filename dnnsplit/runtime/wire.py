@@ -12,6 +12,11 @@ or ``deflate``, the zlib format; none or ``identity``: raw) and may declare the 
 header listing those it does), a body that decodes past its size limit, past the declared size or past
 ``MAX_RATIO`` times its coded size with 413 (a decompression bomb: decoding stops there), a corrupt stream
 or a short one with 400. Answers go back uncoded.
+
+A request that starts at the model's input may instead carry the camera frame itself (``Content-Type:
+image/jpeg``, or image/png), its ``__metadata__`` as a JSON object in ``X-Dnnsplit-Metadata``; the server
+makes the model input from it as ``images.load_image`` does (400 when it is not an image, 415 when the
+request does not start at an image-shaped model input).
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ from dnnsplit.profiling.graph import TensorSpec
 
 CONTENT_TYPE = "application/vnd.safetensors"
 JSON_TYPE = "application/json"
+JPEG_TYPE = "image/jpeg"
+IMAGE_TYPES = (JPEG_TYPE, "image/png")
+METADATA_HEADER = "x-dnnsplit-metadata"  # an image body's __metadata__, as a JSON object of strings
 HEADER_SLACK = 64 * 1024  # room for the JSON header over the tensors' own bytes
 CODING_HEADER = "content-encoding"
 DECODED_LENGTH_HEADER = "x-decoded-length"
@@ -139,6 +147,30 @@ def check(
     if max_batch is not None and batch > max_batch:
         raise WireError(413, "batch_too_large", f"batch {batch} is over this server's maximum of {max_batch}")
     return batch
+
+
+def is_image_body(headers: Mapping[str, str]) -> bool:
+    """Whether a request body is an image (``Content-Type: image/jpeg`` or ``image/png``)."""
+    return headers.get("content-type", "").split(";")[0].strip().lower() in IMAGE_TYPES
+
+
+def image_headers(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The headers of an image body carrying ``metadata`` (a tensor message's ``__metadata__``)."""
+    return {"content-type": JPEG_TYPE, METADATA_HEADER: json.dumps(dict(metadata), separators=(",", ":"))}
+
+
+def image_metadata(headers: Mapping[str, str]) -> dict[str, str]:
+    """An image body's metadata from ``X-Dnnsplit-Metadata``; 400 when it is not a JSON object."""
+    raw = headers.get(METADATA_HEADER)
+    if raw is None:
+        return {}
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        found = None
+    if not isinstance(found, dict):
+        raise WireError(400, "bad_metadata", f"{METADATA_HEADER} is not a JSON object")
+    return {str(k): str(v) for k, v in found.items()}
 
 
 def message_bytes(specs: Sequence[TensorSpec], batch: int = 1) -> int:

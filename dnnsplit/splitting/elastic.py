@@ -16,12 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from dnnsplit.errors import UsageError
-from dnnsplit.models.export import file_sha256
 from dnnsplit.partition.elastic import ContextGrid, ElasticSpec, piece_of_layer, sweep_candidates
 from dnnsplit.partition.plan_file import PlanFile
 from dnnsplit.progress import ProgressFn, no_progress
 from dnnsplit.splitting.cuts import segments_from_tiers
-from dnnsplit.splitting.split import SplitResult, SplitSettings, check_plan_model, layer_labels, split_model
+from dnnsplit.splitting.split import (
+    SplitResult,
+    SplitSettings,
+    check_plan_model,
+    layer_labels,
+    plan_origin,
+    split_model,
+)
 
 
 def elastic_candidates(
@@ -58,7 +64,7 @@ def split_elastic(
     default = spec.candidates[spec.default].boundary
     phone, beyond = spec.tiers
     tiers = [phone if k < default else beyond for k in range(len(spec.pieces))]
-    origin = {"plan": str(plan), "plan_sha256": file_sha256(plan)}
+    origin = plan_origin(plan, plan_file)  # the plan's coding too: every piece boundary is sent with it
     return split_model(
         prepared.exported.path,
         prepared.graph,

@@ -105,6 +105,16 @@ def prepare_output(directory: Path, force: bool) -> None:
     claim(directory, SPLIT, force)
 
 
+def plan_origin(plan: Path, plan_file: PlanFile) -> dict[str, Any]:
+    """The manifest's ``origin`` of a split made by ``plan``: the file, its sha256, and the lossless coding
+    the plan priced its boundaries with (``plan --boundaries``), which is what the client sends."""
+    origin: dict[str, Any] = {"plan": str(plan), "plan_sha256": file_sha256(plan)}
+    chosen = plan_file.document.get("boundary_codec")
+    if chosen:
+        origin["coding"] = chosen["lossless"]
+    return origin
+
+
 def split_prepared(
     prepared: Any,
     output: Path,
@@ -119,10 +129,7 @@ def split_prepared(
     sha = prepared.exported.sha256
     if plan_file is not None and plan is not None:
         segment_of, tiers = segments_from_plan(prepared.graph, plan_file, sha)
-        origin: dict[str, Any] = {"plan": str(plan), "plan_sha256": file_sha256(plan)}
-        chosen = plan_file.document.get("boundary_codec")
-        if chosen:  # the lossless coding the plan priced the boundaries with: what the client sends
-            origin["coding"] = chosen["lossless"]
+        origin: dict[str, Any] = plan_origin(plan, plan_file)
     else:
         segment_of, tiers = segments_from_cut_lists(prepared.graph, [list(c) for c in cut_lists])
         origin = {"cuts": [list(c) for c in cut_lists]}

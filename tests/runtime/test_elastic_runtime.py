@@ -44,8 +44,9 @@ def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole,
             frames.append(client.infer(sample))
         metrics = httpx.get(f"{edge.url}/metrics").text
     want = whole(sample)
-    for f in frames:  # every frame answered, by the edge, with the whole model's logits
-        assert f.result.fallback is None and f.note is None
+    for i, f in enumerate(frames):  # every frame answered, by the edge, with the whole model's logits ...
+        # ... but the one whose upload the slowed link caught: abandoned at its deadline, finished here
+        assert (f.result.fallback is None and f.note is None) or (i == 8 and f.result.abandoned), f.note
         np.testing.assert_allclose(f.result.outputs["logits"], want, rtol=1e-5, atol=1e-6)
     cuts = [f.cut for f in frames]
     seen = [(f.cut, f"{f.result.stages.total_ms:.0f} ms", f.decision.context) for f in frames]  # on failure
@@ -61,7 +62,8 @@ def test_the_cut_follows_the_link_when_it_slows_mid_stream(elastic: Path, whole,
     assert frames[10].to_dict()["estimate"]["up_mbps"] == frames[10].decision.context.up_mbps
     for f in frames[9:]:  # cut-1 sends the 32-byte pooled features, all-local nothing
         assert f.result.stages.up_bytes < 1000
-    assert f'dnnsplit_cut_requests_total{{cut="all-edge",start="0",tier="edge"}} {cuts.count("all-edge")}.0' in metrics
+    served = sum(1 for f in frames if f.cut == "all-edge" and not f.result.abandoned)  # (abandoned: not served)
+    assert f'dnnsplit_cut_requests_total{{cut="all-edge",start="0",tier="edge"}} {served}.0' in metrics
     if "cut-1" in cuts:
         assert f'dnnsplit_cut_requests_total{{cut="cut-1",start="1",tier="edge"}} {cuts.count("cut-1")}.0' in metrics
     assert 'dnnsplit_client_estimate{quantity="up_mbps",tier="edge"}' in metrics
@@ -93,7 +95,8 @@ def test_an_edge_lacking_a_cut_gets_the_best_one_it_has(
     eager = ElasticSettings(estimator=EstimatorSettings(probe_idle_s=0.0))  # and a probe before every frame
 
     def slow_phone(client: ElasticClient) -> ElasticClient:
-        client.estimator.observe(Observation(phone_profiled_ms=1.0, phone_ms=100.0))
+        for _ in range(2):  # (the client timed its phone once at start: a step takes two samples)
+            client.estimator.observe(Observation(phone_profiled_ms=1.0, phone_ms=100.0))
         return client
 
     # An edge started on the last piece only: it cannot take the raw input (all-edge).
@@ -107,7 +110,9 @@ def test_an_edge_lacking_a_cut_gets_the_best_one_it_has(
         # frames measure the phone's real speed; whatever they pick is the best the edge has.
         assert frames[0].cut == "cut-1"
         for f in frames:
-            assert f.decision.candidate == decide(client.spec, f.decision.context, [1, 2]).candidate or f.decision.kept
+            # (by name: the decision charged cut-1 what it really sent, the plan's 32 bytes plus the header)
+            best = decide(client.priced(), f.decision.context, [1, 2]).candidate
+            assert f.decision.candidate.name == best.name or f.decision.kept
         # A client that could not ask first is refused at the request, and runs the frame again at once.
         monkeypatch.setattr(ElasticClient, "_edge_starts", lambda self: None)
         with slow_phone(ElasticClient(elastic, edge.url, link=FAST)) as blind:
@@ -171,3 +176,151 @@ def test_infer_streams_frames_and_says_which_cut_ran(cli, elastic: Path, tmp_pat
     assert document["summary"]["frames"] == 5 and sum(document["summary"]["cuts"].values()) == 5
     code, stdout, stderr = cli("infer", elastic, "--edge", "http://127.0.0.1:9", "--frames", frames, "--input", frames)
     assert code == 2 and "give either --input or --frames" in stderr
+
+
+def test_jpeg_frames_go_up_as_jpeg_and_the_decision_charges_their_bytes(
+    cli, elastic: Path, edge_only: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from dnnsplit.images import load_frames
+    from dnnsplit.partition.elastic import predict_ms
+    from tests.runtime.test_image_input import _jpeg, _picture
+
+    frames = tmp_path / "jpegs"
+    frames.mkdir()
+    for k in range(2):
+        (frames / f"{k}.jpg").write_bytes(_jpeg(_picture(seed=k)))
+    loaded = load_frames(frames, (1, 3, 32, 32))
+    sizes = [len(j) for j in loaded.jpegs]
+    with serving(elastic, ServeSettings(tier="edge")) as edge:
+        with ElasticClient(elastic, edge.url, link=FAST, slowdown=PHONE_SCALE) as client:
+            ran = [client.infer(loaded.tensors[k : k + 1], loaded.jpegs[k]) for k in (0, 1, 0, 1)]
+            priced = client.priced()
+    # all-edge is charged the mean of the JPEGs seen, not the 12 kB float32 input, and sends each one
+    assert priced.candidate_at(0).up_bytes == round((sizes[0] + sizes[1]) / 2)
+    assert priced.candidate_at(0).up_bytes < client.spec.candidate_at(0).up_bytes / 3
+    frame = ran[-1]
+    assert frame.decision.costs["all-edge"] == pytest.approx(
+        predict_ms(priced, priced.candidate_at(0), frame.decision.context)
+    )
+    assert [f.cut for f in ran[1:]].count("all-edge") >= 2, [(f.cut, f.decision.costs) for f in ran]
+    for k, f in enumerate(ran):
+        if f.cut == "all-edge":
+            assert f.result.stages.up_bytes == sizes[k % 2] and f.result.fallback is None
+    # the CLI: --input-coding jpeg (the default) sends the file, tensor the float32 input; same answer
+    runs = {}
+    with serving(edge_only, ServeSettings(tier="edge")) as edge:
+        for coding in ("jpeg", "tensor"):
+            code, stdout, stderr = cli(
+                "infer", edge_only, "--edge", edge.url, "--input", frames / "0.jpg", "--input-coding", coding,
+                "--format", "json",
+            )  # fmt: skip
+            assert code == 0, stderr
+            runs[coding] = json.loads(stdout)
+        code, _, stderr = cli("infer", edge_only, "--edge", edge.url, "--input", frames / "0.jpg", "--input-coding", "png")
+        assert code == 2 and "--input-coding must be jpeg or tensor" in stderr
+    assert runs["jpeg"]["stages"]["up_bytes"] == sizes[0]
+    assert runs["tensor"]["stages"]["up_bytes"] > 3 * 32 * 32 * 4
+    assert runs["jpeg"]["top"] == runs["tensor"]["top"]  # a JPEG file: the same tensor on the edge
+
+
+MEDIUM = LinkSpec(20.0, 20.0, 2.0, name="medium")
+
+
+def _learn_the_fast_link(client: ElasticClient) -> None:
+    """Two probes of the 20 Mbit/s link (sized for the plan's 5.85: 29 kB, 12 ms)."""
+    for _ in range(2):
+        client.probe()
+    assert client.estimator.context().up_mbps > 12 and client.estimator.context().rtt_ms < 20
+
+
+def test_a_request_stuck_on_a_link_that_dropped_is_abandoned_and_finished_here(
+    elastic: Path, whole, sample: np.ndarray
+) -> None:
+    """All-edge on a 20 Mbit/s link; the link drops to 0.1 Mbit/s: the next upload (12 kB, 1 s) runs past its
+    deadline (3x its prediction + 100 ms), is abandoned and finished on the phone; what the link took of
+    it drops the estimate at once, so the frame after keeps the input on the phone. No frame is lost."""
+    with (
+        serving(elastic, ServeSettings(tier="edge")) as edge,
+        ElasticClient(elastic, edge.url, link=MEDIUM, slowdown=PHONE_SCALE) as client,
+    ):
+        _learn_the_fast_link(client)
+        frames = [client.infer(sample) for _ in range(3)]
+        assert [f.cut for f in frames[1:]] == ["all-edge", "all-edge"]
+        client.client.link.retune(LinkSpec(0.1, 0.1, 2.0, name="slower"))
+        frames += [client.infer(sample) for _ in range(3)]
+        metrics = httpx.get(f"{edge.url}/metrics").text
+    stuck = frames[3]
+    predicted_remote = stuck.decision.predicted_ms - client.spec.phone_ms(0)
+    assert stuck.cut == "all-edge" and stuck.result.abandoned and "abandoned after" in stuck.note
+    assert stuck.result.stages.total_ms < 3 * predicted_remote + 100 + 1000  # not the 1 s upload and more
+    assert stuck.changes == ("uplink",), (stuck.to_dict(), client.estimator.up.value)
+    assert stuck.to_dict()["abandoned"] is True
+    assert frames[4].decision.context.up_mbps < 0.2 and frames[4].cut in {"cut-1", "all-local"}
+    assert not any(f.result.abandoned for f in frames[4:])
+    for f in frames:
+        np.testing.assert_allclose(f.result.outputs["logits"], whole(sample), rtol=1e-5, atol=1e-6)
+    from dnnsplit.runtime.elastic import summarize
+
+    summary = summarize([f.cut for f in frames], [f.result for f in frames], [f.note for f in frames])
+    assert summary.abandoned == 1 and summary.fallbacks == 1 and summary.frames == 6
+    assert 'dnnsplit_requests_total{path="/v1/infer",status="499",tier="edge"}' in metrics or stuck.result.abandoned
+
+
+def test_a_long_upload_is_measured_while_it_goes(elastic: Path, sample: np.ndarray) -> None:
+    """No deadline: an all-edge upload of 12 kB at 0.1 Mbit/s (about 1 s) is timed every 0.25 s, so the
+    step is complete before the answer is in, from the upload's own bytes."""
+    patient = ElasticSettings(deadline_factor=0)
+    with (
+        serving(elastic, ServeSettings(tier="edge")) as edge,
+        ElasticClient(elastic, edge.url, link=MEDIUM, slowdown=PHONE_SCALE, settings=patient) as client,
+    ):
+        _learn_the_fast_link(client)
+        for _ in range(3):
+            client.infer(sample)
+        client.client.link.retune(LinkSpec(0.1, 0.1, 2.0, name="slower"))
+        windows: list[float] = []
+        observe = client.estimator.observe_upload
+        client.estimator.observe_upload = lambda n, ms, now=None: windows.append(n * 8 / ms / 1000) or observe(n, ms)
+        frame = client.infer(sample)
+    assert frame.cut == "all-edge" and frame.result.fallback is None and not frame.result.abandoned
+    # (the emulated link paces in 1 kB chunks, 82 ms each here: a 0.25 s window holds 3 or 4 of them)
+    assert len(windows) >= 2 and all(0.6 < w / 0.1 < 1.4 for w in windows), windows
+    assert float(np.mean(windows)) == pytest.approx(0.1, rel=0.15), windows
+    assert "uplink" in frame.changes and frame.result.stages.upload_ms > 800
+    assert client.estimator.context().up_mbps == pytest.approx(0.1, rel=0.3)
+
+
+def test_an_elastic_split_sends_its_boundaries_with_the_plans_coding(tiny_model, whole, tmp_path: Path) -> None:
+    """A plan priced with zstd on the boundaries (``plan --boundaries``): the elastic split's manifest says
+    so and its client sends every cut coded (here: a dark frame, 12 kB of zeros, in a few dozen bytes)."""
+    import yaml
+
+    from dnnsplit.partition.plan_file import load_plan
+    from dnnsplit.splitting.elastic import split_elastic
+    from dnnsplit.splitting.manifest import Manifest
+    from dnnsplit.splitting.split import SplitSettings
+    from tests.fixtures.elastic import tiny_plan
+
+    plan = tiny_plan(tiny_model, tmp_path / "plan.yaml")
+    document = yaml.safe_load(plan.read_text())
+    document["boundary_codec"] = {"codec": "none", "lossless": "zstd", "tensors": [], "weighed": []}
+    plan.write_text(yaml.safe_dump(document))
+    directory = tmp_path / "coded"
+    split_elastic(tiny_model, directory, SplitSettings(simplify=False, validate=1), plan, load_plan(plan))
+    assert Manifest.load(directory).origin["coding"] == "zstd"
+    dark = np.zeros((1, 3, 32, 32), dtype=np.float32)
+    with (
+        serving(directory, ServeSettings(tier="edge")) as edge,
+        ElasticClient(directory, edge.url, link=MEDIUM, slowdown=PHONE_SCALE) as client,
+    ):
+        assert client.client.coding == "zstd"
+        _learn_the_fast_link(client)
+        frames = [client.infer(dark) for _ in range(3)]
+    offloaded = [f for f in frames if f.cut != "all-local"]
+    assert offloaded, [f.cut for f in frames]
+    for f in offloaded:
+        assert f.result.fallback is None and f.result.stages.up_bytes < 1000
+        np.testing.assert_allclose(f.result.outputs["logits"], whole(dark), rtol=1e-5, atol=1e-6)
+    assert client.priced().candidate_at(offloaded[-1].decision.candidate.boundary).up_bytes < 1000

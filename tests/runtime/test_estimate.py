@@ -111,3 +111,37 @@ def test_an_idle_link_asks_for_a_probe_sized_to_the_estimate() -> None:
     assert estimator.up.samples == 1
     with pytest.raises(UsageError, match="alpha"):
         ContextEstimator(Context(1, 1, 1), EstimatorSettings(alpha=0))
+
+
+def test_in_flight_windows_see_a_step_within_half_a_second_of_upload() -> None:
+    """A 0.2 Mbit/s upload timed every 0.25 s (connection.UploadMeter): the second window completes the
+    step, 0.5 s into the upload, long before the request ends; the request's end adds nothing new."""
+    rng = np.random.default_rng(1)
+    estimator = ContextEstimator(Context(30, 60, 20))
+    for i in range(10):
+        estimator.observe(_upload(30 * float(np.exp(rng.normal(0, 0.1)))), now=float(i))
+    window_ms = 250.0
+    stepped_at = None
+    for k in range(1, 9):  # 8 windows: a 50 kB JPEG at 0.2 Mbit/s takes 2 s
+        taken = int(0.2e6 / 8 * window_ms / 1000 * float(np.exp(rng.normal(0, 0.1))))
+        if estimator.observe_upload(taken, window_ms, now=10 + k * 0.25) and stepped_at is None:
+            stepped_at = k * window_ms
+    assert stepped_at == 500.0 and estimator.context().up_mbps == pytest.approx(0.2, rel=0.2)
+    assert estimator.observe(Observation()) == ["uplink"]  # reported with the request that saw it
+    assert estimator.observe(Observation()) == []
+    # windows too short to say anything are skipped; a steady in-flight rate is averaged in
+    assert not estimator.observe_upload(100, 1.0) and estimator.up.samples == 18
+    for _ in range(20):
+        estimator.observe_upload(int(0.2e6 / 8 * 0.25), 250.0)
+    assert estimator.up.steps == 1 and estimator.context().up_mbps == pytest.approx(0.2, rel=0.1)
+
+
+def test_an_abandoned_upload_drops_the_estimate_at_once_but_never_raises_it() -> None:
+    estimator = ContextEstimator(Context(30, 60, 20))
+    estimator.observe(_upload(30))
+    # 130 ms past its start the link had taken 3.2 kB: at most 0.2 Mbit/s, believed without a second sample
+    assert estimator.observe_abandoned(3250, 130.0)
+    assert estimator.context().up_mbps == pytest.approx(0.2) and estimator.up.steps == 1
+    assert not estimator.observe_abandoned(10**6, 100.0)  # 80 Mbit/s "at most": says nothing
+    assert estimator.context().up_mbps == pytest.approx(0.2)
+    assert not estimator.observe_abandoned(0, 0.5)  # too short to mean anything
