@@ -1,10 +1,17 @@
 """The elastic client: every request cut where it is cheapest now, from the client's estimate of its context.
 
-Per request: (an idle link is probed first, see ``estimate.py``), the context is estimated, the exact
-optimum over the split's candidate cuts is taken for it (``partition.elastic.decide``, with hysteresis),
-the request runs at that cut through ``CollaborativeClient`` (which carries the cut's ``start`` to the
-edge, and falls back to running the rest here when the edge fails), and what it measured is folded into
-the estimate. Each ``FrameResult`` says which cut ran and the estimate that chose it.
+Per request: the context is estimated, the exact optimum over the split's candidate cuts is taken for it
+(``partition.elastic.decide``, with hysteresis), the request runs at that cut through
+``CollaborativeClient`` (which carries the cut's ``start`` to the edge, and falls back to running the
+rest here when the edge fails), and what it measured is folded into the estimate. Each ``FrameResult``
+says which cut ran and the estimate that chose it.
+
+A link that no request has measured for a while (the frames stay on the phone) is probed (``estimate.py``):
+beside a frame that runs here, in a thread, so the probe costs the frame nothing (the radio is idle while
+the phone computes) and a slow link is re-measured all the time rather than once per idle spell; before a
+frame that offloads, at once (as its own upload may be too short to time). A frame that would offload
+while a probe is still in flight waits for it (the link is the probe's) and is decided again on what the
+probe measured.
 
 An edge that does not serve a candidate (an older edge, or one started on fewer pieces) is asked once,
 at start, where it can start (``GET /v1/manifest``: ``served.starts``); a candidate it lacks is never
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -29,7 +37,7 @@ from dnnsplit.errors import UsageError
 from dnnsplit.partition.elastic import Decision, ElasticSpec, decide
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime.client import CollaborativeClient, InferResult, UnservedCut
-from dnnsplit.runtime.connection import EdgeTimeout, EdgeUnreachable
+from dnnsplit.runtime.connection import EdgeTimeout, EdgeUnreachable, UploadMeter
 from dnnsplit.runtime.estimate import (
     EDGE_HEADER,
     ContextEstimator,
@@ -41,6 +49,7 @@ from dnnsplit.splitting.manifest import Manifest
 
 INPUT_CODINGS = ("jpeg", "tensor")
 SENT_WINDOW = 16  # a cut's upload is priced at the mean of its last this many bodies
+PROBE_S = 5.0  # a probe unanswered this long is given up (the link took less than its body in that time)
 
 
 @dataclass(frozen=True)
@@ -86,17 +95,24 @@ class FrameResult:
     probe_ms: float | None = None  # a probe of the idle link before this frame
     changes: tuple[str, ...] = ()  # the quantities whose step this frame's measurements completed
     decision_ms: float | None = None  # what pricing the candidates and choosing took
+    waited_ms: float = 0.0  # what the frame waited for a probe before it could offload (in its latency)
 
     @property
     def cut(self) -> str:
         return self.decision.candidate.name
 
+    @property
+    def latency_ms(self) -> float:
+        """The frame's time: its stages, and any probe it waited for."""
+        return self.result.stages.total_ms + self.waited_ms
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "frame": self.index,
             **self.decision.to_dict(),
-            "latency_ms": self.result.stages.total_ms,
+            "latency_ms": self.latency_ms,
             "stages": self.result.stages.to_dict(),
+            "waited_for_probe_ms": self.waited_ms,
             "fallback": self.result.fallback,
             "abandoned": self.result.abandoned,
             "note": self.note,
@@ -176,6 +192,11 @@ class ElasticClient:
             )
         self.current: int | None = None
         self.frames = 0
+        # The estimator is shared with the background probe (``_start_probe``); the connection too, but a
+        # request never runs while a probe is in flight (``infer`` waits for it first).
+        self._lock = threading.Lock()
+        self._probe_thread: threading.Thread | None = None
+        self._probe_done: list[float | None] = []  # what finished background probes took (ms), not reported
         self.everything = len(self.spec.pieces)
         self.edge_max_body = 65_536  # what a probe may send at most (the edge's --max-body-mb says more)
         self.starts: tuple[int, ...] | None = self._edge_starts() if edge_url else ()
@@ -190,6 +211,7 @@ class ElasticClient:
         return self.client.manifest
 
     def close(self) -> None:
+        self._wait_for_probe()
         self.client.close()
 
     def __enter__(self) -> ElasticClient:
@@ -249,16 +271,26 @@ class ElasticClient:
     def infer(self, x: np.ndarray, image: bytes | None = None) -> FrameResult:
         """One frame ``x``; ``image``: its JPEG, sent instead of ``x`` by a cut that starts at the input (and
         what such a cut is charged: the mean of the JPEGs seen lately, this one's included)."""
-        probe_ms = None
-        if self.settings.probe and self.client.edge_url and self.estimator.needs_probe():
-            probe_ms = self.probe()
+        probe_ms = self._finished_probe()
         if image is not None:
             self._record_sent(0, len(image))
-        t0 = time.perf_counter()
-        context = self.estimator.context()
         spec = self.priced()
-        decision = decide(spec, context, self.allowed(), self.current, self.settings.hysteresis)
-        decision_ms = (time.perf_counter() - t0) * 1000
+        context, decision, decision_ms = self._decide(spec)
+        waited_ms = 0.0
+        if decision.candidate.boundary < self.everything:
+            # An offloading frame: the link must be free, and is measured first when it is due.
+            t0 = time.perf_counter()
+            probed = self._probe_thread is not None
+            waited = self._wait_for_probe()
+            if not probed and self._probe_due() and not self._times_the_link(decision):
+                probed, waited = True, self.probe()
+            if probed:
+                waited_ms = (time.perf_counter() - t0) * 1000
+                probe_ms = waited if waited is not None else probe_ms
+                context, decision, again_ms = self._decide(spec)
+                decision_ms += again_ms
+        elif self._probe_due() and self._probe_thread is None:
+            self._start_probe()
         note = None
         try:
             result = self._run(x, decision, image)
@@ -276,11 +308,63 @@ class ElasticClient:
             self._record_sent(boundary, result.stages.up_bytes)
         if result.fallback:
             note = f"{note}; {result.fallback}" if note else result.fallback
-        changes = tuple(self.estimator.observe(self._observation(result, decision.candidate.boundary)))
+        with self._lock:
+            changes = tuple(self.estimator.observe(self._observation(result, decision.candidate.boundary)))
         self.current = decision.candidate.boundary
-        frame = FrameResult(self.frames, result, decision, note, probe_ms, changes, decision_ms)
+        frame = FrameResult(self.frames, result, decision, note, probe_ms, changes, decision_ms, waited_ms)
         self.frames += 1
         return frame
+
+    def _decide(self, spec: ElasticSpec) -> tuple[Any, Decision, float]:
+        t0 = time.perf_counter()
+        with self._lock:
+            context = self.estimator.context()
+        decision = decide(spec, context, self.allowed(), self.current, self.settings.hysteresis)
+        return context, decision, (time.perf_counter() - t0) * 1000
+
+    def _times_the_link(self, decision: Decision) -> bool:
+        """Whether the request's own body is long enough on the link to measure it (its second half over
+        ``min_transfer_ms`` at the estimated rate): then no probe is needed before it."""
+        ms = decision.candidate.up_bytes * 8 / (decision.context.up_mbps * 1000)
+        return ms >= 2 * self.estimator.settings.min_transfer_ms
+
+    def _probe_due(self) -> bool:
+        if not (self.settings.probe and self.client.edge_url and self.client.connection is not None):
+            return False
+        with self._lock:
+            return self.estimator.needs_probe()
+
+    def _start_probe(self) -> None:
+        """Probe the link in a thread while this frame runs on the phone."""
+
+        def run() -> None:
+            try:
+                self._probe_done.append(self.probe())
+            except Exception as exc:  # a probe must never take the stream down: noted, and retried later
+                self.notes.append(f"a background probe failed: {exc}")
+                with self._lock:
+                    self.estimator.last_uplink_sample = time.monotonic()
+
+        self._probe_thread = threading.Thread(target=run, name="dnnsplit-probe", daemon=True)
+        self._probe_thread.start()
+
+    def _wait_for_probe(self) -> float | None:
+        """Wait for a background probe in flight; what it took (ms), None when none ran or it said nothing."""
+        thread, self._probe_thread = self._probe_thread, None
+        if thread is None:
+            return None
+        thread.join()
+        return self._finished_probe()
+
+    def _finished_probe(self) -> float | None:
+        """What a background probe that has finished took (ms), once; None when none has finished."""
+        thread = self._probe_thread
+        if thread is not None and not thread.is_alive():
+            thread.join()
+            self._probe_thread = None
+        done = [ms for ms in self._probe_done if ms is not None]
+        self._probe_done.clear()
+        return done[-1] if done else None
 
     def stream(self, frames: Iterator[np.ndarray]) -> Iterator[FrameResult]:
         for x in frames:
@@ -300,9 +384,17 @@ class ElasticClient:
             metadata=metadata,
             image=image,
             deadline_s=self.settings.deadline_s(max(decision.predicted_ms - phone_ms, 0.0)),
-            on_upload=self.estimator.observe_upload,
-            on_abandon=self.estimator.observe_abandoned,
+            on_upload=self._observe_upload,
+            on_abandon=self._observe_abandoned,
         )
+
+    def _observe_upload(self, nbytes: int, ms: float) -> None:
+        with self._lock:
+            self.estimator.observe_upload(nbytes, ms)
+
+    def _observe_abandoned(self, nbytes: int, ms: float) -> None:
+        with self._lock:
+            self.estimator.observe_abandoned(nbytes, ms)
 
     def _observation(self, result: InferResult, boundary: int) -> Observation:
         s = result.stages
@@ -313,6 +405,8 @@ class ElasticClient:
             up_bytes=s.up_bytes if remote else None,
             read_bytes=int(edge["read-bytes"]) if remote and "read-bytes" in edge else None,
             read_ms=edge.get("read-ms") if remote else None,
+            tail_bytes=int(edge["tail-bytes"]) if remote and "tail-bytes" in edge else None,
+            tail_ms=edge.get("tail-ms") if remote else None,
             wall_ms=s.wall_ms if remote else None,
             edge_total_ms=edge.get("total-ms") if remote else None,
             down_bytes=s.down_bytes,
@@ -325,50 +419,72 @@ class ElasticClient:
         )
 
     def probe(self) -> float | None:
-        """Send a small body to ``/v1/probe`` through the (emulated) link and fold what it measured in."""
+        """Send a probe body to ``/v1/probe`` through the (emulated) link and fold what it measured in; what
+        it took (ms), None when it got no answer."""
         connection = self.client.connection
         if connection is None:
             return None
-        data = os.urandom(min(self.estimator.probe_bytes(), self.edge_max_body))
+        with self._lock:
+            size = min(self.estimator.probe_bytes(), self.edge_max_body)
+            min_ms = self.estimator.settings.min_transfer_ms
+            context = self.estimator.context()
+        # A probe has a deadline as a request has (3x its predicted time + 100 ms): one sized for a fast link
+        # that has dropped since is given up, and what the link took of it drops the estimate at once.
+        predicted_ms = context.rtt_ms + size * 8 / (context.up_mbps * 1000)
+        deadline_s = min(self.settings.deadline_s(predicted_ms) or PROBE_S, PROBE_S)
+        meter = UploadMeter(self._observe_upload)
+        data = os.urandom(size)
         link = self.client.link
         headers = {"content-type": "application/octet-stream", "content-length": str(len(data))}
         if self.client.token:
             headers["authorization"] = f"Bearer {self.client.token}"
         start = time.perf_counter()
         try:
-            answer = connection.post(
-                "/v1/probe", lambda: link.upload(data) if link else [data], headers, time.monotonic() + 5.0
-            )
+            body = (lambda: link.upload(data)) if link else (lambda: [data])
+            answer = connection.post("/v1/probe", body, headers, time.monotonic() + deadline_s, meter)
             # The answer comes back over the link too, or the round trip would show only half of it.
             link.download(answer.chunks(), answer.length) if link else answer.read()
-        except (EdgeTimeout, EdgeUnreachable):
+        except EdgeTimeout:
+            taken = meter.taken(connection.sock)
+            connection.close(abort=True)  # what the socket still holds would only slow the next request
+            if taken is not None:
+                self._observe_abandoned(*taken)
+            with self._lock:
+                self.estimator.last_uplink_sample = time.monotonic()
+            return None
+        except EdgeUnreachable:
             connection.close()
-            self.estimator.last_uplink_sample = time.monotonic()  # not again before the next idle period
+            with self._lock:
+                self.estimator.last_uplink_sample = time.monotonic()  # not again before the next idle period
             return None
         wall_ms = (time.perf_counter() - start) * 1000
         edge = parse_edge_header(answer.headers.get(EDGE_HEADER, ""))
         if answer.status != 200 or "read-ms" not in edge:
-            self.estimator.last_uplink_sample = time.monotonic()
+            with self._lock:
+                self.estimator.last_uplink_sample = time.monotonic()
             return wall_ms
+        observation = Observation(
+            up_bytes=len(data),
+            read_bytes=int(edge["read-bytes"]),
+            read_ms=edge["read-ms"],
+            tail_bytes=int(edge["tail-bytes"]) if "tail-bytes" in edge else None,
+            tail_ms=edge.get("tail-ms"),
+            wall_ms=wall_ms,
+            edge_total_ms=edge.get("total-ms"),
+            edge_queued=int(edge.get("queued", 0)),
+            edge_concurrency=int(edge.get("concurrency", 1)),
+        )
         # A probe read too fast to time says the link is much faster than the estimate it was sized for:
         # the next one, before the next frame, is 4x bigger (back to 1x once one measures).
-        too_short = edge["read-ms"] < self.estimator.settings.min_transfer_ms
-        self.estimator.probe_boost = min(self.estimator.probe_boost * 4, 64) if too_short else 1
-        self.estimator.observe(
-            Observation(
-                up_bytes=len(data),
-                read_bytes=int(edge["read-bytes"]),
-                read_ms=edge["read-ms"],
-                wall_ms=wall_ms,
-                edge_total_ms=edge.get("total-ms"),
-                edge_queued=int(edge.get("queued", 0)),
-                edge_concurrency=int(edge.get("concurrency", 1)),
-            )
-        )
-        # Probe again before the next frame when this one said nothing, or saw a faster link that a second
-        # sample must confirm (requests on a fast link are mostly too short to time): else after idling.
-        again = too_short or self.estimator.up.held_above()
-        self.estimator.last_uplink_sample = 0.0 if again else time.monotonic()
+        too_short = edge["read-ms"] < min_ms
+        with self._lock:
+            self.estimator.probe_boost = min(self.estimator.probe_boost * 4, 64) if too_short else 1
+            self.estimator.observe(observation)
+            # Probe again before the next frame when this one said nothing, or saw a faster link that a
+            # second sample must confirm (requests on a fast link are mostly too short to time): else after
+            # idling.
+            again = too_short or self.estimator.up.held_above()
+            self.estimator.last_uplink_sample = 0.0 if again else time.monotonic()
         return wall_ms
 
 
@@ -391,8 +507,14 @@ class StreamSummary:
         return dict(self.__dict__)
 
 
-def summarize(cuts: list[str], results: list[InferResult], notes: list[str | None]) -> StreamSummary:
-    totals = np.array([r.stages.total_ms for r in results], dtype=np.float64)
+def summarize(
+    cuts: list[str],
+    results: list[InferResult],
+    notes: list[str | None],
+    latencies: list[float] | None = None,
+) -> StreamSummary:
+    """``latencies``: each frame's time where it is more than its stages' (``FrameResult.latency_ms``)."""
+    totals = np.array(latencies or [r.stages.total_ms for r in results], dtype=np.float64)
     counts: dict[str, int] = {}
     for c in cuts:
         counts[c] = counts.get(c, 0) + 1
@@ -457,6 +579,7 @@ def run_stream(
     cuts: list[str] = []
     results: list[InferResult] = []
     notes: list[str | None] = []
+    latencies: list[float] = []
     with client:
         for i in range(total):
             if progress is not None:
@@ -481,6 +604,7 @@ def run_stream(
             cuts.append(cut)
             results.append(result)
             notes.append(note)
+            latencies.append(row["latency_ms"])
         if progress is not None:
             progress("frames", total, total)
-    return rows, summarize(cuts, results, notes), list(getattr(client, "notes", []))
+    return rows, summarize(cuts, results, notes, latencies), list(getattr(client, "notes", []))

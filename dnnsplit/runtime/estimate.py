@@ -11,7 +11,11 @@ What one request tells (``Observation``), from the client's own clock and the he
 
 * uplink: the bytes the edge read after the first chunk over the time it took to read them
   (``x-dnnsplit-edge: read-bytes, read-ms``): the link's rate whatever the client's socket buffers do;
-  transfers shorter than ``min_transfer_ms`` say nothing and are skipped. While a long upload is in
+  transfers shorter than ``min_transfer_ms`` say nothing and are skipped. Where the edge also says how
+  the body's second half came in (``tail-bytes, tail-ms``) and that took ``min_transfer_ms``, the rate is
+  taken from it instead: a shaper's token bucket (tbf's burst, a radio's buffered grant) lets the first
+  kilobytes after an idle spell through at line rate, which made a 4 kB probe read a 0.2 Mbit/s link as
+  0.4 Mbit/s; by the second half of a body twice the burst that credit is spent. While a long upload is in
   flight, the client also times the bytes the link takes every 0.25 s (``observe_upload``), so a link
   that drops mid-upload is seen within two windows, not when the request ends;
 * round trip: the request's whole time on the client (upload start to the answer's last byte) minus the
@@ -46,9 +50,10 @@ class EstimatorSettings:
     change_ratio: float = 1.6  # a sample this many times above or below the estimate is out of band
     change_count: int = 2  # out-of-band samples in a row on one side that make a step
     min_transfer_ms: float = 2.0  # uploads read faster than this say nothing about the rate
-    probe_idle_s: float = 2.0  # no uplink sample for this long: probe before the next request
-    probe_ms: float = 40.0  # a probe's size: this long at the estimated uplink ...
-    probe_bytes: tuple[int, int] = (4096, 262_144)  # ... within these bounds
+    probe_idle_s: float = 1.0  # no uplink sample for this long: probe (beside the next local frame)
+    probe_ms: float = 100.0  # a probe's size: this long at the estimated uplink ...
+    # ... within these bounds: at least 16 kB, so that its second half is past a shaper's burst (above)
+    probe_bytes: tuple[int, int] = (16_384, 262_144)
 
     def check(self) -> None:
         if not 0 < self.alpha <= 1:
@@ -122,6 +127,8 @@ class Observation:
     up_bytes: int | None = None  # the whole body sent
     read_bytes: int | None = None  # bytes the edge read after the first chunk of the body
     read_ms: float | None = None  # ... and how long that took
+    tail_bytes: int | None = None  # bytes the edge read after the body's midpoint ...
+    tail_ms: float | None = None  # ... and how long they took (a shaper's burst spent by then)
     wall_ms: float | None = None  # the client's time from the upload's start to the answer's last byte
     edge_total_ms: float | None = None  # the edge's time from the body's first byte to the answer
     down_bytes: int = 0
@@ -146,12 +153,37 @@ def parse_edge_header(value: str) -> dict[str, float]:
 
 
 def edge_header(
-    queued: int, computing: int, concurrency: int, read_bytes: int, read_ms: float, total_ms: float
+    queued: int,
+    computing: int,
+    concurrency: int,
+    read_bytes: int,
+    read_ms: float,
+    total_ms: float,
+    tail_bytes: int = 0,
+    tail_ms: float = 0.0,
 ) -> str:
+    """The header's value; ``tail-bytes, tail-ms`` only for a body whose second half was read apart."""
+    tail = f", tail-bytes={tail_bytes}, tail-ms={tail_ms:.3f}" if tail_bytes > 0 else ""
     return (
         f"queued={queued}, computing={computing}, concurrency={concurrency}, "
-        f"read-bytes={read_bytes}, read-ms={read_ms:.3f}, total-ms={total_ms:.3f}"
+        f"read-bytes={read_bytes}, read-ms={read_ms:.3f}, total-ms={total_ms:.3f}{tail}"
     )
+
+
+def uplink_sample(
+    read_bytes: int | None,
+    read_ms: float | None,
+    tail_bytes: int | None,
+    tail_ms: float | None,
+    min_ms: float,
+) -> tuple[int, float] | None:
+    """The (bytes, ms) that measure the uplink: the body's second half where it took ``min_ms``, else the
+    body after its first chunk, else None (read too fast to time)."""
+    if tail_bytes and tail_ms is not None and tail_ms >= min_ms:
+        return tail_bytes, tail_ms
+    if read_bytes is not None and read_ms is not None and read_ms >= min_ms:
+        return read_bytes, read_ms
+    return None
 
 
 @dataclass
@@ -187,12 +219,11 @@ class ContextEstimator:
     def observe(self, obs: Observation, now: float | None = None) -> list[str]:
         """Fold one request's measurements in; the names of the quantities that stepped."""
         changed = []
-        if (
-            obs.read_bytes is not None
-            and obs.read_ms is not None
-            and obs.read_ms >= self.settings.min_transfer_ms
-        ):
-            if self.up.update(obs.read_bytes * 8 / (obs.read_ms * 1000)):
+        sample = uplink_sample(
+            obs.read_bytes, obs.read_ms, obs.tail_bytes, obs.tail_ms, self.settings.min_transfer_ms
+        )
+        if sample is not None:
+            if self.up.update(sample[0] * 8 / (sample[1] * 1000)):
                 changed.append("uplink")
             self.last_uplink_sample = time.monotonic() if now is None else now
         if obs.wall_ms is not None and obs.edge_total_ms is not None:

@@ -320,17 +320,21 @@ class TierService:
             if declared > self.max_body:
                 raise self._too_large(declared)
         parts, total = [], 0
-        first = None
+        first = mid = None
+        half = int(length) // 2 if length is not None else None
         async for chunk in request.stream():
             if chunk and first is None:
                 first = (time.perf_counter(), len(chunk))  # the link's rate shows in the rest (estimate.py)
             total += len(chunk)
+            if mid is None and half and total >= half:
+                mid = (time.perf_counter(), total)  # ... and past a shaper's burst in the second half
             if total > self.max_body:
                 raise self._too_large(total)
             parts.append(chunk)
         self.metrics.received.inc(total)
         end = time.perf_counter()
         request.state.read = (first[0], total - first[1], (end - first[0]) * 1000) if first else (end, 0, 0.0)
+        request.state.tail = (total - mid[1], (end - mid[0]) * 1000) if mid else (0, 0.0)
         return b"".join(parts)
 
     def admit(self) -> None:
@@ -549,6 +553,7 @@ class TierService:
     def load_header(self, request: Any) -> str:
         """``x-dnnsplit-edge``: the queue and how this request's body was read (estimate.py reads it)."""
         first_byte, read_bytes, read_ms = getattr(request.state, "read", (time.perf_counter(), 0, 0.0))
+        tail_bytes, tail_ms = getattr(request.state, "tail", (0, 0.0))
         computing = min(self.queued, self.settings.concurrency)
         return edge_header(
             max(self.queued - computing, 0),
@@ -557,6 +562,8 @@ class TierService:
             read_bytes,
             read_ms,
             (time.perf_counter() - first_byte) * 1000,
+            tail_bytes,
+            tail_ms,
         )
 
     async def probe(self, request: Any) -> Any:

@@ -15,6 +15,7 @@ from dnnsplit.runtime.estimate import (
     Tracker,
     edge_header,
     parse_edge_header,
+    uplink_sample,
 )
 from tests.fixtures.elastic import two_piece_spec
 
@@ -100,13 +101,35 @@ def test_round_trip_phone_speed_and_edge_load() -> None:
     assert header == {
         "queued": 3, "computing": 1, "concurrency": 2, "read-bytes": 4096, "read-ms": 3.25, "total-ms": 7.5
     }
+    tail = parse_edge_header(edge_header(0, 1, 1, 16_000, 90.0, 95.0, 8_000, 80.0))
+    assert tail["tail-bytes"] == 8_000 and tail["tail-ms"] == 80.0 and tail["read-bytes"] == 16_000
+
+
+def test_the_uplink_is_read_from_the_bodys_second_half_past_a_shapers_burst() -> None:
+    """A 0.2 Mbit/s link whose shaper lets 3 kB through at once (tbf's burst): of a 16 kB body, 1.4 kB
+    come in the first chunk, the next 3 kB at once, the rest at 25 kB/s. All but the first chunk reads
+    0.25 Mbit/s; the second half (8 kB in 320 ms) reads the link's 0.2."""
+    rate = 0.2e6 / 8
+    read_bytes, read_ms = 16_000 - 1_400, (16_000 - 1_400 - 3_000) / rate * 1000
+    tail_bytes, tail_ms = 8_000, 8_000 / rate * 1000
+    assert uplink_sample(read_bytes, read_ms, tail_bytes, tail_ms, 2.0) == (tail_bytes, tail_ms)
+    assert uplink_sample(read_bytes, read_ms, tail_bytes, 1.5, 2.0) == (read_bytes, read_ms)  # too short
+    assert uplink_sample(read_bytes, 1.0, None, None, 2.0) is None
+    estimator = ContextEstimator(Context(30, 60, 20))
+    estimator.observe(Observation(read_bytes=read_bytes, read_ms=read_ms, tail_bytes=tail_bytes, tail_ms=tail_ms))
+    assert estimator.context().up_mbps == pytest.approx(0.2)
+    burst = ContextEstimator(Context(30, 60, 20))
+    burst.observe(Observation(read_bytes=read_bytes, read_ms=read_ms))  # an edge that did not say the tail
+    assert burst.context().up_mbps > 0.25
 
 
 def test_an_idle_link_asks_for_a_probe_sized_to_the_estimate() -> None:
     estimator = ContextEstimator(Context(10, 10, 10))
     estimator.observe(_upload(10.0), now=100.0)
-    assert not estimator.needs_probe(now=101.0) and estimator.needs_probe(now=102.5)
-    assert estimator.probe_bytes() == 50_000  # 40 ms at 10 Mbit/s
+    assert not estimator.needs_probe(now=100.5) and estimator.needs_probe(now=101.0)
+    assert estimator.probe_bytes() == 125_000  # 100 ms at 10 Mbit/s
+    slow = ContextEstimator(Context(0.2, 0.2, 10))
+    assert slow.probe_bytes() == 16_384  # 100 ms at 0.2 Mbit/s is 2.5 kB: at least 16 kB, past a burst
     estimator.observe(Observation(read_bytes=BODY, read_ms=1.0))  # too short to measure: no sample
     assert estimator.up.samples == 1
     with pytest.raises(UsageError, match="alpha"):

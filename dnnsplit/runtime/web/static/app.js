@@ -259,7 +259,10 @@ async function runElastic(x) {
     outputs = { ...available, ...remote.tensors };
     Object.assign(stages, remote.stages);
     const e = remote.edge;
-    if (e['read-ms'] >= 2) est.up.update((e['read-bytes'] * 8) / (e['read-ms'] * 1000));
+    // The body's second half where it took 2 ms (past a shaper's burst), else all but its first chunk
+    // (estimate.py: uplink_sample).
+    if (e['tail-bytes'] > 0 && e['tail-ms'] >= 2) est.up.update((e['tail-bytes'] * 8) / (e['tail-ms'] * 1000));
+    else if (e['read-ms'] >= 2) est.up.update((e['read-bytes'] * 8) / (e['read-ms'] * 1000));
     if (e['total-ms'] !== undefined) {
       const c = est.context();
       const wire = (remote.stages.down_bytes * 8) / (c.down_mbps * 1000) + (Math.max(remote.stages.up_bytes - (e['read-bytes'] || 0), 0) * 8) / (c.up_mbps * 1000);
