@@ -248,18 +248,19 @@ def phase_client(args: argparse.Namespace) -> None:
         time.sleep(0.01)
     while time.time() < args.end:
         t = time.time() - args.start
-        decision_ms = None
+        decision_ms = probe_ms = None
         if args.config == "elastic":
             frame = client.infer(x, image)
             result, cut, up = frame.result, frame.cut, frame.decision.context.up_mbps
-            decision_ms = frame.decision_ms
+            decision_ms, probe_ms, ms = frame.decision_ms, frame.probe_ms, frame.latency_ms  # (probe waits in)
         else:
             result = client.infer(x, split_at=boundary, metadata={"start": str(boundary)}, image=image)
-            cut, up = args.config, None
+            cut, up, ms = args.config, None, result.stages.total_ms
         rows.append(
             {
                 "t": t,
-                "ms": result.stages.total_ms,
+                "ms": ms,
+                "probe_ms": probe_ms,
                 "cut": cut,
                 "up_est": up,
                 "up_bytes": result.stages.up_bytes,

@@ -26,9 +26,9 @@ What one request tells (``Observation``), from the client's own clock and the he
   its ``concurrency`` (``queued``, ``computing``, ``concurrency`` in the same header).
 
 The downlink is not observed apart (answers are a few kB of logits): it follows the uplink in the plan's
-own ratio. When no upload has measured the link for ``probe_idle_s`` (the cut keeps everything on the
-phone), ``needs_probe`` says so and the client sends a small probe (``POST /v1/probe``), so that a link
-that got better is noticed while nothing is offloaded.
+own ratio. When no request has measured the link for ``probe_idle_s`` (the cut keeps everything on the
+phone), ``needs_probe`` says so and the client sends a probe (``POST /v1/probe``, ``probe_bytes``; beside
+a frame kept on the phone, see ``elastic.py``), so that the link is known while nothing is offloaded.
 """
 
 from __future__ import annotations
