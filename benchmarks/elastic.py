@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import ROOT, machine, wait_healthy, write_results
+from _common import RESULTS, ROOT, machine, wait_healthy, write_results
 
 from dnnsplit.partition import evaluate, problem_from_profile
 from dnnsplit.partition.elastic import Context, decide, in_context, piece_of_layer, sweep_candidates
@@ -462,9 +462,22 @@ def phase_table(data: dict[str, Any]) -> list[str]:
     phase_ratio = phase_best / data["phase_mean_ms"]["elastic"]
     worst = max(p.get("elastic_vs_best", 0.0) for p in data["phases"])
     p99 = data["decision_ms_p99"]
+    # The oracle: in every phase the static cut that was best there, switched for free at the phase's start
+    # (after the settling time, which no configuration is charged). No per-request chooser beats it by
+    # choosing, so best single static / oracle is the most the whole-run floor can get on this schedule.
+    bests = [p["configs"][p["best_static"]]["mean_ms"] for p in data["phases"] if "best_static" in p]
+    oracle_requests = len(bests) / sum(1 / m for m in bests)  # equal phase times: requests go as 1 / mean
+    oracle_phases = float(np.mean(bests))
     lines += [
         "",
         f"Per-round means (ms): {rounds}.",
+        "",
+        f"The per-phase oracle (each phase's best static, switched for free at its start): {oracle_requests:.0f} ms "
+        f"over the run's requests, {oracle_phases:.0f} ms by the mean of the phase means; so on this schedule no "
+        f"choice of cuts gets more than {statics[best] / oracle_requests:.2f}x over the best single static by "
+        f"requests, {phase_best / oracle_phases:.2f}x by phases. Elastic against the oracle: "
+        f"{data['mean_ms']['elastic'] / oracle_requests - 1:+.0%} by requests, "
+        f"{data['phase_mean_ms']['elastic'] / oracle_phases - 1:+.0%} by phases.",
         "",
         f"Floors: whole-run mean {ratio:.2f}x lower than the best single static ({best}; floor 1.3x: "
         f"{'met' if ratio >= 1.3 else 'NOT met'}); by the mean of the phase means {phase_ratio:.2f}x; worst "
@@ -487,6 +500,9 @@ def main() -> None:
         "--phase-models", default="resnet18:2,mobilenet_v3_small:1", help="MODEL:ROUNDS,... for the tbf run"
     )
     parser.add_argument("--skip-phases", action="store_true")
+    parser.add_argument(
+        "--render", action="store_true", help="write elastic.md again from docs/benchmarks/elastic.json (no run)"
+    )
     parser.add_argument("--warmup-s", type=float, default=WARMUP_S)
     for hidden in ("--phase-client", "--serve", "--config", "--token"):
         parser.add_argument(hidden, help=argparse.SUPPRESS)
@@ -498,6 +514,14 @@ def main() -> None:
         return
     if args.serve:
         serve_elastic(args)
+        return
+    if args.render:
+        data = json.loads((RESULTS / "elastic.json").read_text())
+        phases = data["phased"]
+        text = markdown(data["results"], data["machine"], " ".join(data["load"]), phases)
+        if "load_after" in phases:
+            text += f"\nLoad average after the phased runs: {' '.join(phases['load_after'])}.\n"
+        (RESULTS / "elastic.md").write_text(text)
         return
     load = open("/proc/loadavg").read().split()[:3]
     results = [bench_model(m, args.decisions, args.seed) for m in args.models.split(",")]
