@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from dnnsplit.errors import UsageError
-from dnnsplit.partition.elastic import Decision, ElasticSpec, decide
+from dnnsplit.partition.elastic import Context, Decision, ElasticSpec, decide
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.runtime.client import CollaborativeClient, InferResult, UnservedCut
 from dnnsplit.runtime.connection import EdgeTimeout, EdgeUnreachable, UploadMeter
@@ -49,6 +49,7 @@ from dnnsplit.splitting.manifest import Manifest
 
 INPUT_CODINGS = ("jpeg", "tensor")
 SENT_WINDOW = 16  # a cut's upload is priced at the mean of its last this many bodies
+RTT_PROBE_BYTES = 1024  # a probe when only the round trip can change the choice (``_uplink_matters``)
 PROBE_S = 5.0  # a probe unanswered this long is given up (the link took less than its body in that time)
 
 
@@ -315,12 +316,21 @@ class ElasticClient:
         self.frames += 1
         return frame
 
-    def _decide(self, spec: ElasticSpec) -> tuple[Any, Decision, float]:
+    def _decide(self, spec: ElasticSpec) -> tuple[Context, Decision, float]:
         t0 = time.perf_counter()
         with self._lock:
             context = self.estimator.context()
         decision = decide(spec, context, self.allowed(), self.current, self.settings.hysteresis)
         return context, decision, (time.perf_counter() - t0) * 1000
+
+    def _uplink_matters(self, context: Context) -> bool:
+        """Whether some offloading cut would win on a faster link than ``context``'s: if even an unbounded
+        uplink and downlink leave every one slower than the phone alone (a model the phone runs in a few ms,
+        a far edge), a probe need only follow the round trip and the edge's load: 1 kB, not a rate probe
+        of up to 256 kB whose sending and reading take CPU from the frames beside it."""
+        unbounded = replace(context, up_mbps=1e9, down_mbps=1e9)
+        best = decide(self.priced(), unbounded, self.allowed(), None, 0.0)
+        return best.candidate.boundary < self.everything
 
     def _times_the_link(self, decision: Decision) -> bool:
         """Whether the request's own body is long enough on the link to measure it (its second half over
@@ -425,9 +435,11 @@ class ElasticClient:
         if connection is None:
             return None
         with self._lock:
-            size = min(self.estimator.probe_bytes(), self.edge_max_body)
-            min_ms = self.estimator.settings.min_transfer_ms
             context = self.estimator.context()
+            rate_probe = self._uplink_matters(context)
+            size = self.estimator.probe_bytes() if rate_probe else RTT_PROBE_BYTES
+            size = min(size, self.edge_max_body)
+            min_ms = self.estimator.settings.min_transfer_ms
         # A probe has a deadline as a request has (3x its predicted time + 100 ms): one sized for a fast link
         # that has dropped since is given up, and what the link took of it drops the estimate at once.
         predicted_ms = context.rtt_ms + size * 8 / (context.up_mbps * 1000)
@@ -475,8 +487,9 @@ class ElasticClient:
             edge_concurrency=int(edge.get("concurrency", 1)),
         )
         # A probe read too fast to time says the link is much faster than the estimate it was sized for:
-        # the next one, before the next frame, is 4x bigger (back to 1x once one measures).
-        too_short = edge["read-ms"] < min_ms
+        # the next one, before the next frame, is 4x bigger (back to 1x once one measures). (A round-trip
+        # probe is not meant to time the link.)
+        too_short = rate_probe and edge["read-ms"] < min_ms
         with self._lock:
             self.estimator.probe_boost = min(self.estimator.probe_boost * 4, 64) if too_short else 1
             self.estimator.observe(observation)
