@@ -36,10 +36,13 @@ Examples:
 
   dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --stream 100 --link 4g
   dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --input-coding tensor
+  dnnsplit infer elastic/ --edge http://127.0.0.1:8080 --frames frames/ --stream 100 --policy policy.zip
 
 A split written by `split --elastic` is re-cut for every frame: the client estimates its uplink, round
 trip, its own speed and the edge's load, and runs the cut that is fastest for that estimate; each frame
 says which cut ran and the estimate that chose it (--format json), the edge's /metrics counts them.
+With --policy a trained context policy (`dnnsplit rl train --scenario context` on the plan's profile)
+chooses the cut from the same estimate instead.
 
 The result is the one `dnnsplit run DIR` gives; when the edge is down, slow (no full answer within
 --timeout), failing, or answers tensors other than the split's outputs, the client runs the rest itself
@@ -71,6 +74,13 @@ def infer(
             help="Elastic splits: keep the current cut unless another is predicted this much faster."
         ),
     ] = 0.1,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="Elastic splits: a context policy from `dnnsplit rl train` (.zip) chooses each frame's cut"
+            " instead of the exact optimum over the split's cuts."
+        ),
+    ] = None,
     token: Annotated[
         str | None, typer.Option(envvar="DNNSPLIT_TOKEN", help="Bearer token the edge requires.")
     ] = None,
@@ -127,8 +137,13 @@ def infer(
 
     spec = parse_link(link) if link else None
     manifest = Manifest.load(directory)
+    if policy is not None and not manifest.elastic:
+        raise UsageError(
+            f"--policy chooses among an elastic split's cuts; {directory} has one cut",
+            "split it with `dnnsplit split MODEL --plan plan.yaml --elastic`, or drop --policy",
+        )
     if manifest.elastic or frames is not None or stream is not None:
-        options = {"hysteresis": hysteresis, "coding": coding, "input_coding": input_coding}
+        options = {"hysteresis": hysteresis, "coding": coding, "input_coding": input_coding, "policy": policy}
         source = input_file or frames
         _stream(directory, edge, token, spec, timeout, threads, source, stream, top, fmt, options)
         return
@@ -201,7 +216,9 @@ def _stream(
         timeout_s=timeout,
         threads=threads,
         top=top,
-        settings=ElasticSettings(hysteresis=options["hysteresis"]),
+        settings=ElasticSettings(
+            hysteresis=options["hysteresis"], policy=str(options["policy"]) if options["policy"] else None
+        ),
         input_coding=options["input_coding"],
         coding=options["coding"],
     )

@@ -270,15 +270,21 @@ class Decision:
     context: Context
     costs: dict[str, float]  # candidate name -> predicted ms
     kept: bool = False  # hysteresis held the previous cut although another was predicted a little faster
+    by: str = "exact"  # who chose: the exact optimum over the candidates, or "rl" (rl/elastic_policy.py)
+    policy_layers: int | None = None  # "rl": the layers the policy's own action keeps on the phone
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "cut": self.candidate.name,
             "boundary": self.candidate.boundary,
             "predicted_ms": self.predicted_ms,
             "estimate": self.context.to_dict(),
             "kept_by_hysteresis": self.kept,
+            "chosen_by": self.by,
         }
+        if self.by == "rl":
+            out["policy_layers_on_phone"] = self.policy_layers
+        return out
 
 
 def decide(

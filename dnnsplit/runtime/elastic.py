@@ -62,6 +62,9 @@ class ElasticSettings:
     # the phone (upload, edge, answer) plus deadline_slack_ms; 0 turns that off (only --timeout holds).
     deadline_factor: float = 3.0
     deadline_slack_ms: float = 100.0
+    # A context policy from `dnnsplit rl train` (its .zip) that chooses the cut instead of the exact optimum
+    # over the candidates (partition/rl/elastic_policy.py); None: the exact optimum.
+    policy: str | None = None
 
     def check(self) -> None:
         if not 0 <= self.hysteresis < 1:
@@ -180,6 +183,12 @@ class ElasticClient:
         zeros = np.zeros((1, *manifest.input.shape[1:]), dtype=manifest.input.dtype)
         chain.run_segments({chain.input_name: zeros}, pieces)
         chain.slowdown = slowdown
+        self.chooser = None
+        if self.settings.policy:
+            from dnnsplit.partition.rl.elastic_policy import ElasticPolicy
+            from dnnsplit.partition.rl.policy_file import load_policy
+
+            self.chooser = ElasticPolicy.fit(load_policy(self.settings.policy), self.spec)
         self.estimator = ContextEstimator(self.spec.reference, self.settings.estimator)
         # Then one timed run: the phone's speed is known before the first decision (a fast link keeps every
         # request on the edge, and nothing run here would ever tell how fast the phone is).
@@ -297,7 +306,7 @@ class ElasticClient:
             result = self._run(x, decision, image)
         except UnservedCut as exc:
             self.starts = tuple(exc.starts)
-            again = decide(spec, context, self.allowed())
+            again = self._choose(spec, context)
             note = (
                 f"the edge lacks cut {decision.candidate.name} (it starts at segments {list(exc.starts)}): "
                 f"ran {again.candidate.name}"
@@ -320,8 +329,14 @@ class ElasticClient:
         t0 = time.perf_counter()
         with self._lock:
             context = self.estimator.context()
-        decision = decide(spec, context, self.allowed(), self.current, self.settings.hysteresis)
+        decision = self._choose(spec, context, self.current)
         return context, decision, (time.perf_counter() - t0) * 1000
+
+    def _choose(self, spec: ElasticSpec, context: Context, current: int | None = None) -> Decision:
+        """The policy's cut when one is given, else the exact optimum (hysteresis against ``current``)."""
+        if self.chooser is not None:
+            return self.chooser.decide(context, self.allowed(), spec)
+        return decide(spec, context, self.allowed(), current, self.settings.hysteresis)
 
     def _uplink_matters(self, context: Context) -> bool:
         """Whether some offloading cut would win on a faster link than ``context``'s: if even an unbounded
