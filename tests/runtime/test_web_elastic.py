@@ -22,6 +22,14 @@ def elastic(tiny_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return elastic_split(tiny_model, tmp_path_factory.mktemp("web-elastic") / "split")
 
 
+def _start_streaming(page, url: str) -> None:
+    """Open the page at ``url``, wait until the split is loaded, and start continuous mode."""
+    page.goto(url)
+    page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
+    assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#status")
+    page.click("#stream")
+
+
 @pytest.mark.parametrize("phone_speed", [None, "0.01"])
 def test_continuous_mode_re_cuts_every_frame(elastic: Path, phone_speed: str | None) -> None:
     from dnnsplit.browser.chromium import chromium_page
@@ -30,10 +38,7 @@ def test_continuous_mode_re_cuts_every_frame(elastic: Path, phone_speed: str | N
     spec = ElasticSpec.from_dict(Manifest.load(elastic).elastic)
     query = "?frames=6" + (f"&phone_speed={phone_speed}" if phone_speed else "")
     with serving(elastic, ServeSettings(tier="edge", web=True)) as edge, chromium_page() as (page, console):
-        page.goto(f"{edge.url}/web/{query}")
-        page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
-        assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#status")
-        page.click("#stream")
+        _start_streaming(page, f"{edge.url}/web/{query}")
         page.wait_for_selector("#status[data-state=done], #status[data-state=error]", timeout=120_000)
         assert page.inner_text("#status") == "streamed 6 frames", (page.inner_text("#status"), console)
         frames = page.evaluate("window.dnnsplitStream")
@@ -69,10 +74,7 @@ def test_the_page_re_cuts_when_its_link_slows_mid_stream(elastic: Path) -> None:
 
     spec = ElasticSpec.from_dict(Manifest.load(elastic).elastic)
     with serving(elastic, ServeSettings(tier="edge", web=True)) as edge, chromium_page() as (page, console):
-        page.goto(f"{edge.url}/web/?frames=12&phone_speed=0.3")
-        page.wait_for_selector("#status[data-state=ready], #status[data-state=error]")
-        assert page.get_attribute("#status", "data-state") == "ready", page.inner_text("#status")
-        page.click("#stream")
+        _start_streaming(page, f"{edge.url}/web/?frames=12&phone_speed=0.3")
         page.wait_for_function("(window.dnnsplitStream || []).length >= 4", timeout=60_000)
         devtools = page.context.new_cdp_session(page)
         devtools.send("Network.enable")
