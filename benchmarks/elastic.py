@@ -468,6 +468,13 @@ def phase_table(data: dict[str, Any]) -> list[str]:
     bests = [p["configs"][p["best_static"]]["mean_ms"] for p in data["phases"] if "best_static" in p]
     oracle_requests = len(bests) / sum(1 / m for m in bests)  # equal phase times: requests go as 1 / mean
     oracle_phases = float(np.mean(bests))
+    if all(p.get("best_static") == "all-local" for p in data["phases"]):
+        lines += [
+            "",
+            "all-local is the best static in every phase: the phone runs the model in less than any round "
+            "trip, so the elastic client's probes measure only the round trip (no offloading cut would win at "
+            "any uplink rate) and its uplink estimate is not kept up: the estimate columns say nothing here.",
+        ]
     lines += [
         "",
         f"Per-round means (ms): {rounds}.",
@@ -521,6 +528,8 @@ def main() -> None:
         text = markdown(data["results"], data["machine"], " ".join(data["load"]), phases)
         if "load_after" in phases:
             text += f"\nLoad average after the phased runs: {' '.join(phases['load_after'])}.\n"
+        if "note" in phases:  # runs put together from several invocations say which is which
+            text += f"\n{phases['note']}.\n"
         (RESULTS / "elastic.md").write_text(text)
         return
     load = open("/proc/loadavg").read().split()[:3]

@@ -384,7 +384,9 @@ class ElasticClient:
     def _finished_probe(self) -> float | None:
         """What a background probe that has finished took (ms), once; None when none has finished."""
         thread = self._probe_thread
-        if thread is not None and not thread.is_alive():
+        if thread is not None:
+            if thread.is_alive():
+                return None  # (its result is appended when it ends: read then, not half-way)
             thread.join()
             self._probe_thread = None
         done = [ms for ms in self._probe_done if ms is not None]
