@@ -106,3 +106,28 @@ def test_the_page_re_cuts_when_its_link_slows_mid_stream(elastic: Path) -> None:
     all_edge = decide(spec, Context.from_dict(last["estimate"]), [0], None, 0.0).predicted_ms
     assert all_edge > 200, (seen, last["estimate"])
     assert all(f["stages"]["up_bytes"] < 1000 for f in frames[switched:]), seen
+
+
+def test_the_page_probes_its_idle_link_and_learns_it_is_fast(elastic: Path) -> None:
+    """The phone pinned at its profile: on the plan's 4g prior (60 ms round trip) the page keeps every frame
+    here and would never learn otherwise; a probe beside a local frame reads the loopback's round trip and
+    the next frames go to the edge."""
+    from dnnsplit.browser.chromium import chromium_page
+    from dnnsplit.runtime.server import ServeSettings, serving
+
+    spec = ElasticSpec.from_dict(Manifest.load(elastic).elastic)
+    with serving(elastic, ServeSettings(tier="edge", web=True)) as edge, chromium_page() as (page, console):
+        _start_streaming(page, f"{edge.url}/web/?frames=40&phone_speed=1&probe_idle_ms=0")
+        page.wait_for_selector("#status[data-state=done], #status[data-state=error]", timeout=120_000)
+        assert page.inner_text("#status") == "streamed 40 frames", (page.inner_text("#status"), console)
+        frames = page.evaluate("window.dnnsplitStream")
+    cuts = [f["cut"] for f in frames]
+    seen = [(f["cut"], round(f["estimate"]["rtt_ms"], 1), f["probes"]) for f in frames]
+    current = None
+    for f in frames:
+        assert f["cut"] == decide(spec, Context.from_dict(f["estimate"]), None, current, 0.1).candidate.name, seen
+        current = f["boundary"]
+    assert cuts[0] == "all-local" and frames[0]["estimate"]["rtt_ms"] == spec.reference.rtt_ms, seen
+    assert frames[-1]["probes"] >= 1 and "all-edge" in cuts, (seen, console)
+    first = cuts.index("all-edge")
+    assert frames[first]["estimate"]["rtt_ms"] < 20 and set(cuts[first:]) == {"all-edge"}, seen

@@ -236,17 +236,69 @@ function estimator(spec) {
   };
 }
 
+// The uplink from the edge's header: the body's second half where it took 2 ms (past a shaper's burst),
+// else all but its first chunk (estimate.py: uplink_sample); true when it measured.
+function sampleUplink(est, e) {
+  let measured = true;
+  if (e['tail-bytes'] > 0 && e['tail-ms'] >= 2) est.up.update((e['tail-bytes'] * 8) / (e['tail-ms'] * 1000));
+  else if (e['read-ms'] >= 2) est.up.update((e['read-bytes'] * 8) / (e['read-ms'] * 1000));
+  else measured = false;
+  if (measured) est.lastUplink = performance.now();
+  return measured;
+}
+
+// The idle probe (docs/elastic.md): when no request has measured the link for 1 s, POST /v1/probe a body
+// of 100 ms at the estimated uplink (16 kB to 256 kB) beside the frames kept on the phone; the network
+// stack sends it while the page computes. A frame that would offload waits for it (runElastic).
+const PROBE_IDLE_MS = Number(params.get('probe_idle_ms') ?? 1000); // ?probe_idle_ms=0: every local frame
+function startProbe(est) {
+  const c = est.context();
+  const size = Math.min(Math.max(Math.round((c.up_mbps * 1000 / 8) * 100), 16384), 262144);
+  const body = new Uint8Array(size);
+  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(body.subarray(i, Math.min(i + 65536, size)));
+  const headers = { 'content-type': 'application/octet-stream' };
+  const token = params.get('token') || $('token').value;
+  if (token) headers.authorization = `Bearer ${token}`;
+  const t0 = performance.now();
+  est.probe = (async () => {
+    try {
+      const answer = await fetch(new URL('/v1/probe', location.href).href, { method: 'POST', body, headers });
+      await answer.arrayBuffer();
+      const e = parseEdgeHeader(answer.headers.get('x-dnnsplit-edge') || '');
+      if (answer.ok && e['total-ms'] !== undefined) {
+        sampleUplink(est, e);
+        const now = est.context();
+        const wire = (Math.max(size - (e['read-bytes'] || 0), 0) * 8) / (now.up_mbps * 1000);
+        est.rtt.update(Math.max(performance.now() - t0 - e['total-ms'] - wire, 0));
+      }
+      est.probes = (est.probes || 0) + 1;
+    } catch {
+      // an edge that is down shows in the next offloaded frame (its fallback); the probe just ends
+    } finally {
+      est.lastUplink = performance.now();
+      est.probe = null;
+    }
+  })();
+}
+
 // One frame at the cut that is fastest for the current estimate; the estimate learns from what it measured.
 async function runElastic(x) {
   const { config } = state;
   const spec = config.elastic;
   const est = (state.estimate ||= estimator(spec));
+  est.lastUplink ??= performance.now();
   // ?phone_speed=S pins the phone's speed (x its profile) instead of measuring it: a slower phone, emulated.
   const pinned = params.get('phone_speed');
   if (pinned) est.phone.value = Number(pinned);
-  const context = est.context();
-  const decision = decide(spec, context, null, state.current ?? null, 0.1);
+  let context = est.context();
+  let decision = decide(spec, context, null, state.current ?? null, 0.1);
+  if (decision.candidate.boundary < spec.pieces.length && est.probe) {
+    await est.probe; // the link is the probe's; then decide again on what it measured
+    context = est.context();
+    decision = decide(spec, context, null, state.current ?? null, 0.1);
+  }
   const k = decision.candidate.boundary;
+  if (k === spec.pieces.length && !est.probe && params.get('probe') !== '0' && performance.now() - est.lastUplink >= PROBE_IDLE_MS) startProbe(est);
   const available = { [config.input.name]: { dtype: 'float32', shape: config.input.shape, data: x } };
   const t0 = performance.now();
   for (let i = 0; i < k; i++) Object.assign(available, await run(state.rt.ort, state.rt.sessions[i], available));
@@ -259,10 +311,7 @@ async function runElastic(x) {
     outputs = { ...available, ...remote.tensors };
     Object.assign(stages, remote.stages);
     const e = remote.edge;
-    // The body's second half where it took 2 ms (past a shaper's burst), else all but its first chunk
-    // (estimate.py: uplink_sample).
-    if (e['tail-bytes'] > 0 && e['tail-ms'] >= 2) est.up.update((e['tail-bytes'] * 8) / (e['tail-ms'] * 1000));
-    else if (e['read-ms'] >= 2) est.up.update((e['read-bytes'] * 8) / (e['read-ms'] * 1000));
+    sampleUplink(est, e);
     if (e['total-ms'] !== undefined) {
       const c = est.context();
       const wire = (remote.stages.down_bytes * 8) / (c.down_mbps * 1000) + (Math.max(remote.stages.up_bytes - (e['read-bytes'] || 0), 0) * 8) / (c.up_mbps * 1000);
@@ -272,7 +321,7 @@ async function runElastic(x) {
     if (profiled > 0 && remote.stages.edge_ms > 0.05) est.edge.update((remote.stages.edge_ms / profiled) * (1 + (e.queued || 0) / Math.max(e.concurrency || 1, 1)));
   }
   state.current = k;
-  return { outputs, stages, cut: decision.candidate.name, boundary: k, predicted_ms: decision.predicted_ms, estimate: context };
+  return { outputs, stages, cut: decision.candidate.name, boundary: k, predicted_ms: decision.predicted_ms, estimate: context, probes: est.probes || 0 };
 }
 
 // Continuous mode (AR-like): the camera if it is on, else the picked image, else looped sample frames;
@@ -292,6 +341,9 @@ async function stream() {
   const results = (window.dnnsplitStream = []);
   const times = [];
   while (state.streaming && (!limit || results.length < limit)) {
+    // A task boundary per frame: a frame can finish in promise callbacks alone, and a loop of them would
+    // hold off the page's other tasks (a probe's answer, the live table's repaint, the Stop button).
+    await new Promise((resolve) => { const channel = new MessageChannel(); channel.port1.onmessage = resolve; channel.port2.postMessage(0); });
     const video = $('video');
     const source = !video.hidden ? video : $('preview').src ? $('preview') : SAMPLES[results.length % SAMPLES.length];
     const t0 = performance.now();
@@ -302,7 +354,7 @@ async function stream() {
     times.push(performance.now());
     while (times.length && times[0] < performance.now() - 1000) times.shift();
     const logits = frame.outputs[state.config.first_output].data;
-    results.push({ cut: frame.cut, boundary: frame.boundary, predicted_ms: frame.predicted_ms, estimate: frame.estimate, stages: frame.stages, top1: softmaxTop(logits, 1)[0].class, logits: Array.from(logits) });
+    results.push({ cut: frame.cut, boundary: frame.boundary, predicted_ms: frame.predicted_ms, estimate: frame.estimate, stages: frame.stages, probes: frame.probes, top1: softmaxTop(logits, 1)[0].class, logits: Array.from(logits) });
     const s = frame.stages;
     $('live').innerHTML = [
       ['fps', String(times.length)],
