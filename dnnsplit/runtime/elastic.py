@@ -206,7 +206,7 @@ class ElasticClient:
         # request never runs while a probe is in flight (``infer`` waits for it first).
         self._lock = threading.Lock()
         self._probe_thread: threading.Thread | None = None
-        self._probe_done: list[float | None] = []  # what finished background probes took (ms), not reported
+        self._probe_ms: float | None = None  # what the last background probe took, until a frame reports it
         self.everything = len(self.spec.pieces)
         self.edge_max_body = 65_536  # what a probe may send at most (the edge's --max-body-mb says more)
         self.starts: tuple[int, ...] | None = self._edge_starts() if edge_url else ()
@@ -364,7 +364,7 @@ class ElasticClient:
 
         def run() -> None:
             try:
-                self._probe_done.append(self.probe())
+                self._probe_ms = self.probe()
             except Exception as exc:  # a probe must never take the stream down: noted, and retried later
                 self.notes.append(f"a background probe failed: {exc}")
                 with self._lock:
@@ -389,9 +389,8 @@ class ElasticClient:
                 return None  # (its result is appended when it ends: read then, not half-way)
             thread.join()
             self._probe_thread = None
-        done = [ms for ms in self._probe_done if ms is not None]
-        self._probe_done.clear()
-        return done[-1] if done else None
+        ms, self._probe_ms = self._probe_ms, None
+        return ms
 
     def stream(self, frames: Iterator[np.ndarray]) -> Iterator[FrameResult]:
         for x in frames:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from dnnsplit.errors import UsageError
-from dnnsplit.partition.elastic import Candidate, Context, Decision, ElasticSpec, predict_ms
+from dnnsplit.partition.elastic import Context, Decision, ElasticSpec, predict_ms
 from dnnsplit.partition.network import LinkSpec
 from dnnsplit.partition.rl.contexts import Context as PolicyContext
 from dnnsplit.partition.rl.policy_file import PolicyFile
@@ -37,6 +37,7 @@ class ElasticPolicy:
     spec: ElasticSpec
     mobile_ratio: float  # the split's phone compute over the policy's base phone compute (whole model)
     edge_ratio: float
+    on_phone: dict[int, int]  # candidate boundary -> the layers it keeps on the phone
 
     @classmethod
     def fit(cls, policy: PolicyFile, spec: ElasticSpec) -> ElasticPolicy:
@@ -65,7 +66,9 @@ class ElasticPolicy:
         edge = sum(la.compute_ms[1] for la in base.layers)
         mobile_ratio = spec.phone_ms(len(spec.pieces)) / mobile if mobile > 0 else 1.0
         edge_ratio = spec.edge_ms(0) / edge if edge > 0 else 1.0
-        return cls(policy, spec, mobile_ratio, edge_ratio)
+        pieces = spec.pieces
+        on_phone = {c.boundary: sum(len(p.layers) for p in pieces[: c.boundary]) for c in spec.candidates}
+        return cls(policy, spec, mobile_ratio, edge_ratio, on_phone)
 
     def policy_context(self, context: Context) -> PolicyContext:
         """The client's estimate as the policy's context: the link, and scales of its base compute."""
@@ -93,10 +96,7 @@ class ElasticPolicy:
                 "no candidate cut is available", "serve the elastic split on the edge, or run locally"
             )
         wanted = self.act(context)
-        on_phone = {c.name: len(self._layers_before(c)) for c in pool}
-        chosen = min(pool, key=lambda c: (abs(on_phone[c.name] - wanted), on_phone[c.name]))
+        on_phone = self.on_phone
+        chosen = min(pool, key=lambda c: (abs(on_phone[c.boundary] - wanted), on_phone[c.boundary]))
         costs = {c.name: predict_ms(priced, c, context) for c in pool}
         return Decision(chosen, costs[chosen.name], context, costs, by="rl", policy_layers=wanted)
-
-    def _layers_before(self, candidate: Candidate) -> list[str]:
-        return [name for piece in self.spec.pieces[: candidate.boundary] for name in piece.layers]
